@@ -1,0 +1,1 @@
+"""mixlab's command line: one module per command, wired up in :mod:`mixlab.cli.main`."""

@@ -1,0 +1,173 @@
+"""The one interface every mixing method implements.
+
+A :class:`Mixer` proposes the mixture for the next stretch of training. Static methods (uniform,
+natural, RegMix, BiMix, DoReMi) are asked once, before training; dynamic ones (TiKMiX-D/-M) are
+asked again at every stage boundary with the live model in the context. The benchmark, the CLI,
+the dynamic pipeline and user code all call ``mixer.propose(ctx)`` the same way.
+
+Adding a method: write ``mixers/<name>.py`` with a subclass of :class:`Mixer` (``__init__`` only
+stores its parameters, as in scikit-learn), and add one line to ``REGISTRY`` in ``mixers/__init__.py``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+from mixlab.mixture import Mixture, MixtureConstraints
+
+
+@dataclass
+class ComputeLedger:
+    """What a method spent choosing its mixture: FLOPs (6 * params * tokens for training, 2x-3x that
+    for influence passes, as each method reports), tokens processed by proxy models, wall seconds."""
+
+    flops: float = 0.0
+    tokens: int = 0
+    seconds: float = 0.0
+
+    def add(self, *, flops: float = 0.0, tokens: int = 0, seconds: float = 0.0) -> None:
+        self.flops += float(flops)
+        self.tokens += int(tokens)
+        self.seconds += float(seconds)
+
+    @contextlib.contextmanager
+    def timed(self) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds += time.perf_counter() - t0
+
+    def to_dict(self) -> dict[str, float]:
+        return {"flops": self.flops, "tokens": self.tokens, "seconds": self.seconds}
+
+
+@dataclass
+class ProxyResult:
+    """The outcome of one proxy training run.
+
+    ``curve[step][domain]`` is the validation loss per domain at each evaluated step; ``final`` is the
+    last evaluation. ``tokens`` and ``flops`` are what the run consumed.
+    """
+
+    mixture: Mixture
+    curve: dict[int, dict[str, float]]
+    tokens: int
+    flops: float
+    seconds: float = 0.0
+    run_id: str | None = None
+
+    @property
+    def final(self) -> dict[str, float]:
+        return self.curve[max(self.curve)]
+
+
+@runtime_checkable
+class ProxyRunner(Protocol):
+    """Trains small proxy models for methods that need them (RegMix, BiMix, DoReMi's reference)."""
+
+    def train(
+        self,
+        mixture: Mixture,
+        *,
+        tokens: int,
+        seed: int = 0,
+        eval_every: int | None = None,
+        name: str | None = None,
+    ) -> ProxyResult: ...
+
+
+@dataclass
+class MixingContext:
+    """Everything a mixer may look at when it proposes a mixture.
+
+    Static facts about the corpus and budget are always set; ``proxy``, ``corpus`` and ``live`` are
+    set by the pipeline when the method needs them (a mixer that needs one and finds ``None`` raises
+    a :class:`~mixlab.errors.MixlabError` saying so).
+    """
+
+    domains: Sequence[str]
+    """Training domains, in the corpus's order."""
+    available_tokens: Mapping[str, int]
+    """Training tokens on disk per domain (the natural distribution is proportional to these)."""
+    total_tokens: int
+    """Token budget of the run the mixture is for."""
+    remaining_tokens: int | None = None
+    """Tokens still to train from this stage on (defaults to ``total_tokens``)."""
+    stage: int = 0
+    """Index of the stage being chosen (0 = before training)."""
+    previous: Mixture | None = None
+    """The mixture of the stage that just ended, if any."""
+    max_epochs: float | Mapping[str, float] | None = None
+    """Availability cap: at most this many passes over a domain's tokens in the remaining budget."""
+    lower: Mapping[str, float] | None = None
+    upper: Mapping[str, float] | None = None
+    target_domains: Sequence[str] | None = None
+    """Validation domains whose loss the user cares about (default: all domains)."""
+    target_weights: Mapping[str, float] | None = None
+    """Weights c_j over target domains (default: equal)."""
+    seed: int = 0
+    corpus: Any = None
+    """The prepared corpus (``mixlab.data.Corpus``), for methods that read the data themselves."""
+    proxy: ProxyRunner | None = None
+    """Trains proxy models, for methods that need them."""
+    live: Any = None
+    """The live training state at a stage boundary (model, optimizer, sampler) for dynamic methods."""
+    history: list[dict[str, Any]] = field(default_factory=list)
+    """Records of earlier stages (mixture, influence matrix, losses), oldest first."""
+    compute: ComputeLedger = field(default_factory=ComputeLedger)
+    """Mixers add the compute they spend choosing here."""
+
+    @property
+    def remaining(self) -> int:
+        return int(self.remaining_tokens if self.remaining_tokens is not None else self.total_tokens)
+
+    @property
+    def targets(self) -> list[str]:
+        return list(self.target_domains) if self.target_domains else list(self.domains)
+
+    def target_weight_vector(self) -> dict[str, float]:
+        if self.target_weights:
+            total = sum(self.target_weights.values())
+            return {d: float(v) / total for d, v in self.target_weights.items()}
+        return {d: 1.0 / len(self.targets) for d in self.targets}
+
+    def natural(self) -> Mixture:
+        return Mixture.from_weights({d: float(self.available_tokens[d]) for d in self.domains})
+
+    def constraints(self) -> MixtureConstraints:
+        return MixtureConstraints.build(
+            self.domains,
+            lower=self.lower,
+            upper=self.upper,
+            available_tokens=self.available_tokens if self.max_epochs is not None else None,
+            remaining_tokens=self.remaining if self.max_epochs is not None else None,
+            max_epochs=self.max_epochs,
+        )
+
+
+class Mixer(ABC):
+    """Proposes a mixture from a :class:`MixingContext`.
+
+    Subclasses set ``name`` (the registry key) and ``dynamic`` (True when the method uses the live
+    model at stage boundaries). ``__init__`` stores parameters only; all work happens in ``propose``.
+    """
+
+    name: ClassVar[str]
+    dynamic: ClassVar[bool] = False
+
+    @abstractmethod
+    def propose(self, ctx: MixingContext) -> Mixture:
+        """Return the mixture for the next stage (or the whole run, for a static method)."""
+
+    def get_params(self) -> dict[str, Any]:
+        return {k: v for k, v in vars(self).items() if not k.endswith("_")}
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({params})"
