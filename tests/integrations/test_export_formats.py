@@ -150,7 +150,9 @@ def test_hf_interleave_snippet_and_real_interleave(tmp_path) -> None:
         calls.append({"names": list(datasets), "p": probabilities, "stop": stopping_strategy})
         return calls[-1]
 
-    ns = _eval_python(text, {"interleave_datasets": interleave_datasets, "load_dataset": lambda name, **kw: name})
+    ns = _eval_python(
+        text, {"interleave_datasets": interleave_datasets, "load_dataset": lambda name, **kw: name}
+    )
     assert len(calls) == 3
     for k, stage in enumerate(SCHED.stages):
         call = ns[f"mixed_stage_{k}"]
@@ -210,7 +212,8 @@ def test_cli_export_writes_file(tmp_path) -> None:
     save_mixture(SCHED, src)
     out = tmp_path / "blend.sh"
     res = CliRunner().invoke(
-        _cli(), ["export", str(src), "--format", "megatron", "--prefix", "web=s3://bucket/web", "--out", str(out)]
+        _cli(),
+        ["export", str(src), "--format", "megatron", "--prefix", "web=s3://bucket/web", "--out", str(out)],
     )
     assert res.exit_code == 0, res.output
     blends = _parse_megatron(out.read_text())

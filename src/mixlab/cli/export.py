@@ -12,7 +12,9 @@ log = logging.getLogger(__name__)
 
 
 def export(
-    source: Annotated[Path, typer.Argument(help="Mixture or schedule file (YAML or JSON), as written by mixlab.")],
+    source: Annotated[
+        Path, typer.Argument(help="Mixture or schedule file (YAML or JSON), as written by mixlab.")
+    ],
     format: Annotated[
         str,
         typer.Option(

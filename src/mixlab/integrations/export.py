@@ -66,7 +66,9 @@ def parse_prefixes(items: list[str] | None) -> dict[str, str]:
     for item in items or []:
         name, sep, path = item.partition("=")
         if not sep or not name.strip() or not path.strip():
-            raise ConfigError(f"--prefix {item!r}: expected DOMAIN=PATH, e.g. --prefix web=/data/web_text_document")
+            raise ConfigError(
+                f"--prefix {item!r}: expected DOMAIN=PATH, e.g. --prefix web=/data/web_text_document"
+            )
         if name.strip() in out:
             raise ConfigError(f"--prefix: domain {name.strip()!r} is given twice")
         out[name.strip()] = path.strip()
@@ -133,7 +135,13 @@ def _nemo(mixture: Mixture, prefixes: Mapping[str, str]) -> str:
             out += [float(_weight(w)), _split_prefix(prefixes.get(d, d), split)]
         return out
 
-    doc = {"model": {"data": {"data_prefix": {"train": flat("train"), "validation": flat("valid"), "test": flat("test")}}}}
+    doc = {
+        "model": {
+            "data": {
+                "data_prefix": {"train": flat("train"), "validation": flat("valid"), "test": flat("test")}
+            }
+        }
+    }
     return yaml.safe_dump(doc, sort_keys=False).rstrip("\n")
 
 
@@ -161,7 +169,12 @@ def _mosaic_yaml(mixture: Mixture, prefixes: Mapping[str, str]) -> str:
 
 def _olmo(mixture: Mixture, prefixes: Mapping[str, str]) -> str:
     sources = [
-        {"source_name": d, "target_ratio": float(_weight(w)), "paths": [prefixes.get(d, d)], "max_repetitions": 1.0}
+        {
+            "source_name": d,
+            "target_ratio": float(_weight(w)),
+            "paths": [prefixes.get(d, d)],
+            "max_repetitions": 1.0,
+        }
         for d, w in _positive(mixture)
     ]
     doc = {"source_mixture_config": {"source_configs": sources}}
@@ -215,11 +228,17 @@ def export_mixture(
     known = {d for s in stages for d in s.mixture.domains}
     unknown = sorted(set(prefixes) - known)
     if unknown:
-        raise ConfigError(f"--prefix names domain(s) {unknown} that the mixture does not have; it has {sorted(known)}")
+        raise ConfigError(
+            f"--prefix names domain(s) {unknown} that the mixture does not have; it has {sorted(known)}"
+        )
     ranges = _step_ranges(stages, total_steps)
 
     if fmt in ("json", "yaml"):
-        payload = {"schedule": Schedule(stages).to_list()} if isinstance(obj, Schedule) else {"mixture": obj.to_dict()}
+        payload = (
+            {"schedule": Schedule(stages).to_list()}
+            if isinstance(obj, Schedule)
+            else {"mixture": obj.to_dict()}
+        )
         if fmt == "json":
             return json.dumps(payload, indent=2) + "\n"
         text = yaml.safe_dump(payload, sort_keys=False)
