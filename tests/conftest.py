@@ -1,0 +1,103 @@
+"""Shared fixtures: a tiny prepared corpus with four domains of different character, and the byte tokenizer.
+
+Single-threaded torch keeps tests deterministic and polite on a shared 2-core machine.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+torch.set_num_threads(1)
+
+_WORDS = (
+    "the of and to in a is that for it as was with be by on not he this are or his from at which but have "
+    "an had they you were their one all we can her has there been if more when will would who so no time "
+    "people year way day man thing woman life child world school state family student group country problem "
+    "hand part place case week company system program question work government number night point home water "
+    "room mother area money story fact month lot right study book eye job word business issue side kind head "
+    "house service friend father power hour game line end member law car city community name president team"
+).split()
+
+
+def english_docs(n: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    docs = []
+    for _ in range(n):
+        sents = []
+        for _ in range(rng.randint(3, 8)):
+            words = [rng.choice(_WORDS) for _ in range(rng.randint(5, 14))]
+            sents.append(" ".join(words).capitalize() + rng.choice([".", ".", ".", "!", "?"]))
+        docs.append(" ".join(sents))
+    return docs
+
+
+def code_docs(n: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    names = ["x", "y", "total", "items", "value", "result", "count", "data", "node", "key"]
+    docs = []
+    for i in range(n):
+        lines = [f"def func_{i}({rng.choice(names)}, {rng.choice(names)}):"]
+        for _ in range(rng.randint(3, 9)):
+            a, b = rng.choice(names), rng.choice(names)
+            lines.append(
+                rng.choice(
+                    [
+                        f"    {a} = {b} + {rng.randint(0, 99)}",
+                        f"    if {a} > {b}:\n        return {a}",
+                        f"    for {a} in range({rng.randint(1, 20)}):\n        {b} += {a}",
+                        f"    {a}.append({b})",
+                    ]
+                )
+            )
+        lines.append(f"    return {rng.choice(names)}")
+        docs.append("\n".join(lines) + "\n")
+    return docs
+
+
+def arithmetic_docs(n: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    docs = []
+    for _ in range(n):
+        rows = []
+        for _ in range(rng.randint(5, 15)):
+            a, b = rng.randint(0, 999), rng.randint(0, 999)
+            op = rng.choice("+-*")
+            rows.append(f"{a} {op} {b} = {eval(f'{a}{op}{b}')}")
+        docs.append("\n".join(rows))
+    return docs
+
+
+def noise_docs(n: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!@#$%^&*() \n"
+    return ["".join(rng.choice(alphabet) for _ in range(rng.randint(200, 600))) for _ in range(n)]
+
+
+TINY_DOMAINS = {
+    "english": lambda: english_docs(100, 1),
+    "code": lambda: code_docs(120, 2),
+    "arithmetic": lambda: arithmetic_docs(150, 3),
+    "noise": lambda: noise_docs(80, 4),
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory):
+    """A prepared corpus (byte tokenizer, 5% validation) with four synthetic domains of ~20-40 KB each:
+    english-like prose, python-like code, arithmetic, and random characters. Read-only: do not modify."""
+    from mixlab.data import prepare_domains
+
+    out = tmp_path_factory.mktemp("tiny_corpus")
+    return prepare_domains(
+        out, {name: make() for name, make in TINY_DOMAINS.items()}, val_fraction=0.05, seed=0
+    )
+
+
+@pytest.fixture(scope="session")
+def byte_tokenizer():
+    from mixlab.data import ByteTokenizer
+
+    return ByteTokenizer()
