@@ -1,0 +1,332 @@
+"""Read what the report shows from a pipeline run directory or a benchmark JSON file.
+
+Input formats (every file is optional; a section whose file is absent is omitted with a note):
+
+Run directory (``mixlab run`` / ``mixlab demo`` output)::
+
+    RUN_DIR/
+      schedule.json            {"schedule": [{"start_step": 0, "mixture": {"web": 0.6, ...}}, ...]}
+                               (a bare list of stages, or a single {"mixture": {...}}, also work)
+      metrics.csv              columns run_id, step, tokens, domain, loss (extra columns ignored;
+                               an optional ``split`` column keeps only rows with split "val"/"valid"
+                               when present)
+      stages/stage_<k>/influence.json
+                               {"train_domains": [...], "target_domains": [...],
+                                "matrix": [[...]],     # rows = target domains, columns = train domains
+                                "stderr": [[...]],     # optional, same shape
+                                "step": 1200, ...}     # other keys ignored
+      laws/*.json              one law, a list of laws, or {"laws": [...]}; a law is
+                               {"name": "web", "law": "bimix", "x_label": "tokens", "y_label": "loss",
+                                "observed": {"x": [...], "y": [...]}   (or [[x, y], ...]),
+                                "curve": {"x": [...], "y": [...]},     (or "fitted"; optional)
+                                "params": {...}}                       (optional, shown in the legend)
+      predictions.csv          columns true, predicted (also accepted: y_true/y_pred, actual/prediction;
+                               an optional ``model`` column colours the points)
+      bench.json               optional, as below
+
+Bench JSON (``mixlab bench`` output): a list of objects (or {"results": [...]}) with ``method``,
+``avg_loss``, ``worst_loss``, ``target_loss``, ``choose_flops``, ``choose_tokens``,
+``choose_seconds``, ``seeds`` and optional ``<key>_std`` for each numeric key.
+
+Loading is tolerant: a malformed optional file becomes a note in the report, never a crash; only a
+path that is neither a directory nor a JSON file raises :class:`~mixlab.errors.DataError`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mixlab.errors import DataError
+
+BENCH_KEYS = ("avg_loss", "worst_loss", "target_loss", "choose_flops", "choose_tokens", "choose_seconds")
+
+
+@dataclass
+class InfluenceStage:
+    """Group Influence matrix S (rows: target domains, columns: training domains) at one stage."""
+
+    stage: int
+    train_domains: list[str]
+    target_domains: list[str]
+    matrix: np.ndarray
+    stderr: np.ndarray | None = None
+    step: int | None = None
+
+
+@dataclass
+class LawSeries:
+    """Observed points of a mixing law and (optionally) samples of its fitted curve."""
+
+    name: str
+    observed_x: np.ndarray
+    observed_y: np.ndarray
+    curve_x: np.ndarray | None = None
+    curve_y: np.ndarray | None = None
+    law: str = ""
+    x_label: str = "x"
+    y_label: str = "loss"
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ReportData:
+    """Everything a report can show; ``None``/empty means the input had no such section."""
+
+    source: Path
+    kind: str
+    schedule: list[tuple[int, dict[str, float]]] | None = None
+    metrics: list[dict[str, Any]] | None = None
+    influence: list[InfluenceStage] = field(default_factory=list)
+    laws: list[LawSeries] = field(default_factory=list)
+    predictions: dict[str, np.ndarray] | None = None
+    bench: list[dict[str, Any]] | None = None
+    notes: dict[str, str] = field(default_factory=dict)
+    """Per-section explanations (why a section is missing or partly unreadable)."""
+
+    @property
+    def last_step(self) -> int | None:
+        steps = [int(r["step"]) for r in self.metrics or []]
+        return max(steps) if steps else None
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read ({exc})") from None
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
+
+
+def _float(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def parse_schedule(obj: Any, where: str) -> list[tuple[int, dict[str, float]]]:
+    """Stages as ``(start_step, {domain: weight})`` from any of the accepted schedule layouts."""
+    if isinstance(obj, dict) and "schedule" in obj:
+        obj = obj["schedule"]
+    elif isinstance(obj, dict) and "mixture" in obj:
+        obj = [{"start_step": 0, "mixture": obj["mixture"]}]
+    if isinstance(obj, dict) and obj and all(isinstance(v, (int, float)) for v in obj.values()):
+        obj = [{"start_step": 0, "mixture": obj}]
+    if not isinstance(obj, list) or not obj:
+        raise DataError(f"{where}: expected {{'schedule': [{{'start_step', 'mixture'}}, ...]}}")
+    stages = []
+    for i, item in enumerate(obj):
+        if not isinstance(item, dict) or not isinstance(item.get("mixture"), dict):
+            raise DataError(f"{where}: stage {i} needs a 'mixture' mapping")
+        mix = {str(k): _float(v) for k, v in item["mixture"].items()}
+        stages.append((int(item.get("start_step", 0)), mix))
+    stages.sort(key=lambda s: s[0])
+    return stages
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """Rows of metrics.csv with ``step``/``tokens`` as int and ``loss`` as float."""
+    try:
+        with path.open(newline="") as fh:
+            reader = csv.DictReader(fh)
+            missing = {"step", "domain", "loss"} - set(reader.fieldnames or [])
+            if missing:
+                raise DataError(
+                    f"{path}: missing column(s) {sorted(missing)}; need run_id, step, tokens, domain, loss"
+                )
+            raw = list(reader)
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"{path}: cannot read ({exc})") from None
+    if raw and "split" in raw[0]:
+        val = [r for r in raw if str(r.get("split", "")).lower() in ("val", "valid", "validation", "eval")]
+        raw = val or raw
+    rows = []
+    for r in raw:
+        loss = _float(r.get("loss"))
+        step = _float(r.get("step"))
+        if math.isnan(step):
+            continue
+        rows.append(
+            {
+                "run_id": r.get("run_id") or "run",
+                "step": int(step),
+                "tokens": int(_float(r.get("tokens"))) if not math.isnan(_float(r.get("tokens"))) else None,
+                "domain": r.get("domain") or "?",
+                "loss": loss,
+            }
+        )
+    if not rows:
+        raise DataError(f"{path}: no rows")
+    return rows
+
+
+def read_influence(path: Path, stage: int) -> InfluenceStage:
+    obj = _read_json(path)
+    try:
+        train = [str(d) for d in obj["train_domains"]]
+        target = [str(d) for d in obj["target_domains"]]
+        mat = np.asarray(obj["matrix"], dtype=float)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DataError(f"{path}: needs train_domains, target_domains and a numeric matrix ({exc})") from None
+    stderr = np.asarray(obj["stderr"], dtype=float) if obj.get("stderr") is not None else None
+    shape = (len(target), len(train))
+    if mat.shape != shape:
+        if mat.T.shape == shape:
+            mat = mat.T
+            stderr = stderr.T if stderr is not None and stderr.T.shape == shape else stderr
+        else:
+            raise DataError(
+                f"{path}: matrix has shape {mat.shape}, expected {shape} (targets x train domains)"
+            )
+    if stderr is not None and stderr.shape != shape:
+        stderr = None
+    step = obj.get("step", obj.get("start_step"))
+    return InfluenceStage(stage, train, target, mat, stderr, int(step) if step is not None else None)
+
+
+def _xy(obj: Any, where: str) -> tuple[np.ndarray, np.ndarray]:
+    if isinstance(obj, dict):
+        x, y = obj.get("x"), obj.get("y")
+    elif isinstance(obj, list):
+        arr = np.asarray(obj, dtype=float)
+        if arr.ndim != 2 or arr.shape[1] != 2:
+            raise DataError(f"{where}: expected [[x, y], ...]")
+        x, y = arr[:, 0], arr[:, 1]
+    else:
+        raise DataError(f"{where}: expected {{'x': [...], 'y': [...]}}")
+    xa, ya = np.asarray(x, dtype=float).ravel(), np.asarray(y, dtype=float).ravel()
+    if xa.shape != ya.shape or xa.size == 0:
+        raise DataError(f"{where}: x and y must be non-empty and of equal length")
+    return xa, ya
+
+
+def read_laws(path: Path) -> list[LawSeries]:
+    obj = _read_json(path)
+    items = obj.get("laws", [obj]) if isinstance(obj, dict) else obj
+    if not isinstance(items, list):
+        raise DataError(f"{path}: expected a law object, a list of them, or {{'laws': [...]}}")
+    out = []
+    for i, item in enumerate(items):
+        where = f"{path} law {i}"
+        if not isinstance(item, dict) or "observed" not in item:
+            raise DataError(f"{where}: needs 'observed' points")
+        ox, oy = _xy(item["observed"], f"{where} observed")
+        curve = item.get("curve", item.get("fitted"))
+        cx = cy = None
+        if curve is not None:
+            cx, cy = _xy(curve, f"{where} curve")
+        out.append(
+            LawSeries(
+                name=str(item.get("name", item.get("domain", path.stem))),
+                observed_x=ox,
+                observed_y=oy,
+                curve_x=cx,
+                curve_y=cy,
+                law=str(item.get("law", "")),
+                x_label=str(item.get("x_label", "x")),
+                y_label=str(item.get("y_label", "loss")),
+                params=dict(item.get("params") or {}),
+            )
+        )
+    return out
+
+
+_PRED_COLUMNS = (("true", "predicted"), ("y_true", "y_pred"), ("actual", "prediction"), ("true", "pred"))
+
+
+def read_predictions(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with path.open(newline="") as fh:
+            reader = csv.DictReader(fh)
+            cols = set(reader.fieldnames or [])
+            pair = next((p for p in _PRED_COLUMNS if set(p) <= cols), None)
+            if pair is None:
+                raise DataError(f"{path}: needs columns 'true' and 'predicted' (has {sorted(cols)})")
+            rows = list(reader)
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"{path}: cannot read ({exc})") from None
+    true = np.array([_float(r[pair[0]]) for r in rows])
+    pred = np.array([_float(r[pair[1]]) for r in rows])
+    keep = np.isfinite(true) & np.isfinite(pred)
+    if not keep.any():
+        raise DataError(f"{path}: no finite (true, predicted) pairs")
+    out = {"true": true[keep], "predicted": pred[keep]}
+    if "model" in cols:
+        out["model"] = np.array([r["model"] for r in rows], dtype=object)[keep]
+    return out
+
+
+def parse_bench(obj: Any, where: str) -> list[dict[str, Any]]:
+    if isinstance(obj, dict):
+        obj = obj.get("results", obj.get("methods"))
+    if not isinstance(obj, list) or not obj or not all(isinstance(r, dict) for r in obj):
+        raise DataError(f"{where}: expected a list of result objects with 'method', 'avg_loss', ...")
+    rows = []
+    for i, r in enumerate(obj):
+        if "method" not in r:
+            raise DataError(f"{where}: result {i} has no 'method'")
+        rows.append(dict(r))
+    return rows
+
+
+def _stage_index(path: Path) -> int | None:
+    m = re.fullmatch(r"stage_(\d+)", path.parent.name)
+    return int(m.group(1)) if m else None
+
+
+def _try(data: ReportData, section: str, fn: Any, *args: Any) -> Any:
+    try:
+        return fn(*args)
+    except DataError as exc:
+        data.notes[section] = str(exc)
+        return None
+
+
+def load_report_input(path: str | Path) -> ReportData:
+    """Load a run directory or a bench JSON file into a :class:`ReportData`."""
+    p = Path(path)
+    if p.is_file() and p.suffix == ".json":
+        data = ReportData(source=p, kind="bench")
+        obj = _read_json(p)
+        if isinstance(obj, dict) and "schedule" in obj and "results" not in obj:
+            data.schedule = parse_schedule(obj, str(p))
+        else:
+            data.bench = parse_bench(obj, str(p))
+        return data
+    if not p.is_dir():
+        raise DataError(
+            f"{p}: not a run directory or a bench .json file; pass the folder `mixlab run` wrote or bench.json"
+        )
+    data = ReportData(source=p, kind="run")
+    sched = p / "schedule.json"
+    if sched.is_file():
+        data.schedule = _try(data, "schedule", lambda: parse_schedule(_read_json(sched), str(sched)))
+    metrics = p / "metrics.csv"
+    if metrics.is_file():
+        data.metrics = _try(data, "losses", read_metrics, metrics)
+    for f in sorted(p.glob("stages/stage_*/influence.json"), key=lambda f: _stage_index(f) or 0):
+        k = _stage_index(f)
+        if k is None:
+            continue
+        got = _try(data, f"influence stage {k}", read_influence, f, k)
+        if got is not None:
+            data.influence.append(got)
+    for f in sorted(p.glob("laws/*.json")):
+        got = _try(data, f"law {f.name}", read_laws, f)
+        data.laws.extend(got or [])
+    preds = p / "predictions.csv"
+    if preds.is_file():
+        data.predictions = _try(data, "predictions", read_predictions, preds)
+    bench = p / "bench.json"
+    if bench.is_file():
+        data.bench = _try(data, "bench", lambda: parse_bench(_read_json(bench), str(bench)))
+    return data
