@@ -1,1 +1,20 @@
-"""mixlab.train"""
+"""Proxy and target training: the trainer, checkpoints/resume, per-domain evaluation, DDP, and the
+``LocalProxyRunner`` that mixing methods use."""
+
+from mixlab.train.config import TrainConfig
+from mixlab.train.evaluate import evaluate_domains, validation_windows
+from mixlab.train.lr import lr_at
+from mixlab.train.proxy import LocalProxyRunner
+from mixlab.train.trainer import Trainer, TrainResult, build_model, train
+
+__all__ = [
+    "LocalProxyRunner",
+    "TrainConfig",
+    "TrainResult",
+    "Trainer",
+    "build_model",
+    "evaluate_domains",
+    "lr_at",
+    "train",
+    "validation_windows",
+]
