@@ -153,9 +153,14 @@ class Corpus:
         """Decode every document of a domain (for inspection and tests; reads the whole shard)."""
         toks = self.tokens(domain, split)
         off = self.doc_offsets(domain, split)
-        tok = self.tokenizer
-        # each document is followed by one EOS id, which is not part of its text
-        return [tok.decode(toks[a : b - 1].tolist()) for a, b in zip(off[:-1], off[1:], strict=True)]
+        tok, eos = self.tokenizer, self.eos_id
+        out = []
+        for a, b in zip(off[:-1], off[1:], strict=True):
+            ids = toks[a:b].tolist()
+            if ids and ids[-1] == eos:  # the separator, not part of the text
+                ids = ids[:-1]
+            out.append(tok.decode(ids))
+        return out
 
     def token_counts(self, split: str = "train") -> dict[str, int]:
         if split not in SPLITS:

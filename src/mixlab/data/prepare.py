@@ -217,14 +217,20 @@ def _build_domain(
         # one document (or no validation wanted): hold out the tail of the token stream
         total = int(offsets[-1])
         cut = total - int(round(val_fraction * total)) if val_fraction > 0 else total
+        bounds = {
+            "train": np.concatenate([offsets[offsets < cut], [cut]]) if cut > 0 else np.zeros(1, np.int64),
+            "val": np.concatenate([[0], offsets[offsets > cut] - cut])
+            if total > cut
+            else np.zeros(1, np.int64),
+        }
         for split, (a, b) in (("train", (0, cut)), ("val", (cut, total))):
             bin_path, idx_path = shard_paths(stage_root, name, split)
             w = _ShardWriter(bin_path, dtype)
             if b > a:
                 w.add(all_tokens[a:b])
             w.close()
-            np.save(idx_path, np.asarray(w.offsets, dtype=np.int64))
-            records[split] = {"tokens": b - a, "docs": 1 if b > a else 0, "sha256": w.hash.hexdigest()}
+            np.save(idx_path, bounds[split].astype(np.int64))
+            records[split] = {"tokens": b - a, "docs": len(bounds[split]) - 1, "sha256": w.hash.hexdigest()}
     del all_tokens
     all_path.unlink()
     if records["train"]["tokens"] == 0:
