@@ -1,0 +1,187 @@
+"""Real-data check of the mixing laws on the published Data Mixing Laws curves (issue 6).
+
+Protocol (exactly the issue's): for each model size, hold out the 6 mixtures
+``random.Random(0).sample(sorted(run_ids), 6)`` (run ids as integers), fit on the other 20 mixtures
+using only the rows with ``step <= last_step(run) / 2``, and report the mean relative error (%) of the
+predicted last-step group loss of the held-out mixtures (groups with proportion 0 skipped).
+
+Laws compared (the baseline is the plain fit, run in the same process; ratios are against it):
+
+- ``plain BiMix``: scipy least squares on L, Huber loss, three initialisations (the reference fit).
+- ``mixlab BiMix``: the same law fitted on log L with the variable-projection starts; the late-point
+  weight ``(s / s_max)^p`` and the warm-up cut ``min_step`` are chosen *without looking at held-out
+  runs or late steps*: every candidate is fitted on the training runs' steps ``<= 0.3 x last`` and
+  scored on predicting those same runs at their last allowed step (``<= 0.5 x last``), the inner
+  analogue of the outer task. Candidates whose inner fit has too few points are skipped.
+- ``DML (nested)``: the Data Mixing Law per group, nested with a step law as in the paper: each
+  training run's group curve is extrapolated to the target step with ``L(s) = E + B s^-b`` (one
+  exponent per group shared by the runs, per-run E and B), then ``c + k exp(t . r)`` is fitted on
+  the extrapolated values at that target step.
+
+Run: ``python bench/laws_real.py [--data ../shared/data/mixinglaws]``. Last line ``bimix_mre_pct=...``
+(the worse of the two sizes for mixlab's BiMix).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import logging
+import random
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from mixlab.errors import MixlabError
+from mixlab.laws.bimix import BiMixModel
+from mixlab.laws.dml import DataMixingLaw
+from mixlab.laws.pile5 import GROUPS, RunCurve, load_pile5
+
+G = list(GROUPS)
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "mixinglaws"
+GRID_STEP_WEIGHT = (0.0, 1.0, 2.0, 4.0)
+GRID_MIN_STEP = (0.0, 5000.0, 9000.0)
+
+
+def split(runs: dict[int, RunCurve]) -> tuple[list[int], list[int]]:
+    held = random.Random(0).sample(sorted(runs), 6)
+    return [r for r in sorted(runs) if r not in held], held
+
+
+def long_table(runs, ids, frac):
+    R, S, Y = [], [], []
+    for rid in ids:
+        c = runs[rid]
+        keep = c.steps <= c.steps[-1] * frac
+        for s, loss in zip(c.steps[keep], c.losses[keep], strict=True):
+            R.append(c.mixture)
+            S.append(s)
+            Y.append(loss)
+    return np.array(R), np.array(S), np.array(Y)
+
+
+def mre_at(predict, runs, ids, frac) -> float:
+    """Mean relative error (%) at each run's last step ``<= frac x last`` (zero-proportion groups skipped)."""
+    errs = []
+    for rid in ids:
+        c = runs[rid]
+        k = np.nonzero(c.steps <= c.steps[-1] * frac)[0][-1]
+        pred = predict(rid, c.mixture, c.steps[k])
+        for j in range(len(G)):
+            if c.mixture[j] > 0:
+                errs.append(abs(pred[j] - c.losses[k, j]) / c.losses[k, j])
+    return 100.0 * float(np.mean(errs))
+
+
+def bimix_predictor(model: BiMixModel):
+    return lambda rid, mix, step: model.predict(mix[None], step)[0]
+
+
+def fit_plain(runs, train):
+    R, S, Y = long_table(runs, train, 0.5)
+    return BiMixModel(space="linear", loss="huber", n_init=3).fit(R, S, Y, domains=G)
+
+
+def fit_mixlab(runs, train):
+    R_in, S_in, Y_in = long_table(runs, train, 0.3)
+    best = None
+    for p, ms in itertools.product(GRID_STEP_WEIGHT, GRID_MIN_STEP):
+        try:
+            inner = BiMixModel(step_weight=p, min_step=ms).fit(R_in, S_in, Y_in, domains=G)
+        except MixlabError:
+            continue
+        score = mre_at(bimix_predictor(inner), runs, train, 0.5)
+        if best is None or score < best[0]:
+            best = (score, p, ms)
+    _, p, ms = best
+    R, S, Y = long_table(runs, train, 0.5)
+    return BiMixModel(step_weight=p, min_step=ms).fit(R, S, Y, domains=G), {"step_weight": p, "min_step": ms, "inner_mre": best[0]}
+
+
+def extrapolate_runs(runs, ids, j, target_step, frac=0.5):
+    """Each run's group-j loss at ``target_step`` from ``E + B s^-b`` fitted on its steps <= frac x last,
+    with b shared by the runs (profiled over a grid; E, B per run by linear least squares)."""
+    curves = []
+    for rid in ids:
+        c = runs[rid]
+        keep = c.steps <= c.steps[-1] * frac
+        curves.append((c.steps[keep], c.losses[keep, j]))
+    best = None
+    for b in np.geomspace(0.05, 3.0, 120):
+        sse, preds = 0.0, []
+        for s, y in curves:
+            A = np.stack([np.ones_like(s), s**-b], axis=1)
+            coef, *_ = np.linalg.lstsq(A, y, rcond=None)
+            sse += float(np.sum((A @ coef - y) ** 2))
+            preds.append(coef[0] + coef[1] * target_step**-b)
+        if best is None or sse < best[0]:
+            best = (sse, preds)
+    return np.array(best[1])
+
+
+def dml_predictions(runs, train, held):
+    """Nested DML: predictions for each held-out run at its last step, ``{run: [5]}``."""
+    out = {h: np.full(len(G), np.nan) for h in held}
+    X = np.array([runs[r].mixture for r in train])
+    for target in sorted({runs[h].steps[-1] for h in held}):
+        for j in range(len(G)):
+            y = extrapolate_runs(runs, train, j, target)
+            law = DataMixingLaw().fit(X, y)
+            for h in held:
+                if runs[h].steps[-1] == target:
+                    out[h][j] = law.predict(runs[h].mixture[None])[0]
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default=str(DEFAULT_DATA))
+    args = ap.parse_args(argv)
+    logging.disable(logging.WARNING)
+    warnings.simplefilter("ignore")
+    data = Path(args.data)
+    rows = {}
+    for size in ("70M", "160M"):
+        path = data / f"pile5_{size}.csv"
+        if not path.is_file():
+            print(f"{path} not found; pass --data", file=sys.stderr)
+            return 2
+        runs = load_pile5(path)
+        train, held = split(runs)
+        t0 = time.perf_counter()
+        plain = fit_plain(runs, train)
+        t_plain = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        mixlab, chosen = fit_mixlab(runs, train)
+        t_mixlab = time.perf_counter() - t0
+        dml = dml_predictions(runs, train, held)
+        rows[size] = {
+            "held": held,
+            "plain": mre_at(bimix_predictor(plain), runs, held, 1.0),
+            "mixlab": mre_at(bimix_predictor(mixlab), runs, held, 1.0),
+            "dml": mre_at(lambda rid, mix, step, d=dml: d[rid], runs, held, 1.0),
+            "chosen": chosen,
+            "time_ratio": t_mixlab / t_plain,
+        }
+    print(f"held-out runs: {rows['70M']['held']} (both sizes)")
+    print(f"{'law':<26}{'70M MRE %':>12}{'160M MRE %':>12}{'ratio vs plain':>18}")
+    for key, label in (("plain", "plain BiMix (reference)"), ("mixlab", "mixlab BiMix"), ("dml", "DML (nested step law)")):
+        a, b = rows["70M"][key], rows["160M"][key]
+        ratio = f"{a / rows['70M']['plain']:.2f} / {b / rows['160M']['plain']:.2f}"
+        print(f"{label:<26}{a:>12.3f}{b:>12.3f}{ratio:>18}")
+    for size in ("70M", "160M"):
+        c = rows[size]["chosen"]
+        print(
+            f"{size}: mixlab BiMix chose step_weight={c['step_weight']:g} min_step={c['min_step']:g} "
+            f"(inner MRE {c['inner_mre']:.3f}%); fit time ratio vs plain {rows[size]['time_ratio']:.1f}x"
+        )
+    worst = max(rows["70M"]["mixlab"], rows["160M"]["mixlab"])
+    print(f"bimix_mre_pct={worst:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
