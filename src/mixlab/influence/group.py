@@ -1,0 +1,397 @@
+"""Group Influence of training domains on target domains (TiKMiX, arXiv 2508.17677, Eq. 8).
+
+Up-weighting every example of training domain D_i by eps changes the parameters by
+-eps H^-1 g_{D_i} (implicit function theorem), so the first-order change of the loss of target j is
+-g_{T_j}^T H^-1 g_{D_i}. mixlab reports the *decrease*, so that positive means helpful:
+
+    I[i, j] = g_{T_j}^T P g_{D_i},
+
+with g the mean loss gradient over a sample of batches and P a preconditioner standing for H^-1
+(:mod:`mixlab.influence.preconditioners`). Averaging a domain's gradients before the single product
+with P is what makes the cost independent of the number of examples.
+
+Algorithm (one forward+backward per batch; nothing per example is stored):
+
+1. Target pass: for each target batch c of domain j, f_c = phi(P g_c) (phi = identity, or a random
+   sketch when ``projection_dim`` is set); accumulate their mean v_j.
+2. Training pass: for each training batch b of domain i, e_b = phi(g_b) and the scalars
+   s_b = (v_j . e_b)_j; I[i, j] = mean_b s_b.
+3. Standard errors by the delta method over batches (the estimate is bilinear in two independent batch
+   means): Var I[i, j] ~= Var_b(s_b) / n_i + Var_c(t_c) / n_j with t_c = f_c . mean_b e_b. The training
+   side is exact from the stored scalars; the target side uses the per-batch target vectors kept
+   within ``stderr_memory_mb`` (a uniform subset of batches when they do not all fit: an unbiased
+   estimate of the per-batch variance).
+
+Under ``torch.distributed`` each rank takes every ``world_size``-th batch and the sums are
+all-reduced, so every rank ends with the same matrix.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mixlab.errors import ConfigError, DataError
+from mixlab.influence.batches import corpus_batches, count_terms, iterate, lm_loss, model_device, to_device
+from mixlab.influence.preconditioners import Preconditioner, flat_grad, make_preconditioner, trainable_params
+from mixlab.influence.projection import GradientProjector
+from mixlab.utils.io import atomic_write_json, read_json
+
+log = logging.getLogger(__name__)
+
+LossFn = Callable[[torch.nn.Module, Any], torch.Tensor]
+
+
+@dataclass
+class GroupInfluence:
+    """A measured influence matrix: ``matrix[i, j]`` = influence of training domain i on target j
+    (positive = up-weighting i lowers j's loss), with its standard error."""
+
+    matrix: np.ndarray
+    stderr: np.ndarray
+    train_domains: list[str]
+    target_domains: list[str]
+    tokens: int = 0
+    seconds: float = 0.0
+    preconditioner: str = "identity"
+    flops: float = 0.0
+    projection_dim: int | None = None
+    batches: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Batches used per domain: ``{"train": {...}, "target": {...}, "fit": {"total": n}}``."""
+    stderr_method: str = "delta"
+
+    def __post_init__(self) -> None:
+        self.matrix = np.asarray(self.matrix, dtype=float).reshape(len(self.train_domains), len(self.target_domains))
+        self.stderr = np.asarray(self.stderr, dtype=float).reshape(self.matrix.shape)
+
+    def z_scores(self) -> np.ndarray:
+        """matrix / stderr; |z| < 2 marks entries indistinguishable from noise."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return self.matrix / self.stderr
+
+    def aggregate(self, weights: Mapping[str, float] | np.ndarray, target_weights: Mapping[str, float] | None = None) -> float:
+        """Total influence of a mixture, sum_j c_j sum_i w_i I[i, j] (linear in w)."""
+        w = np.array([weights.get(d, 0.0) for d in self.train_domains]) if isinstance(weights, Mapping) else np.asarray(weights, float)
+        c = (
+            np.array([target_weights.get(d, 0.0) for d in self.target_domains])
+            if target_weights
+            else np.full(len(self.target_domains), 1.0 / len(self.target_domains))
+        )
+        return float(w @ self.matrix @ c)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "matrix": self.matrix.tolist(),
+            "stderr": [[None if not math.isfinite(x) else x for x in row] for row in self.stderr.tolist()],
+            "train_domains": list(self.train_domains),
+            "target_domains": list(self.target_domains),
+            "tokens": int(self.tokens),
+            "seconds": float(self.seconds),
+            "preconditioner": self.preconditioner,
+            "flops": float(self.flops),
+            "projection_dim": self.projection_dim,
+            "batches": self.batches,
+            "stderr_method": self.stderr_method,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> GroupInfluence:
+        try:
+            return cls(
+                matrix=np.array(data["matrix"], dtype=float),
+                stderr=np.array([[math.nan if x is None else x for x in row] for row in data["stderr"]], dtype=float),
+                train_domains=list(data["train_domains"]),
+                target_domains=list(data["target_domains"]),
+                tokens=int(data.get("tokens", 0)),
+                seconds=float(data.get("seconds", 0.0)),
+                preconditioner=str(data.get("preconditioner", "identity")),
+                flops=float(data.get("flops", 0.0)),
+                projection_dim=data.get("projection_dim"),
+                batches=dict(data.get("batches", {})),
+                stderr_method=str(data.get("stderr_method", "delta")),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DataError(f"not a Group Influence record ({exc}); expected keys matrix, stderr, train_domains, target_domains") from None
+
+    def save(self, path: str | Path) -> None:
+        atomic_write_json(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | Path) -> GroupInfluence:
+        return cls.from_dict(read_json(path))
+
+    def __str__(self) -> str:
+        width = max(8, *(len(d) for d in self.target_domains))
+        head = " " * 16 + "".join(f"{d:>{width + 10}}" for d in self.target_domains)
+        rows = [head]
+        for i, d in enumerate(self.train_domains):
+            cells = "".join(f"{self.matrix[i, j]:>{width}.3g} ±{self.stderr[i, j]:<8.2g}" for j in range(len(self.target_domains)))
+            rows.append(f"{d:<16}{cells}")
+        return "\n".join(rows)
+
+
+def _dist() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def _all_reduce(t: torch.Tensor, world: int) -> torch.Tensor:
+    if world > 1:
+        torch.distributed.all_reduce(t)
+    return t
+
+
+def _default_fit_batches(train_batches: Mapping[str, Any], per_domain: int) -> Callable[[], Any]:
+    def gen() -> Any:
+        for batches in train_batches.values():
+            for n, batch in enumerate(iterate(batches)):
+                if n >= per_domain:
+                    break
+                yield batch
+
+    return gen
+
+
+def compute_group_influence(
+    model: torch.nn.Module,
+    train_batches: Mapping[str, Any],
+    target_batches: Mapping[str, Any],
+    *,
+    loss_fn: LossFn = lm_loss,
+    preconditioner: str | Preconditioner | Callable[[torch.Tensor], torch.Tensor] = "identity",
+    optimizer: Any = None,
+    damping: float | None = None,
+    fit_batches: Any = None,
+    fit_batches_per_domain: int = 2,
+    projection_dim: int | None = None,
+    projection_kind: str = "rademacher",
+    seed: int = 0,
+    stderr_memory_mb: float = 256.0,
+    progress: bool = False,
+) -> GroupInfluence:
+    """The full influence matrix of ``train_batches`` domains on ``target_batches`` domains.
+
+    Each value of the two mappings is a list/iterable of batches or a zero-argument callable that
+    returns one (so large samples are streamed). ``loss_fn(model, batch)`` returns the mean loss.
+    Preconditioners that need data (``diag-gn``, ``kfac``, ``ekfac``, ``exact``) are fitted on
+    ``fit_batches`` (default: the first ``fit_batches_per_domain`` batches of every training domain),
+    standing for the training objective's curvature. The model is put in eval mode (no dropout) and
+    restored afterwards.
+    """
+    if not train_batches or not target_batches:
+        raise ConfigError("Group Influence needs at least one training domain and one target domain")
+    t0 = time.perf_counter()
+    rank, world = _dist()
+    device = model_device(model)
+    params = trainable_params(model)
+    n_params = sum(p.numel() for p in params)
+    was_training = model.training
+    model.eval()
+    tokens = 0
+    fit_count = 0
+    try:
+        precond = make_preconditioner(preconditioner, optimizer=optimizer, damping=damping).bind(params)
+        if precond.needs_data:
+            source = fit_batches if fit_batches is not None else _default_fit_batches(train_batches, fit_batches_per_domain)
+            counted: list[Any] = []
+
+            def counting() -> Any:
+                counted.clear()
+                for b in iterate(source):
+                    counted.append(count_terms(b))
+                    yield b
+
+            precond.fit(model, loss_fn, counting)
+            fit_count = len(counted)
+            tokens += sum(counted) * (2 if getattr(precond, "eigen_correction", False) else 1)
+        projector = GradientProjector(projection_dim, projection_kind, seed).bind(params) if projection_dim else None
+        phi = projector.project if projector else (lambda v: v)
+        dim = projector.out_dim_ if projector else n_params
+
+        train_names, target_names = list(train_batches), list(target_batches)
+        k, m = len(train_names), len(target_names)
+        cap = int(stderr_memory_mb * 2**20 / (4 * dim * m))
+        bar = _progress(progress, k + m)
+
+        v_sum = torch.zeros(m, dim, device=device)
+        n_target = torch.zeros(m, device=device, dtype=torch.float64)
+        reservoirs: list[list[torch.Tensor]] = [[] for _ in range(m)]
+        rng = np.random.default_rng(seed + 7919 * rank)
+        for j, name in enumerate(target_names):
+            seen = 0
+            for c, batch in enumerate(iterate(target_batches[name])):
+                if c % world != rank:
+                    continue
+                batch = to_device(batch, device)
+                tokens += count_terms(batch)
+                f = phi(precond.apply(flat_grad(loss_fn(model, batch), params))).detach()
+                v_sum[j] += f
+                n_target[j] += 1
+                seen += 1
+                if cap >= 2:
+                    if len(reservoirs[j]) < cap:
+                        reservoirs[j].append(f.clone())
+                    elif (r := int(rng.integers(0, seen))) < cap:
+                        reservoirs[j][r] = f.clone()
+            bar(f"target {name}")
+        _all_reduce(v_sum, world)
+        _all_reduce(n_target, world)
+        if (n_target == 0).any():
+            empty = [target_names[j] for j in range(m) if n_target[j] == 0]
+            raise DataError(f"no target batches for {empty}; give each target domain at least one batch")
+        V = v_sum / n_target[:, None].float()
+
+        s_sum = torch.zeros(k, m, device=device, dtype=torch.float64)
+        s_sq = torch.zeros(k, m, device=device, dtype=torch.float64)
+        n_train = torch.zeros(k, device=device, dtype=torch.float64)
+        e_sum = torch.zeros(k, dim, device=device) if cap >= 2 else None
+        for i, name in enumerate(train_names):
+            for b, batch in enumerate(iterate(train_batches[name])):
+                if b % world != rank:
+                    continue
+                batch = to_device(batch, device)
+                tokens += count_terms(batch)
+                e = phi(flat_grad(loss_fn(model, batch), params)).detach()
+                s = (V @ e).double()
+                s_sum[i] += s
+                s_sq[i] += s * s
+                n_train[i] += 1
+                if e_sum is not None:
+                    e_sum[i] += e
+            bar(f"train {name}")
+        for t in (s_sum, s_sq, n_train):
+            _all_reduce(t, world)
+        if (n_train == 0).any():
+            empty = [train_names[i] for i in range(k) if n_train[i] == 0]
+            raise DataError(f"no training batches for {empty}; give each training domain at least one batch")
+        n_i = n_train[:, None]
+        matrix = s_sum / n_i
+        var_train = (s_sq / n_i - matrix**2).clamp_min(0) * n_i / (n_i - 1) / n_i
+        var_train = torch.where(n_i > 1, var_train, torch.full_like(var_train, math.nan))
+        method = "delta (train and target batches)"
+        if e_sum is not None:
+            _all_reduce(e_sum, world)
+            U = e_sum / n_train[:, None].float()
+            t_sum = torch.zeros(k, m, device=device, dtype=torch.float64)
+            t_sq = torch.zeros(k, m, device=device, dtype=torch.float64)
+            r_cnt = torch.zeros(m, device=device, dtype=torch.float64)
+            for j, res in enumerate(reservoirs):
+                if res:
+                    t = (torch.stack(res) @ U.T).double()
+                    t_sum[:, j] = t.sum(0)
+                    t_sq[:, j] = (t * t).sum(0)
+                    r_cnt[j] = len(res)
+            for t in (t_sum, t_sq, r_cnt):
+                _all_reduce(t, world)
+            r = r_cnt[None, :]
+            mean_t = t_sum / r
+            var_c = (t_sq / r - mean_t**2).clamp_min(0) * r / (r - 1)
+            var_target = torch.where(r > 1, var_c / n_target[None, :], torch.full_like(var_c, math.nan))
+        else:
+            var_target = torch.zeros_like(var_train)
+            method = "delta (train batches only: target batch vectors exceed stderr_memory_mb)"
+            log.warning("influence standard errors cover the training side only; raise stderr_memory_mb or set projection_dim")
+        stderr = (var_train + var_target).sqrt()
+        tok = torch.tensor([float(tokens)], device=device, dtype=torch.float64)
+        _all_reduce(tok, world)
+    finally:
+        model.train(was_training)
+    seconds = time.perf_counter() - t0
+    total_tokens = int(tok.item())
+    return GroupInfluence(
+        matrix=matrix.cpu().numpy(),
+        stderr=stderr.cpu().numpy(),
+        train_domains=train_names,
+        target_domains=target_names,
+        tokens=total_tokens,
+        seconds=seconds,
+        preconditioner=precond.name,
+        flops=6.0 * n_params * total_tokens,
+        projection_dim=projector.out_dim_ if projector else None,
+        batches={
+            "train": {d: int(n_train[i]) for i, d in enumerate(train_names)},
+            "target": {d: int(n_target[j]) for j, d in enumerate(target_names)},
+            "fit": {"total": fit_count},
+        },
+        stderr_method=method,
+    )
+
+
+def _progress(enabled: bool, total: int) -> Callable[[str], None]:
+    if not enabled:
+        return lambda label: log.debug("influence: %s done", label)
+    from rich.progress import Progress
+
+    prog = Progress(transient=True)
+    prog.start()
+    task = prog.add_task("Group Influence", total=total)
+    done = [0]
+
+    def step(label: str) -> None:
+        done[0] += 1
+        prog.update(task, advance=1, description=f"Group Influence: {label}")
+        if done[0] >= total:
+            prog.stop()
+
+    return step
+
+
+def measure_group_influence(
+    model: torch.nn.Module,
+    corpus: Any,
+    *,
+    train_domains: Sequence[str] | None = None,
+    target_domains: Sequence[str] | None = None,
+    tokens_per_domain: int,
+    seq_len: int,
+    batch_size: int,
+    target_tokens_per_domain: int | None = None,
+    preconditioner: str | Preconditioner | Callable[[torch.Tensor], torch.Tensor] = "adam",
+    optimizer: Any = None,
+    projection_dim: int | None = None,
+    seed: int = 0,
+    loss_fn: LossFn = lm_loss,
+    **kwargs: Any,
+) -> GroupInfluence:
+    """Group Influence of a corpus's training splits on its validation splits.
+
+    ``tokens_per_domain`` training tokens are drawn per training domain (and, unless
+    ``target_tokens_per_domain`` says otherwise, as many validation tokens per target domain) in
+    fixed-seed random windows of ``seq_len`` tokens, ``batch_size`` windows per batch. Other keyword
+    arguments go to :func:`compute_group_influence`.
+    """
+    domains = list(corpus.domains)
+    train = list(train_domains) if train_domains else domains
+    target = list(target_domains) if target_domains else domains
+    unknown = sorted((set(train) | set(target)) - set(domains))
+    if unknown:
+        raise ConfigError(f"unknown domain(s) {unknown}; the corpus has {domains}")
+    tgt_tokens = target_tokens_per_domain or tokens_per_domain
+
+    def source(d: str, split: str, tok: int) -> Callable[[], Any]:
+        return lambda: corpus_batches(corpus, d, split=split, tokens=tok, seq_len=seq_len, batch_size=batch_size, seed=seed)
+
+    for d in train:
+        next(iter(source(d, "train", tokens_per_domain)()))
+    for d in target:
+        next(iter(source(d, "val", tgt_tokens)()))
+    return compute_group_influence(
+        model,
+        {d: source(d, "train", tokens_per_domain) for d in train},
+        {d: source(d, "val", tgt_tokens) for d in target},
+        loss_fn=loss_fn,
+        preconditioner=preconditioner,
+        optimizer=optimizer,
+        projection_dim=projection_dim,
+        seed=seed,
+        **kwargs,
+    )
