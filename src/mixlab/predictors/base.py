@@ -25,7 +25,7 @@ import numpy as np
 from mixlab.errors import ConfigError, DataError, MixlabError
 
 SIMPLEX_TOLERANCE = 1e-2
-"""Rows may miss sum 1 by this much (published sweeps round weights to 3 decimals); they are renormalised."""
+"""Rows may miss sum 1 by this much (published sweeps round weights to 3 decimals)."""
 
 
 class NotFittedError(MixlabError):
@@ -35,7 +35,9 @@ class NotFittedError(MixlabError):
 def check_mixtures(
     X: Any, *, domains: Sequence[str] | None = None, where: str = "mixtures", tolerance: float = SIMPLEX_TOLERANCE
 ) -> np.ndarray:
-    """Validate a runs x domains matrix of mixture weights and return it renormalised to sum 1 per row."""
+    """Validate a runs x domains matrix of mixture weights (finite, >= 0, rows summing to 1 within
+    ``tolerance``). Rows are returned as given, not renormalised, so results match other tools' on the
+    same files."""
     try:
         arr = np.asarray(X, dtype=float)
     except (TypeError, ValueError):
@@ -60,7 +62,7 @@ def check_mixtures(
             f"{where}: rows {rows} do not sum to 1 (e.g. {sums[off][0]:.4g}); each row must be a mixture on the "
             "simplex (check that the first column is the index and the rest are domain weights)"
         )
-    return arr / sums[:, None]
+    return arr
 
 
 def check_targets(y: Any, n_runs: int, *, where: str = "losses") -> np.ndarray:
@@ -252,9 +254,11 @@ REGISTRY: dict[str, str] = {
     "loglinear": "mixlab.predictors.linear:LogLinearPredictor",
     "dml": "mixlab.predictors.laws:DataMixingLawPredictor",
     "bimix": "mixlab.predictors.laws:BiMixPredictor",
+    "logmix": "mixlab.predictors.laws:LogMixLawPredictor",
     "gp": "mixlab.predictors.gp:SimplexGPPredictor",
+    "mixlab": "mixlab.predictors.ensemble:MixlabPredictor",
 }
-DEFAULT_PREDICTOR = "gp"
+DEFAULT_PREDICTOR = "mixlab"
 """mixlab's best predictor on the RegMix data (see bench/regmix_data.py)."""
 
 
