@@ -5,6 +5,7 @@
 mixture's proportions; ``builtin_corpus()`` prepares (once) and opens the embedded default corpus.
 """
 
+from mixlab.data.builtin import builtin_corpus, default_builtin_dir, prepare_builtin
 from mixlab.data.config import (
     CorpusConfig,
     DomainConfig,
@@ -40,6 +41,9 @@ __all__ = [
     "PrepareResult",
     "SamplerConfig",
     "Tokenizer",
+    "builtin_corpus",
+    "default_builtin_dir",
+    "prepare_builtin",
     "TokenizerConfig",
     "load_corpus_config",
     "load_sampler_config",
