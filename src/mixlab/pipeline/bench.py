@@ -1,0 +1,677 @@
+"""The end-to-end benchmark behind ``mixlab bench``: which method gives the best model for the compute?
+
+For every selected method the benchmark
+
+1. runs the method's whole choosing procedure on the corpus: a :class:`MixingContext` with a fresh
+   :class:`ComputeLedger` and a :class:`~mixlab.train.LocalProxyRunner` of the scale's proxy size
+   (each method gets its own proxy workspace, so no method is handed another's proxy runs for free);
+2. trains a *target* model (a bigger preset, a fixed token budget) on the chosen mixture with
+   ``seeds`` seeds (:class:`~mixlab.train.Trainer`); dynamic methods (``mixer.dynamic``: TiKMiX-D/-M)
+   instead run the stage-by-stage pipeline (:func:`mixlab.pipeline.dynamic.run_pipeline`), which
+   trains the target itself and re-chooses the mixture at every stage boundary;
+3. reports per method the average validation loss over domains, the worst domain's loss and the loss
+   on the target domain set (each the mean over seeds, with ``<key>_std``), and the compute spent
+   choosing: FLOPs, proxy tokens and wall seconds.
+
+Every stage is resumable: a method's choice is stored (atomically) under
+``<workspace>/bench/choices/`` keyed by everything that determines it, and target runs are ordinary
+trainer runs keyed by their config hash, so a re-run reuses what finished and resumes what did not.
+
+Scales (``tiny``, ``default``, ``gpu``) are a YAML data file next to this module.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from mixlab.errors import ConfigError, MixlabError
+from mixlab.mixers import REGISTRY, get_mixer, mixer_class
+from mixlab.mixers.base import ComputeLedger, MixingContext, ProxyResult
+from mixlab.mixture import Mixture, Schedule
+from mixlab.utils.io import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
+
+log = logging.getLogger(__name__)
+
+DEFAULT_METHODS: tuple[str, ...] = (
+    "uniform",
+    "natural",
+    "unimax",
+    "doremi",
+    "regmix",
+    "bimix",
+    "bimix-entropy-ce",
+    "tikmix-d",
+    "tikmix-m",
+)
+"""What ``mixlab bench`` runs when no ``--methods`` are given."""
+
+RESULT_KEYS: tuple[str, ...] = (
+    "method",
+    "avg_loss",
+    "avg_loss_std",
+    "worst_loss",
+    "worst_loss_std",
+    "target_loss",
+    "target_loss_std",
+    "choose_flops",
+    "choose_tokens",
+    "choose_seconds",
+    "seeds",
+)
+"""The keys every result object carries (the issue's list); rows also hold details after these."""
+
+CHOICE_VERSION = 1
+
+
+# ----------------------------------------------------------------------------- configuration
+class ModelSettings(BaseModel):
+    """How one kind of model (proxy or target) is trained in a bench scale."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str
+    """GPT preset name (``mixlab.model.list_presets()``)."""
+    seq_len: int = Field(128, ge=8)
+    """Tokens per training sequence."""
+    batch_size: int = Field(16, ge=1)
+    """Sequences per optimizer step."""
+    tokens: int = Field(..., gt=0)
+    """Training tokens per run."""
+    lr: float = Field(2e-3, gt=0)
+    """Peak AdamW learning rate (warmup then cosine decay)."""
+    eval_batches: int = Field(4, ge=1)
+    """Validation batches per domain at each evaluation."""
+
+
+class ScaleSpec(BaseModel):
+    """One named size of the benchmark (an entry of ``bench_scales.yaml``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    description: str = ""
+    """One line shown in ``mixlab bench --help``."""
+    seeds: int = Field(3, ge=1)
+    """Target runs per method (seeds 0..seeds-1 offset by the bench seed)."""
+    proxy: ModelSettings
+    """Proxy models trained by methods while choosing."""
+    target: ModelSettings
+    """The model each chosen mixture is judged by."""
+    dynamic: dict[str, Any] = Field(default_factory=dict)
+    """Extra settings for the dynamic pipeline (e.g. ``stages``)."""
+    methods: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """Per-method parameters for ``get_mixer(name, **params)``."""
+
+
+@cache
+def _scales() -> dict[str, dict[str, Any]]:
+    text = resources.files("mixlab.pipeline").joinpath("bench_scales.yaml").read_text()
+    return {str(k): dict(v) for k, v in yaml.safe_load(text).items()}
+
+
+def list_scales() -> dict[str, str]:
+    """Scale name -> description."""
+    return {k: str(v.get("description", "")) for k, v in _scales().items()}
+
+
+def load_scale(name: str) -> ScaleSpec:
+    """The :class:`ScaleSpec` named ``name`` (``tiny``, ``default``, ``gpu``)."""
+    scales = _scales()
+    if name not in scales:
+        raise ConfigError(f"unknown bench scale {name!r}; choose one of {sorted(scales)}")
+    try:
+        return ScaleSpec.model_validate(scales[name])
+    except ValidationError as exc:
+        raise ConfigError(f"bench_scales.yaml: scale {name!r} is invalid: {exc}") from None
+
+
+class BenchConfig(BaseModel):
+    """Settings of one benchmark; anything left ``None`` comes from the scale."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    corpus: str | None = None
+    """Prepared corpus directory (``mixlab prepare``); None = the built-in corpus."""
+    methods: list[str] | None = None
+    """Methods to compare (registry names); None = :data:`DEFAULT_METHODS`."""
+    scale: str = "default"
+    """Named size from ``bench_scales.yaml``: ``tiny``, ``default`` or ``gpu``."""
+    seeds: int | None = Field(None, ge=1)
+    """Target runs per method (overrides the scale)."""
+    seed: int = 0
+    """Base seed: method choices use it, target runs use ``seed .. seed + seeds - 1``."""
+    target_model: str | None = None
+    """Target model preset (overrides the scale)."""
+    target_tokens: int | None = Field(None, gt=0)
+    """Target token budget per run (overrides the scale)."""
+    proxy_model: str | None = None
+    """Proxy model preset (overrides the scale)."""
+    proxy_tokens: int | None = Field(None, gt=0)
+    """Tokens per proxy run (overrides the scale)."""
+    target_domains: list[str] | None = None
+    """Validation domains whose mean loss is ``target_loss``; None = all domains."""
+    method_params: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """Per-method parameter overrides, merged over the scale's."""
+    max_epochs: float | None = Field(None, gt=0)
+    """Availability cap given to methods and target runs (passes over a domain); None = no cap."""
+    workspace: str | None = None
+    """Workspace for the run store, proxy and target runs (default: mixlab's default workspace)."""
+    device: str = "auto"
+    """Torch device for every run: ``auto``, ``cpu``, ``cuda``."""
+    progress: bool = False
+    """Show the trainers' progress bars."""
+
+    def resolved(self) -> tuple[ScaleSpec, list[str]]:
+        """The effective scale (with this config's overrides applied) and method list."""
+        spec = load_scale(self.scale)
+        upd_p: dict[str, Any] = {}
+        upd_t: dict[str, Any] = {}
+        if self.proxy_model:
+            upd_p["model"] = self.proxy_model
+        if self.proxy_tokens:
+            upd_p["tokens"] = self.proxy_tokens
+        if self.target_model:
+            upd_t["model"] = self.target_model
+        if self.target_tokens:
+            upd_t["tokens"] = self.target_tokens
+        methods_params = {k: dict(v) for k, v in spec.methods.items()}
+        for name, params in self.method_params.items():
+            methods_params.setdefault(name, {}).update(params)
+        spec = spec.model_copy(
+            update={
+                "proxy": spec.proxy.model_copy(update=upd_p),
+                "target": spec.target.model_copy(update=upd_t),
+                "seeds": self.seeds or spec.seeds,
+                "methods": methods_params,
+            }
+        )
+        methods = list(self.methods) if self.methods else list(DEFAULT_METHODS)
+        unknown = [m for m in methods if m not in REGISTRY]
+        if unknown:
+            raise ConfigError(f"bench: unknown method(s) {unknown}; choose from {sorted(REGISTRY)}")
+        if len(set(methods)) != len(methods):
+            raise ConfigError(f"bench: a method is listed twice in {methods}")
+        return spec, methods
+
+
+# ----------------------------------------------------------------------------- helpers
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def corpus_fingerprint(corpus: Any) -> str:
+    """A short hash of the corpus manifest (domains, token counts, sources, tokenizer)."""
+    manifest = getattr(corpus, "manifest", None)
+    if manifest is None:
+        manifest = {"domains": list(corpus.domains), "counts": corpus.token_counts()}
+    return _digest(manifest)
+
+
+def _workspace(config: BenchConfig) -> Path:
+    if config.workspace:
+        return Path(config.workspace)
+    from mixlab.store import default_workspace
+
+    return Path(default_workspace())
+
+
+def open_corpus(path: str | None) -> Any:
+    """Open the prepared corpus at ``path``, or prepare (once) and open the built-in corpus."""
+    if path:
+        from mixlab.data import Corpus
+
+        return Corpus.open(path)
+    try:
+        from mixlab.data import builtin_corpus
+    except ImportError:
+        raise MixlabError(
+            "this installation has no built-in corpus yet; pass --corpus DIR (a corpus from `mixlab prepare`)"
+        ) from None
+    return builtin_corpus()
+
+
+class MeteredProxy:
+    """Wraps a :class:`~mixlab.mixers.base.ProxyRunner` and records what every proxy run cost.
+
+    The bench uses it to make sure a method's proxy runs are counted even when the method forgets
+    to add them to ``ctx.compute``.
+    """
+
+    def __init__(self, runner: Any) -> None:
+        self.runner = runner
+        self.ledger = ComputeLedger()
+        self.runs = 0
+
+    def train(self, mixture: Mixture, **kwargs: Any) -> ProxyResult:
+        result = self.runner.train(mixture, **kwargs)
+        self.ledger.add(flops=result.flops, tokens=result.tokens, seconds=result.seconds)
+        self.runs += 1
+        return result
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.runner, name)
+
+
+def reconcile_compute(ctx_ledger: ComputeLedger, metered: ComputeLedger, wall_seconds: float) -> dict[str, float]:
+    """The choosing compute to report: what the method recorded, topped up with proxy runs it did
+    not record (a method that records them is never counted twice), and the wall time measured around
+    ``propose`` (or the recorded seconds when reused proxy runs made the wall time shorter)."""
+    flops = max(ctx_ledger.flops, metered.flops)
+    tokens = max(ctx_ledger.tokens, metered.tokens)
+    if metered.flops > ctx_ledger.flops * (1 + 1e-9):
+        log.info("bench: the method did not record all its proxy runs; counting them from the proxy runner")
+    return {"flops": float(flops), "tokens": int(tokens), "seconds": float(max(wall_seconds, metered.seconds))}
+
+
+def summarise(finals: Sequence[Mapping[str, float]], target_domains: Sequence[str]) -> dict[str, float]:
+    """Mean and std over seeds of the average, worst and target-set validation losses.
+
+    Per seed: ``avg`` = mean over domains, ``worst`` = max over domains, ``target`` = mean over
+    ``target_domains``. Std is the population std (0 for a single seed).
+    """
+    if not finals:
+        raise MixlabError("bench: no finished target run to summarise")
+    per: dict[str, list[float]] = {"avg_loss": [], "worst_loss": [], "target_loss": []}
+    for final in finals:
+        missing = [d for d in target_domains if d not in final]
+        if missing:
+            raise MixlabError(f"bench: target domain(s) {missing} were not evaluated (have {sorted(final)})")
+        vals = np.array(list(final.values()), dtype=float)
+        per["avg_loss"].append(float(vals.mean()))
+        per["worst_loss"].append(float(vals.max()))
+        per["target_loss"].append(float(np.mean([final[d] for d in target_domains])))
+    out: dict[str, float] = {}
+    for key, xs in per.items():
+        arr = np.array(xs)
+        out[key] = float(arr.mean())
+        out[f"{key}_std"] = float(arr.std())
+    return out
+
+
+# ----------------------------------------------------------------------------- the benchmark
+@dataclass
+class _Env:
+    config: BenchConfig
+    scale: ScaleSpec
+    corpus: Any
+    corpus_path: str
+    workspace: Path
+    fingerprint: str
+    domains: list[str]
+    targets: list[str]
+
+
+def _context(env: _Env, compute: ComputeLedger, proxy: Any) -> MixingContext:
+    return MixingContext(
+        domains=list(env.domains),
+        available_tokens=env.corpus.token_counts(),
+        total_tokens=int(env.scale.target.tokens),
+        max_epochs=env.config.max_epochs,
+        target_domains=list(env.targets),
+        seed=env.config.seed,
+        corpus=env.corpus,
+        proxy=proxy,
+        compute=compute,
+    )
+
+
+def _method_params(env: _Env, method: str) -> dict[str, Any]:
+    params = dict(env.scale.methods.get(method, {}))
+    if method == "doremi":
+        params.setdefault("device", env.config.device)
+    return params
+
+
+def _proxy_runner(env: _Env, method: str) -> Any:
+    from mixlab.train import LocalProxyRunner
+
+    p = env.scale.proxy
+    return LocalProxyRunner(
+        env.corpus,
+        model=p.model,
+        seq_len=p.seq_len,
+        batch_size=p.batch_size,
+        lr=p.lr,
+        workspace=env.workspace / "bench" / "proxies" / method,
+        kind="proxy",
+        method=method,
+        progress=False,
+        eval_batches=p.eval_batches,
+        device=env.config.device,
+    )
+
+
+def _choice_path(env: _Env, method: str, params: Mapping[str, Any]) -> Path:
+    key = _digest(
+        {
+            "v": CHOICE_VERSION,
+            "method": method,
+            "params": params,
+            "proxy": env.scale.proxy.model_dump(),
+            "target_tokens": env.scale.target.tokens,
+            "corpus": env.fingerprint,
+            "targets": env.targets,
+            "max_epochs": env.config.max_epochs,
+            "seed": env.config.seed,
+        }
+    )
+    return env.workspace / "bench" / "choices" / f"{method}-{key}.json"
+
+
+def choose_static(env: _Env, method: str) -> dict[str, Any]:
+    """Run ``method``'s choosing procedure (or reuse its stored result): the mixture and its cost."""
+    params = _method_params(env, method)
+    path = _choice_path(env, method, params)
+    if path.is_file():
+        stored = read_json(path)
+        log.info("bench: reusing the stored choice of %s (%s)", method, path.name)
+        return stored
+    mixer = get_mixer(method, **params)
+    proxy = MeteredProxy(_proxy_runner(env, method))
+    ctx = _context(env, ComputeLedger(), proxy)
+    t0 = time.perf_counter()
+    mixture = mixer.propose(ctx)
+    wall = time.perf_counter() - t0
+    if isinstance(mixture, Schedule):  # a static method may still hand back a schedule
+        schedule = mixture
+    else:
+        schedule = Schedule.constant(mixture)
+    schedule.check_domains(env.domains)
+    cost = reconcile_compute(ctx.compute, proxy.ledger, wall)
+    choice = {
+        "method": method,
+        "params": params,
+        "schedule": schedule.to_list(),
+        "compute": cost,
+        "proxy_runs": proxy.runs,
+    }
+    atomic_write_json(path, choice)
+    log.info("bench: %s chose %s (%.3g FLOPs, %d proxy runs, %.1fs)", method, schedule.stages[0].mixture,
+             cost["flops"], proxy.runs, cost["seconds"])
+    return choice
+
+
+def train_target(env: _Env, method: str, schedule: Schedule, seed: int) -> dict[str, Any]:
+    """Train (or reuse) the target model on ``schedule`` with ``seed``; its final per-domain losses."""
+    from mixlab.train import Trainer, TrainConfig
+
+    t = env.scale.target
+    cfg = TrainConfig.parse(
+        {
+            "corpus": env.corpus_path,
+            "model": t.model,
+            "mixture": schedule.to_list() if len(schedule.stages) > 1 else schedule.stages[0].mixture.to_dict(),
+            "tokens": t.tokens,
+            "seq_len": t.seq_len,
+            "batch_size": t.batch_size,
+            "lr": t.lr,
+            "eval_batches": t.eval_batches,
+            "eval_interval": None,
+            "seed": seed,
+            "max_epochs": env.config.max_epochs,
+            "on_exceed": "warn",
+            "workspace": str(env.workspace),
+            "kind": "bench-target",
+            "method": method,
+            "device": env.config.device,
+            "progress": env.config.progress,
+        },
+        where=f"bench target run of {method}",
+    )
+    result = Trainer(cfg, corpus=env.corpus).fit()
+    return {"run_id": result.run_id, "final": dict(result.final), "flops": result.flops, "tokens": result.tokens}
+
+
+def run_dynamic(env: _Env, method: str, seed: int) -> dict[str, Any]:
+    """INTEGRATION POINT with the lead's dynamic pipeline (``mixlab.pipeline.dynamic``).
+
+    A dynamic method re-chooses the mixture at every stage boundary of the *target* run, so its
+    choosing compute (influence passes, surrogate fits) is spent inside that run: the pipeline
+    trains the target stage by stage and returns a ``PipelineResult`` with ``schedule``, ``final``
+    (per-domain losses), ``compute`` (a ComputeLedger) and ``run_dir``.
+    """
+    try:
+        from mixlab.pipeline.dynamic import PipelineConfig, run_pipeline
+    except ImportError:
+        raise MixlabError(
+            f"{method} is a dynamic method and needs mixlab.pipeline.dynamic, which this installation lacks"
+        ) from None
+    t = env.scale.target
+    fields = set(PipelineConfig.model_fields)
+    wanted: dict[str, Any] = {
+        "corpus": env.corpus_path,
+        "method": method,
+        "method_params": _method_params(env, method),
+        "model": t.model,
+        "tokens": t.tokens,
+        "seq_len": t.seq_len,
+        "batch_size": t.batch_size,
+        "lr": t.lr,
+        "eval_batches": t.eval_batches,
+        "seed": seed,
+        "max_epochs": env.config.max_epochs,
+        "target_domains": list(env.targets),
+        "workspace": str(env.workspace),
+        "device": env.config.device,
+        "progress": env.config.progress,
+        **env.scale.dynamic,
+    }
+    cfg = PipelineConfig.model_validate({k: v for k, v in wanted.items() if k in fields})
+    t0 = time.perf_counter()
+    res = run_pipeline(cfg)
+    wall = time.perf_counter() - t0
+    compute = res.compute
+    schedule = res.schedule if isinstance(res.schedule, Schedule) else Schedule.from_list(res.schedule)
+    return {
+        "run_id": str(getattr(res, "run_id", None) or Path(res.run_dir).name),
+        "final": dict(res.final),
+        "schedule": schedule.to_list(),
+        "compute": {"flops": float(compute.flops), "tokens": int(compute.tokens),
+                    "seconds": float(compute.seconds) if compute.seconds else wall},
+    }
+
+
+def run_method(env: _Env, method: str, on_event: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Choose (static) or run the pipeline (dynamic), train the seeds, summarise: one result row."""
+    seeds = [env.config.seed + i for i in range(env.scale.seeds)]
+    note = on_event or (lambda msg: None)
+    if mixer_class(method).dynamic:
+        runs = []
+        for s in seeds:
+            note(f"{method}: dynamic pipeline, seed {s}")
+            runs.append(run_dynamic(env, method, s))
+        compute = {
+            "flops": float(np.mean([r["compute"]["flops"] for r in runs])),
+            "tokens": int(np.mean([r["compute"]["tokens"] for r in runs])),
+            "seconds": float(np.mean([r["compute"]["seconds"] for r in runs])),
+        }
+        schedule: list[dict[str, Any]] = runs[0]["schedule"]
+    else:
+        note(f"{method}: choosing")
+        choice = choose_static(env, method)
+        compute = choice["compute"]
+        schedule = choice["schedule"]
+        sched = Schedule.from_list(schedule)
+        runs = []
+        for s in seeds:
+            note(f"{method}: target seed {s}")
+            runs.append(train_target(env, method, sched, s))
+    finals = [r["final"] for r in runs]
+    row: dict[str, Any] = {"method": method}
+    row.update(summarise(finals, env.targets))
+    row.update(
+        choose_flops=compute["flops"],
+        choose_tokens=compute["tokens"],
+        choose_seconds=compute["seconds"],
+        seeds=len(seeds),
+    )
+    per_domain = {d: float(np.mean([f[d] for f in finals])) for d in env.domains if all(d in f for f in finals)}
+    row.update(
+        dynamic=bool(mixer_class(method).dynamic),
+        mixture=schedule[0]["mixture"] if len(schedule) == 1 else None,
+        schedule=schedule,
+        per_domain=per_domain,
+        run_ids=[r["run_id"] for r in runs],
+    )
+    return row
+
+
+def run_bench(
+    config: BenchConfig,
+    *,
+    corpus: Any = None,
+    on_event: Callable[[str], None] | None = None,
+    on_method: Callable[[str, dict[str, Any] | None, str | None], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Run the benchmark; one result row per method that ran (keys :data:`RESULT_KEYS` first).
+
+    ``corpus`` may be an opened corpus (else ``config.corpus`` or the built-in corpus is opened).
+    ``on_method(name, row, error)`` is called as each method finishes; a method that fails with a
+    :class:`MixlabError` (or is not available in this installation) is logged and skipped, so one
+    broken method does not cost the others' results. All methods failing raises.
+    """
+    scale, methods = config.resolved()
+    if corpus is None:
+        corpus = open_corpus(config.corpus)
+    root = getattr(corpus, "root", None) or config.corpus
+    if root is None:
+        raise ConfigError("bench: the corpus has no directory on disk; prepare it with `mixlab prepare`")
+    domains = list(corpus.domains)
+    targets = list(config.target_domains) if config.target_domains else domains
+    unknown = [d for d in targets if d not in domains]
+    if unknown:
+        raise ConfigError(f"bench: target domain(s) {unknown} are not in the corpus {domains}")
+    env = _Env(
+        config=config,
+        scale=scale,
+        corpus=corpus,
+        corpus_path=str(Path(root).resolve()),
+        workspace=_workspace(config),
+        fingerprint=corpus_fingerprint(corpus),
+        domains=domains,
+        targets=targets,
+    )
+    rows: list[dict[str, Any]] = []
+    errors: dict[str, str] = {}
+    for method in methods:
+        try:
+            row = run_method(env, method, on_event)
+        except ModuleNotFoundError as exc:
+            msg = f"not available in this installation ({exc.name} is missing)"
+            errors[method] = msg
+            log.warning("bench: skipping %s: %s", method, msg)
+            if on_method:
+                on_method(method, None, msg)
+            continue
+        except MixlabError as exc:
+            errors[method] = str(exc)
+            log.error("bench: %s failed: %s", method, exc)
+            if on_method:
+                on_method(method, None, str(exc))
+            continue
+        rows.append(row)
+        if on_method:
+            on_method(method, row, None)
+    if not rows:
+        detail = "; ".join(f"{m}: {e}" for m, e in errors.items())
+        raise MixlabError(f"bench: no method finished ({detail})")
+    return rows
+
+
+# ----------------------------------------------------------------------------- outputs
+def _fmt(x: Any) -> str:
+    if isinstance(x, float):
+        if not math.isfinite(x):
+            return "nan"
+        return f"{x:.3g}" if (abs(x) >= 1e4 or 0 < abs(x) < 1e-3) else f"{x:.4f}"
+    return str(x)
+
+
+def bench_table(rows: Sequence[Mapping[str, Any]], title: str = "mixlab bench") -> Any:
+    """A rich table of the result rows (losses as mean ± std over seeds)."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in ("method", "avg loss", "worst loss", "target loss", "choose FLOPs", "choose tokens", "choose s", "seeds"):
+        table.add_column(col, justify="left" if col == "method" else "right")
+    for r in rows:
+        table.add_row(
+            str(r["method"]),
+            *(f"{r[k]:.4f} ± {r.get(k + '_std', 0.0):.4f}" for k in ("avg_loss", "worst_loss", "target_loss")),
+            f"{r['choose_flops']:.3g}",
+            f"{int(r['choose_tokens']):,}",
+            f"{r['choose_seconds']:.1f}",
+            str(r["seeds"]),
+        )
+    return table
+
+
+def rows_to_csv(rows: Sequence[Mapping[str, Any]]) -> str:
+    """CSV of the :data:`RESULT_KEYS` columns plus one ``loss_<domain>`` column per domain."""
+    domains: list[str] = []
+    for r in rows:
+        for d in r.get("per_domain", {}):
+            if d not in domains:
+                domains.append(d)
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow([*RESULT_KEYS, *(f"loss_{d}" for d in domains)])
+    for r in rows:
+        writer.writerow([r.get(k) for k in RESULT_KEYS] + [r.get("per_domain", {}).get(d) for d in domains])
+    return buf.getvalue()
+
+
+def write_outputs(rows: Sequence[Mapping[str, Any]], out: str | Path) -> dict[str, Path]:
+    """Write ``out`` (JSON list, one object per method), ``<out>.csv`` and ``<out>.png`` (loss
+    against choosing FLOPs). Returns the paths written."""
+    out = Path(out)
+    if out.suffix.lower() != ".json":
+        raise ConfigError(f"bench --out {out}: give a .json path (the CSV and plot are written next to it)")
+    ordered = [{**{k: r[k] for k in RESULT_KEYS}, **{k: v for k, v in r.items() if k not in RESULT_KEYS}} for r in rows]
+    atomic_write_json(out, ordered)
+    csv_path = out.with_suffix(".csv")
+    atomic_write_text(csv_path, rows_to_csv(rows))
+    png_path = out.with_suffix(".png")
+    from mixlab.report.plots import figure_to_png, plot_bench
+
+    fig = plot_bench(ordered, metric="avg_loss")
+    fig.axes[0].set_title("average validation loss vs compute spent choosing")
+    atomic_write_bytes(png_path, figure_to_png(fig))
+    return {"json": out, "csv": csv_path, "png": png_path}
+
+
+__all__ = [
+    "DEFAULT_METHODS",
+    "RESULT_KEYS",
+    "BenchConfig",
+    "MeteredProxy",
+    "ModelSettings",
+    "ScaleSpec",
+    "bench_table",
+    "choose_static",
+    "corpus_fingerprint",
+    "list_scales",
+    "load_scale",
+    "open_corpus",
+    "reconcile_compute",
+    "rows_to_csv",
+    "run_bench",
+    "summarise",
+    "train_target",
+    "write_outputs",
+]

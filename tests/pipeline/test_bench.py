@@ -1,0 +1,95 @@
+import json
+import math
+
+import pytest
+
+from mixlab.errors import ConfigError, MixlabError
+from mixlab.mixers.base import ComputeLedger
+from mixlab.pipeline.bench import (
+    RESULT_KEYS,
+    BenchConfig,
+    bench_table,
+    reconcile_compute,
+    run_bench,
+    summarise,
+    write_outputs,
+)
+
+
+def test_summarise_means_and_stds():
+    finals = [{"a": 1.0, "b": 3.0}, {"a": 2.0, "b": 2.0}]
+    s = summarise(finals, ["a"])
+    assert s["avg_loss"] == pytest.approx(2.0) and s["avg_loss_std"] == pytest.approx(0.0)
+    assert s["worst_loss"] == pytest.approx(2.5) and s["worst_loss_std"] == pytest.approx(0.5)
+    assert s["target_loss"] == pytest.approx(1.5) and s["target_loss_std"] == pytest.approx(0.5)
+    with pytest.raises(MixlabError):
+        summarise(finals, ["c"])
+
+
+def test_reconcile_compute_never_double_counts():
+    recorded = ComputeLedger(flops=10.0, tokens=100, seconds=1.0)
+    metered = ComputeLedger(flops=10.0, tokens=100, seconds=3.0)
+    assert reconcile_compute(recorded, metered, 2.0) == {"flops": 10.0, "tokens": 100, "seconds": 3.0}
+    # a method that forgot to record its proxy runs still gets them counted
+    assert reconcile_compute(ComputeLedger(), metered, 5.0)["flops"] == 10.0
+
+
+def test_config_errors():
+    with pytest.raises(ConfigError, match="unknown method"):
+        BenchConfig(methods=["nope"]).resolved()
+    with pytest.raises(ConfigError, match="scale"):
+        BenchConfig(scale="huge").resolved()
+    spec, methods = BenchConfig(scale="tiny", seeds=1, target_tokens=1000).resolved()
+    assert spec.seeds == 1 and spec.target.tokens == 1000 and spec.target.model == "nano-100k"
+    assert methods[:3] == ["uniform", "natural", "unimax"] and "tikmix-d" in methods
+
+
+@pytest.mark.slow
+def test_bench_end_to_end_tiny_and_resumes(tiny_corpus, tmp_path, monkeypatch):
+    cfg = BenchConfig(
+        scale="tiny",
+        methods=["uniform", "natural", "doremi"],
+        workspace=str(tmp_path / "ws"),
+        target_domains=["english", "code"],
+        device="cpu",
+    )
+    rows = run_bench(cfg, corpus=tiny_corpus)
+    assert [r["method"] for r in rows] == ["uniform", "natural", "doremi"]
+    for r in rows:
+        assert set(RESULT_KEYS) <= set(r)
+        assert r["seeds"] == 2
+        assert all(math.isfinite(r[k]) and r[k] > 0 for k in ("avg_loss", "worst_loss", "target_loss"))
+        assert r["worst_loss"] >= r["avg_loss"]
+        assert r["target_loss"] == pytest.approx(
+            (r["per_domain"]["english"] + r["per_domain"]["code"]) / 2, rel=1e-9
+        )
+    by = {r["method"]: r for r in rows}
+    assert by["uniform"]["choose_flops"] == 0 and by["natural"]["choose_tokens"] == 0
+    assert by["doremi"]["choose_flops"] > 0 and by["doremi"]["choose_tokens"] == 2 * 16 * 8 * 64
+    assert by["uniform"]["mixture"] == pytest.approx({d: 0.25 for d in tiny_corpus.domains})
+    # different mixtures give different target models
+    assert by["uniform"]["avg_loss"] != by["natural"]["avg_loss"]
+
+    paths = write_outputs(rows, tmp_path / "bench.json")
+    data = json.loads(paths["json"].read_text())
+    assert [list(d)[: len(RESULT_KEYS)] for d in data] == [list(RESULT_KEYS)] * 3
+    assert paths["csv"].read_text().splitlines()[0].startswith(",".join(RESULT_KEYS))
+    assert paths["png"].read_bytes()[:4] == b"\x89PNG"
+    assert bench_table(rows).row_count == 3
+
+    # a re-run reuses every stored choice and finished target run: nothing is chosen or trained again
+    from mixlab.mixers.doremi import DoReMiMixer
+    from mixlab.train import Trainer
+
+    monkeypatch.setattr(DoReMiMixer, "propose", lambda self, ctx: (_ for _ in ()).throw(AssertionError("re-chosen")))
+    steps_run = []
+    original = Trainer.train_until
+
+    def spy(self, step):
+        steps_run.append(step - self.step)
+        return original(self, step)
+
+    monkeypatch.setattr(Trainer, "train_until", spy)
+    again = run_bench(cfg, corpus=tiny_corpus)
+    assert all(n == 0 for n in steps_run)
+    assert [r["avg_loss"] for r in again] == [r["avg_loss"] for r in rows]
