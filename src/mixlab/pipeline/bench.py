@@ -408,7 +408,7 @@ def choose_static(env: _Env, method: str) -> dict[str, Any]:
 
 def train_target(env: _Env, method: str, schedule: Schedule, seed: int) -> dict[str, Any]:
     """Train (or reuse) the target model on ``schedule`` with ``seed``; its final per-domain losses."""
-    from mixlab.train import Trainer, TrainConfig
+    from mixlab.train import TrainConfig, Trainer
 
     t = env.scale.target
     cfg = TrainConfig.parse(
