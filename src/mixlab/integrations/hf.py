@@ -1,0 +1,442 @@
+"""Hugging Face integration: a ``datasets`` mixture dataset and a ``transformers`` Trainer callback.
+
+:class:`MixtureStream` serves mixlab's :class:`~mixlab.data.MixtureSampler` as per-sequence
+examples ``{"input_ids", "labels", "domain"}``; :meth:`MixtureStream.to_hf_dataset` wraps it in a
+``datasets.IterableDataset`` that ``transformers.Trainer`` consumes like any other.
+:class:`MixtureScheduleCallback` applies a mixlab :class:`~mixlab.mixture.Schedule` during
+``Trainer.train()`` and, for dynamic methods (TiKMiX), asks a mixer for the next mixture at each
+stage boundary with the live model, then switches the stream to it::
+
+    stream = MixtureStream(corpus, Mixture.uniform(corpus.domains), seq_len=128, batch_size=8)
+    callback = MixtureScheduleCallback(stream, mixer="tikmix-d", boundaries=[500, 1000])
+    trainer = Trainer(model, args, train_dataset=stream.to_hf_dataset(), callbacks=[callback])
+
+How the switch is timed. The sampler's stream is a pure function of (seed, schedule, position): a
+stage starting at step ``b`` covers exactly the sequences of optimizer steps ``>= b``. A static
+schedule is therefore installed on the sampler when training begins and switches at exactly its
+start steps whatever the data loader prefetches. A dynamic stage must be decided before the data
+loader reads its first micro-batch; ``transformers.Trainer`` (through ``accelerate``) reads one
+micro-batch ahead, so the callback watches the sampler's own position and asks the mixer at the last
+``on_step_end`` before the sampler would enter step ``b``: with the Trainer that is after ``b - 1``
+optimizer steps, so Group Influence is measured on the model one step before the boundary and the new
+mixture applies from step ``b`` exactly. (Were the sampler already past ``b``, the stage starts at
+the sampler's next whole step and a warning says so.)
+
+Labels. Hugging Face causal LMs shift labels inside the model, so by default ``labels`` equals
+``input_ids`` (``labels="hf"``); ``labels="shifted"`` yields mixlab's convention (``labels[t]`` is
+the token after ``input_ids[t]``) for models that do not shift.
+
+The stream lives in the training process: use ``dataloader_num_workers=0`` (checked at
+``on_train_begin``), since a worker process would hold its own copy of the sampler that the callback
+cannot switch.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import weakref
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from mixlab.errors import ConfigError, MixlabError
+from mixlab.mixture import Mixture, Schedule
+from mixlab.utils.io import atomic_write_json
+
+if TYPE_CHECKING:
+    from mixlab.data import Corpus, MixtureSampler
+    from mixlab.mixers.base import Mixer
+
+log = logging.getLogger(__name__)
+
+_STREAMS: weakref.WeakValueDictionary[int, MixtureStream] = weakref.WeakValueDictionary()
+_NEXT_ID = itertools.count()
+
+try:  # the callback must subclass TrainerCallback for Trainer to accept it; transformers is optional
+    from transformers import TrainerCallback as _CallbackBase
+except ImportError:  # pragma: no cover - depends on the environment
+    _CallbackBase = object  # type: ignore[misc,assignment]
+
+
+class MixtureStream:
+    """A mixture sampler over a prepared corpus, served one sequence at a time.
+
+    ``batch_size`` and ``grad_accum`` must equal the Trainer's ``per_device_train_batch_size`` and
+    ``gradient_accumulation_steps`` so that a sampler step is a Trainer optimizer step (the callback
+    checks this). ``max_batches`` bounds the micro-batches one iteration yields (``None``: endless;
+    give the Trainer ``max_steps``).
+    """
+
+    def __init__(
+        self,
+        corpus: Corpus | str | Path,
+        mixture_or_schedule: Mixture | Schedule | Mapping[str, float] | None = None,
+        *,
+        seq_len: int,
+        batch_size: int,
+        grad_accum: int = 1,
+        seed: int = 0,
+        max_epochs: float | Mapping[str, float] | None = None,
+        on_exceed: Literal["error", "warn"] = "error",
+        labels: Literal["hf", "shifted"] = "hf",
+        max_batches: int | None = None,
+    ) -> None:
+        from mixlab.data import Corpus, MixtureSampler
+
+        if labels not in ("hf", "shifted"):
+            raise ConfigError(f"labels must be 'hf' (labels = input_ids) or 'shifted', got {labels!r}")
+        self.corpus = corpus if isinstance(corpus, Corpus) else Corpus.open(corpus)
+        if mixture_or_schedule is None:
+            counts = self.corpus.token_counts("train")
+            mixture_or_schedule = Mixture.from_weights({d: float(counts[d]) for d in self.corpus.domains})
+        self.labels = labels
+        self.max_batches = max_batches
+        self.sampler: MixtureSampler = MixtureSampler(
+            self.corpus,
+            mixture_or_schedule,
+            seq_len=seq_len,
+            batch_size=batch_size,
+            grad_accum=grad_accum,
+            seed=seed,
+            max_epochs=max_epochs,
+            on_exceed=on_exceed,
+        )
+        self.step_counts: dict[int, dict[str, int]] = {}
+        """Sequences read per domain, by the optimizer step they belong to."""
+        self._id = next(_NEXT_ID)
+        _STREAMS[self._id] = self
+
+    @property
+    def seq_len(self) -> int:
+        return self.sampler.seq_len
+
+    @property
+    def batch_size(self) -> int:
+        return self.sampler.batch_size
+
+    @property
+    def grad_accum(self) -> int:
+        return self.sampler.grad_accum
+
+    @property
+    def domains(self) -> list[str]:
+        return list(self.sampler.domains)
+
+    @property
+    def schedule(self) -> Schedule:
+        return self.sampler.schedule
+
+    def next_whole_step(self) -> int:
+        """The first optimizer step the sampler has not started reading: a stage set now starts here."""
+        return self.sampler.step + (1 if self.sampler.state_dict()["micro"] > 0 else 0)
+
+    def set_schedule(self, schedule: Schedule | Mixture) -> None:
+        """Apply ``schedule`` from :meth:`next_whole_step` on (earlier steps keep their mixture)."""
+        self.sampler.set_schedule(schedule)
+
+    def counts(self, start: int = 0, stop: int | None = None) -> dict[str, int]:
+        """Sequences read per domain over optimizer steps ``start <= step < stop``."""
+        out = dict.fromkeys(self.domains, 0)
+        for step, c in self.step_counts.items():
+            if step >= start and (stop is None or step < stop):
+                for d, n in c.items():
+                    out[d] += n
+        return out
+
+    def examples(self) -> Iterator[dict[str, Any]]:
+        """Yield ``{"input_ids", "labels", "domain"}`` per sequence, continuing the sampler's stream."""
+        done = 0
+        domains = self.domains
+        while self.max_batches is None or done < self.max_batches:
+            step = self.sampler.step
+            batch = self.sampler.next_batch()
+            done += 1
+            counts = self.step_counts.setdefault(step, dict.fromkeys(domains, 0))
+            ids = batch.input_ids.numpy()
+            lab = ids if self.labels == "hf" else batch.labels.numpy()
+            for i, k in enumerate(batch.domain_ids.tolist()):
+                counts[domains[k]] += 1
+                yield {"input_ids": ids[i], "labels": lab[i], "domain": domains[k]}
+
+    def to_hf_dataset(self) -> Any:
+        """A ``datasets.IterableDataset`` over :meth:`examples` (``pip install mixlab[hf]``)."""
+        try:
+            import datasets
+        except ImportError:  # pragma: no cover - depends on the environment
+            raise ConfigError("the Hugging Face dataset needs `pip install mixlab[hf]` (datasets)") from None
+        features = datasets.Features(
+            {
+                "input_ids": datasets.Sequence(datasets.Value("int64")),
+                "labels": datasets.Sequence(datasets.Value("int64")),
+                "domain": datasets.Value("string"),
+            }
+        )
+        # A module-level generator and an integer handle: `datasets` fingerprints the generator and
+        # its arguments by pickling them, which must not copy the corpus.
+        return datasets.IterableDataset.from_generator(
+            _generate, features=features, gen_kwargs={"stream_id": self._id}
+        )
+
+
+def _generate(stream_id: int) -> Iterator[dict[str, Any]]:
+    stream = _STREAMS.get(stream_id)
+    if stream is None:
+        raise MixlabError(
+            "the MixtureStream behind this dataset no longer exists (keep a reference to it while training), "
+            "or the dataset was sent to a DataLoader worker process: use dataloader_num_workers=0"
+        )
+    yield from stream.examples()
+
+
+def mixture_dataset(
+    corpus: Corpus | str | Path,
+    mixture_or_schedule: Mixture | Schedule | Mapping[str, float] | None = None,
+    **kw: Any,
+) -> tuple[Any, MixtureStream]:
+    """``(datasets.IterableDataset, MixtureStream)`` for a corpus and a mixture or schedule."""
+    stream = MixtureStream(corpus, mixture_or_schedule, **kw)
+    return stream.to_hf_dataset(), stream
+
+
+@dataclass
+class LiveState:
+    """The live training state a dynamic mixer sees as ``ctx.live`` at a stage boundary."""
+
+    model: Any
+    """The model behind the mixlab interface (``model(input_ids, labels) -> (logits, loss)``)."""
+    optimizer: Any
+    """The torch optimizer (for Adam-preconditioned influence), or None."""
+    seq_len: int
+    batch_size: int
+    step: int
+    """Optimizer steps the model has taken."""
+    sampler: Any = None
+    hf_model: Any = None
+
+
+@dataclass
+class StageRecord:
+    """What happened at one stage: where it starts, its mixture, and what the mixer measured."""
+
+    index: int
+    start_step: int
+    mixture: Mixture
+    decided_at_step: int | None = None
+    """Optimizer steps the model had taken when the mixture was chosen (None: given in advance)."""
+    influence: dict[str, Any] | None = None
+    compute: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "start_step": self.start_step,
+            "mixture": self.mixture.to_dict(),
+            "decided_at_step": self.decided_at_step,
+            "influence": self.influence,
+            "compute": self.compute,
+        }
+
+
+def _influence_record(obj: Any) -> dict[str, Any] | None:
+    if obj is None:
+        return None
+    if hasattr(obj, "to_dict"):
+        obj = obj.to_dict()
+    if isinstance(obj, Mapping):
+        return dict(obj)
+    return None
+
+
+class MixtureScheduleCallback(_CallbackBase):
+    """Apply a mixlab schedule during ``Trainer.train()``; with a ``mixer``, choose stages live.
+
+    Static: ``MixtureScheduleCallback(stream, schedule)`` installs ``schedule`` when training starts
+    and logs each stage as training enters it. Dynamic: ``MixtureScheduleCallback(stream, mixer=
+    "tikmix-d", boundaries=[500, 1000])`` (or a :class:`~mixlab.mixers.base.Mixer` instance) starts
+    from the stream's mixture and at each boundary builds a
+    :class:`~mixlab.mixers.base.MixingContext` with ``live`` (the model wrapped in mixlab's
+    interface, the optimizer, seq_len, batch_size), ``corpus``, ``previous`` and ``history``, calls
+    ``mixer.propose`` (TiKMiX-D measures Group Influence on the live model there) and switches the
+    stream. ``mixer_kwargs`` are extra :class:`MixingContext` fields (``max_epochs``, ``lower``,
+    ``upper``, ``target_domains``, ...). ``out_dir`` receives ``schedule.json`` and
+    ``stages/stage_<k>/influence.json`` in the layout ``mixlab report`` reads.
+    """
+
+    def __init__(
+        self,
+        stream: MixtureStream,
+        schedule: Schedule | Mixture | None = None,
+        *,
+        mixer: Mixer | str | None = None,
+        mixer_params: Mapping[str, Any] | None = None,
+        boundaries: Sequence[int] = (),
+        total_steps: int | None = None,
+        context: Mapping[str, Any] | None = None,
+        out_dir: str | Path | None = None,
+    ) -> None:
+        self.stream = stream
+        self.schedule = schedule
+        self.mixer = mixer
+        self.mixer_params = dict(mixer_params or {})
+        self.boundaries = sorted(int(b) for b in boundaries)
+        self.total_steps = total_steps
+        self.context = dict(context or {})
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        if any(b <= 0 for b in self.boundaries) or len(set(self.boundaries)) != len(self.boundaries):
+            raise ConfigError(f"boundaries must be distinct positive optimizer steps, got {list(boundaries)}")
+        if self.boundaries and mixer is None:
+            raise ConfigError("boundaries need a mixer to choose the mixture there (e.g. mixer='tikmix-d')")
+        if mixer is not None and isinstance(schedule, Schedule) and len(schedule.stages) > 1:
+            raise ConfigError("give either a multi-stage schedule or a mixer with boundaries, not both")
+        self.stages: list[StageRecord] = []
+        self._pending: list[int] = []
+        self._mixer_obj: Mixer | None = None
+        self._announced = 0
+
+    # ----------------------------------------------------------------- helpers
+    def _get_mixer(self) -> Mixer:
+        if self._mixer_obj is None:
+            from mixlab.mixers import get_mixer
+
+            self._mixer_obj = (
+                get_mixer(self.mixer, **self.mixer_params) if isinstance(self.mixer, str) else self.mixer
+            )
+        return self._mixer_obj
+
+    def _check_args(self, args: Any) -> None:
+        problems = []
+        if args.per_device_train_batch_size != self.stream.batch_size:
+            problems.append(
+                f"per_device_train_batch_size={args.per_device_train_batch_size} but the stream's batch_size={self.stream.batch_size}"
+            )
+        if args.gradient_accumulation_steps != self.stream.grad_accum:
+            problems.append(
+                f"gradient_accumulation_steps={args.gradient_accumulation_steps} but the stream's grad_accum={self.stream.grad_accum}"
+            )
+        if getattr(args, "world_size", 1) != 1:
+            problems.append(f"world_size={args.world_size}: the callback drives a single-process stream")
+        if getattr(args, "dataloader_num_workers", 0):
+            problems.append("dataloader_num_workers > 0: the stream must live in the training process; use 0")
+        if problems:
+            raise ConfigError(
+                "MixtureScheduleCallback: TrainingArguments do not match the MixtureStream: "
+                + "; ".join(problems)
+            )
+
+    def _remaining_tokens(self, step: int, args: Any) -> int | None:
+        total = self.total_steps or (args.max_steps if getattr(args, "max_steps", 0) > 0 else None)
+        if total is None:
+            return None
+        per_step = self.stream.batch_size * self.stream.grad_accum * self.stream.seq_len
+        return max(1, (total - step)) * per_step
+
+    def _decide(self, boundary: int, start: int, args: Any, state: Any, model: Any, optimizer: Any) -> None:
+        from mixlab.mixers.base import MixingContext
+        from mixlab.model.hf import HFCausalLM
+
+        mixer = self._get_mixer()
+        step = int(state.global_step)
+        inner_opt = getattr(optimizer, "optimizer", optimizer)
+        wrapped = model if hasattr(model, "token_losses") else HFCausalLM(model)
+        live = LiveState(
+            wrapped, inner_opt, self.stream.seq_len, self.stream.batch_size, step, self.stream.sampler, model
+        )
+        corpus = self.stream.corpus
+        counts = corpus.token_counts("train")
+        remaining = self._remaining_tokens(step, args)
+        fields = {
+            "domains": self.stream.domains,
+            "available_tokens": {d: int(counts[d]) for d in self.stream.domains},
+            "total_tokens": remaining or sum(int(counts[d]) for d in self.stream.domains),
+            "remaining_tokens": remaining,
+            "stage": len(self.stages),
+            "previous": self.stages[-1].mixture,
+            "corpus": corpus,
+            "live": live,
+            "history": [s.to_dict() for s in self.stages],
+        }
+        fields.update(self.context)
+        ctx = MixingContext(**fields)
+        was_training = model.training
+        model.eval()
+        try:
+            mixture = mixer.propose(ctx)
+        finally:
+            model.train(was_training)
+        if not isinstance(mixture, Mixture):
+            raise MixlabError(f"mixer {mixer!r} returned {type(mixture).__name__}, expected a Mixture")
+        if start != boundary:
+            log.warning(
+                "stage boundary %d: the data loader had already read step %d; the new mixture starts at step %d",
+                boundary,
+                start - 1,
+                start,
+            )
+        self.stream.set_schedule(self.stream.schedule.with_stage(start, mixture))
+        record = StageRecord(
+            len(self.stages),
+            start,
+            mixture,
+            decided_at_step=step,
+            influence=_influence_record(getattr(mixer, "last_influence_", None)),
+            compute=ctx.compute.to_dict(),
+        )
+        self.stages.append(record)
+        log.info(
+            "stage %d from step %d (chosen after %d steps by %s): %s",
+            record.index,
+            start,
+            step,
+            mixer,
+            mixture,
+        )
+        self._save()
+
+    def _save(self) -> None:
+        if self.out_dir is None:
+            return
+        atomic_write_json(
+            self.out_dir / "schedule.json",
+            {"schedule": [{"start_step": s.start_step, "mixture": s.mixture.to_dict()} for s in self.stages]},
+        )
+        for s in self.stages:
+            if s.influence is not None:
+                atomic_write_json(
+                    self.out_dir / "stages" / f"stage_{s.index}" / "influence.json",
+                    {**s.influence, "step": s.start_step},
+                )
+
+    # ----------------------------------------------------------------- Trainer events
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+        self._check_args(args)
+        if state.global_step != 0 or self.stream.sampler.step != 0:
+            raise MixlabError(
+                "MixtureScheduleCallback starts a fresh stream; resuming a Trainer checkpoint is not supported yet "
+                "(restore the stream with stream.sampler.load_state_dict and a new callback)"
+            )
+        if self.schedule is not None:
+            self.stream.set_schedule(self.schedule)
+        sched = self.stream.schedule
+        self.stages = [StageRecord(i, s.start_step, s.mixture) for i, s in enumerate(sched.stages)]
+        self._pending = [b for b in self.boundaries if b > sched.stages[-1].start_step]
+        self._announced = 0
+        log.info("stage 0 from step 0: %s", self.stages[0].mixture)
+        self._save()
+        return control
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+        step = int(state.global_step)
+        while self._pending and self.stream.next_whole_step() >= self._pending[0]:
+            boundary = self._pending.pop(0)
+            start = max(boundary, self.stream.next_whole_step())
+            self._decide(boundary, start, args, state, kwargs.get("model"), kwargs.get("optimizer"))
+        for rec in self.stages[self._announced + 1 :]:
+            if step >= rec.start_step:
+                self._announced = rec.index
+                log.info("entered stage %d at step %d: %s", rec.index, step, rec.mixture)
+        return control
+
+
+__all__ = ["LiveState", "MixtureScheduleCallback", "MixtureStream", "StageRecord", "mixture_dataset"]

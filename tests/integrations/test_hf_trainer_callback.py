@@ -1,0 +1,154 @@
+"""The HF mixture dataset and the schedule callback inside a real (tiny) ``transformers.Trainer`` run."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from mixlab import ConfigError, Mixture, Schedule
+from mixlab.integrations.hf import MixtureScheduleCallback, MixtureStream, mixture_dataset
+from mixlab.mixers.base import Mixer, MixingContext
+
+transformers = pytest.importorskip("transformers")
+pytest.importorskip("datasets")
+pytest.importorskip(
+    "accelerate", reason="transformers.Trainer needs accelerate (pip install 'accelerate>=1.1')"
+)
+
+SEQ, BATCH = 32, 4
+
+
+def _model(vocab_size: int):
+    torch.manual_seed(0)
+    cfg = transformers.GPT2Config(
+        n_layer=1, n_embd=32, n_head=2, n_positions=SEQ, vocab_size=vocab_size, resid_pdrop=0.0, embd_pdrop=0.0,
+        attn_pdrop=0.0,
+    )  # fmt: skip
+    return transformers.GPT2LMHeadModel(cfg)
+
+
+def _trainer(tmp_path, corpus, stream, callback, steps: int, **kw):
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path / "hf"),
+        max_steps=steps,
+        per_device_train_batch_size=BATCH,
+        gradient_accumulation_steps=stream.grad_accum,
+        learning_rate=3e-3,
+        warmup_steps=0,
+        logging_steps=1000,
+        save_strategy="no",
+        report_to=[],
+        use_cpu=True,
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        seed=0,
+        **kw,
+    )
+    return transformers.Trainer(
+        model=_model(corpus.vocab_size), args=args, train_dataset=stream.to_hf_dataset(), callbacks=[callback]
+    )
+
+
+def test_dataset_yields_sampler_sequences(tiny_corpus) -> None:
+    ds, stream = mixture_dataset(tiny_corpus, {"code": 0.5, "arithmetic": 0.5}, seq_len=SEQ, batch_size=BATCH)
+    rows = [row for _, row in zip(range(3 * BATCH), ds, strict=False)]
+    assert {r["domain"] for r in rows} <= {"code", "arithmetic"}
+    assert all(len(r["input_ids"]) == SEQ and r["labels"] == r["input_ids"] for r in rows)
+    # the examples are exactly the sampler's stream (same seed, same mixture)
+    from mixlab.data import MixtureSampler
+
+    ref = MixtureSampler(tiny_corpus, {"code": 0.5, "arithmetic": 0.5}, seq_len=SEQ, batch_size=BATCH)
+    for b in range(3):
+        batch = ref.next_batch()
+        for i in range(BATCH):
+            row = rows[b * BATCH + i]
+            assert row["input_ids"] == batch.input_ids[i].tolist()
+            assert row["domain"] == tiny_corpus.domains[int(batch.domain_ids[i])]
+    shifted = MixtureStream(tiny_corpus, {"code": 1.0}, seq_len=SEQ, batch_size=2, labels="shifted")
+    ex = next(shifted.examples())
+    assert list(ex["labels"][:-1]) == list(ex["input_ids"][1:])
+
+
+def test_static_schedule_switches_at_the_boundary(tiny_corpus, tmp_path) -> None:
+    sched = Schedule.from_pairs([(0, {"english": 1.0}), (4, {"code": 0.5, "arithmetic": 0.5})])
+    stream = MixtureStream(tiny_corpus, Mixture({"noise": 1.0}), seq_len=SEQ, batch_size=BATCH)
+    callback = MixtureScheduleCallback(stream, sched, out_dir=tmp_path / "run")
+    _trainer(tmp_path, tiny_corpus, stream, callback, steps=8).train()
+    before, after = stream.counts(0, 4), stream.counts(4, 8)
+    assert before == {"english": 4 * BATCH, "code": 0, "arithmetic": 0, "noise": 0}
+    assert after["english"] == after["noise"] == 0
+    assert after["code"] + after["arithmetic"] == 4 * BATCH and after["code"] > 0 and after["arithmetic"] > 0
+    assert [(s.start_step, s.mixture) for s in callback.stages] == [
+        (s.start_step, s.mixture) for s in sched.stages
+    ]
+    from mixlab.report.data import load_report_input
+
+    assert load_report_input(tmp_path / "run").schedule == [
+        (0, {"english": 1.0}),
+        (4, {"code": 0.5, "arithmetic": 0.5}),
+    ]
+
+
+class HardestDomainMixer(Mixer):
+    """Test mixer: all weight on the domain where the live model's validation loss is highest."""
+
+    name = "hardest"
+    dynamic = True
+
+    def propose(self, ctx: MixingContext) -> Mixture:
+        model = ctx.live.model
+        self.losses_ = {}
+        for d in ctx.domains:
+            toks = np.asarray(ctx.corpus.val_tokens(d)[: 4 * (ctx.live.seq_len + 1)], dtype=np.int64)
+            x = torch.from_numpy(toks.reshape(4, ctx.live.seq_len + 1))
+            with torch.no_grad():
+                _, loss = model(x[:, :-1], x[:, 1:])
+            self.losses_[d] = float(loss)
+        self.seen_step_ = ctx.live.step
+        self.previous_ = ctx.previous
+        worst = max(self.losses_, key=self.losses_.get)
+        return Mixture({d: float(d == worst) for d in ctx.domains})
+
+
+def test_dynamic_mixer_switches_live_at_the_boundary(tiny_corpus, tmp_path, caplog) -> None:
+    stream = MixtureStream(tiny_corpus, {"english": 1.0}, seq_len=SEQ, batch_size=BATCH)
+    mixer = HardestDomainMixer()
+    callback = MixtureScheduleCallback(stream, mixer=mixer, boundaries=[5])
+    with caplog.at_level(logging.INFO, logger="mixlab.integrations.hf"):
+        _trainer(tmp_path, tiny_corpus, stream, callback, steps=9).train()
+    assert [s.start_step for s in callback.stages] == [0, 5]
+    stage1 = callback.stages[1]
+    # chosen on the live model after 4 optimizer steps (the loader reads one micro-batch ahead) ...
+    assert stage1.decided_at_step == mixer.seen_step_ == 4
+    assert mixer.previous_ == Mixture({"english": 1.0})
+    # ... after 4 steps of English the model finds English the easiest domain
+    assert min(mixer.losses_, key=mixer.losses_.get) == "english"
+    worst = max(mixer.losses_, key=mixer.losses_.get)
+    assert stage1.mixture[worst] == 1.0 and worst != "english"
+    # ... and the stream switched exactly at step 5
+    assert stream.counts(0, 5) == {**dict.fromkeys(tiny_corpus.domains, 0), "english": 5 * BATCH}
+    assert stream.counts(5, 9) == {**dict.fromkeys(tiny_corpus.domains, 0), worst: 4 * BATCH}
+    assert "stage 1 from step 5" in caplog.text
+
+
+def test_grad_accum_keeps_steps_aligned(tiny_corpus, tmp_path) -> None:
+    stream = MixtureStream(tiny_corpus, {"english": 1.0}, seq_len=SEQ, batch_size=BATCH, grad_accum=2)
+    callback = MixtureScheduleCallback(stream, mixer=HardestDomainMixer(), boundaries=[3])
+    _trainer(tmp_path, tiny_corpus, stream, callback, steps=5).train()
+    assert callback.stages[1].start_step == 3
+    assert stream.counts(0, 3)["english"] == 3 * 2 * BATCH
+    assert stream.counts(3, 5)["english"] == 0
+
+
+def test_mismatched_arguments_are_explained(tiny_corpus, tmp_path) -> None:
+    stream = MixtureStream(tiny_corpus, {"english": 1.0}, seq_len=SEQ, batch_size=BATCH + 1)
+    trainer = _trainer(tmp_path, tiny_corpus, stream, MixtureScheduleCallback(stream), steps=2)
+    with pytest.raises(ConfigError, match="per_device_train_batch_size=4 but the stream's batch_size=5"):
+        trainer.train()
+    with pytest.raises(ConfigError, match="need a mixer"):
+        MixtureScheduleCallback(stream, boundaries=[3])
+    with pytest.raises(ConfigError, match="distinct positive"):
+        MixtureScheduleCallback(stream, mixer=HardestDomainMixer(), boundaries=[0])
