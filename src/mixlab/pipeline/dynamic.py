@@ -1,0 +1,348 @@
+"""The dynamic stage-by-stage pipeline behind ``mixlab run`` (TiKMiX's schedule, any mixer).
+
+The token budget is split into stages. Stage 0 trains on an initial mixture (natural by default, as
+in TiKMiX). At every boundary the pipeline checkpoints the run, hands the live model to the chosen
+mixer (TiKMiX-D/-M measure Group Influence on it; a static mixer may run proxies), and continues the
+*same* model and optimizer on the proposed mixture. Every stage's mixture, influence matrix, losses
+and timings are written to ``<run_dir>/stages/stage_<k>/`` and to the run store.
+
+Resume: the trainer resumes from its latest checkpoint; a boundary whose record exists is replayed
+from the record (never re-decided), and one without a record is decided again from the checkpoint at
+that boundary, which gives the same answer because influence batches are drawn from a fixed seed.
+So a killed pipeline ends with the same schedule as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from mixlab.errors import ConfigError, MixlabError
+from mixlab.mixers import ComputeLedger, MixingContext, get_mixer
+from mixlab.mixture import Mixture, Schedule
+from mixlab.utils.io import atomic_open, atomic_write_json, read_json, read_yaml
+
+log = logging.getLogger(__name__)
+
+
+class PipelineConfig(BaseModel):
+    """A dynamic-mixture run: the training run plus how and when its mixture is re-chosen."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    train: dict[str, Any]
+    """Settings of the run itself, exactly as for ``mixlab train`` (:class:`~mixlab.train.TrainConfig`);
+    its ``mixture`` is ignored in favour of ``initial``."""
+    mixer: str = "tikmix-d"
+    """Method that chooses each later stage's mixture (a name from ``mixlab.mixers.REGISTRY``)."""
+    mixer_params: dict[str, Any] = Field(default_factory=dict)
+    """Keyword arguments for the mixer (e.g. ``{"gamma": 0.5, "tokens_per_domain": 65536}``)."""
+    stages: int = Field(3, ge=1)
+    """Number of equal stages (ignored when ``boundaries`` is given)."""
+    boundaries: list[float] | None = None
+    """Stage starts after the first, as fractions of the budget in (0, 1), or as optimizer steps
+    (values >= 1), increasing."""
+    initial: str | dict[str, float] = "natural"
+    """Stage-0 mixture: ``natural``, ``uniform``, another static mixer's name, or domain weights."""
+    max_epochs: float | dict[str, float] | None = None
+    """Availability cap handed to the mixer (at most this many passes over a domain's tokens)."""
+    lower: dict[str, float] | None = None
+    """Per-domain lower bounds on the weights."""
+    upper: dict[str, float] | None = None
+    """Per-domain upper bounds on the weights."""
+    target_domains: list[str] | None = None
+    """Validation domains whose loss the mixture should lower (default: all)."""
+    target_weights: dict[str, float] | None = None
+    """Weights of the target domains (default: equal)."""
+    proxy: dict[str, Any] | None = None
+    """Settings of the proxy runner for mixers that train proxies (``LocalProxyRunner`` keywords)."""
+
+    @model_validator(mode="after")
+    def _check_boundaries(self) -> PipelineConfig:
+        b = self.boundaries
+        if b is not None:
+            if any(x <= 0 for x in b) or any(y <= x for x, y in zip(b, b[1:], strict=False)):
+                raise ValueError("boundaries must be positive and strictly increasing")
+            if any(x < 1 for x in b) and any(x >= 1 for x in b):
+                raise ValueError("boundaries must be all fractions in (0, 1) or all step numbers")
+        return self
+
+    @classmethod
+    def parse(cls, data: Any, *, where: str = "pipeline config") -> PipelineConfig:
+        if not isinstance(data, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            lines = []
+            for err in exc.errors():
+                loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
+                msg = "unknown field; check the spelling" if err["type"] == "extra_forbidden" else err["msg"]
+                lines.append(f"{where}: {loc}: {msg}")
+            raise ConfigError("\n".join(lines)) from None
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> PipelineConfig:
+        p = Path(path)
+        cfg = cls.parse(read_yaml(p), where=str(p))
+        train = dict(cfg.train)
+        for key in ("corpus", "workspace", "out_dir"):
+            value = train.get(key)
+            if value and not Path(value).is_absolute():
+                train[key] = str(p.parent / value)
+        return cfg.model_copy(update={"train": train})
+
+    def boundary_steps(self, total_steps: int) -> list[int]:
+        """Optimizer steps at which stages 1, 2, ... start."""
+        if self.boundaries is None:
+            raw = [round(total_steps * k / self.stages) for k in range(1, self.stages)]
+        elif self.boundaries[0] < 1:
+            raw = [round(total_steps * f) for f in self.boundaries]
+        else:
+            raw = [int(x) for x in self.boundaries]
+        steps = sorted({s for s in raw if 0 < s < total_steps})
+        if len(steps) != len(raw):
+            log.warning("some stage boundaries fell outside (0, %d) or coincided and were dropped", total_steps)
+        return steps
+
+
+@dataclass
+class LiveState:
+    """The live training state handed to dynamic mixers at a stage boundary."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    seq_len: int
+    batch_size: int
+    device: torch.device
+    step: int
+    total_steps: int
+
+
+@dataclass
+class PipelineResult:
+    run_id: str
+    run_dir: Path
+    schedule: Schedule
+    stages: list[dict[str, Any]]
+    curve: dict[int, dict[str, float]]
+    compute: ComputeLedger
+    tokens: int
+    flops: float
+    seconds: float
+    end_domain_counts: dict[str, int]
+
+    @property
+    def final(self) -> dict[str, float]:
+        return self.curve[max(self.curve)] if self.curve else {}
+
+    def stage_domain_counts(self) -> list[dict[str, int]]:
+        """Sequences drawn per domain within each stage (this rank), from the cumulative counts the
+        records hold at each boundary and at the end."""
+        marks = [r["domain_counts"] for r in self.stages[1:]] + [self.end_domain_counts]
+        out, prev = [], dict.fromkeys(self.end_domain_counts, 0)
+        for cur in marks:
+            out.append({d: int(cur[d]) - int(prev.get(d, 0)) for d in cur})
+            prev = cur
+        return out
+
+
+def _initial_mixture(cfg: PipelineConfig, ctx: MixingContext) -> Mixture:
+    spec = cfg.initial
+    if isinstance(spec, dict):
+        return Mixture(spec)
+    if spec == "natural":
+        return ctx.natural()
+    if spec == "uniform":
+        return Mixture.uniform(ctx.domains)
+    mixer = get_mixer(spec)
+    if mixer.dynamic:
+        raise ConfigError(f"pipeline initial={spec!r}: a dynamic method cannot choose stage 0 (no model yet)")
+    return mixer.propose(ctx)
+
+
+class DynamicPipeline:
+    """Runs one dynamic-mixture training run; ``DynamicPipeline(cfg).run()``."""
+
+    def __init__(self, config: PipelineConfig, *, store: Any = None, corpus: Any = None) -> None:
+        self.config = config
+        self.store = store
+        self.corpus = corpus
+        self.mixer = get_mixer(config.mixer, **config.mixer_params)
+        self.compute = ComputeLedger()
+
+    def _open_corpus(self) -> Any:
+        if self.corpus is not None:
+            return self.corpus
+        from mixlab.data.corpus import Corpus
+
+        path = self.config.train.get("corpus")
+        if not path:
+            raise ConfigError("pipeline config: train.corpus is required (a prepared corpus directory)")
+        return Corpus.open(path)
+
+    def _context(self, corpus: Any, total_tokens: int, **kw: Any) -> MixingContext:
+        cfg = self.config
+        return MixingContext(
+            domains=list(corpus.domains),
+            available_tokens=corpus.token_counts(),
+            total_tokens=total_tokens,
+            max_epochs=cfg.max_epochs,
+            lower=cfg.lower,
+            upper=cfg.upper,
+            target_domains=cfg.target_domains,
+            target_weights=cfg.target_weights,
+            seed=int(cfg.train.get("seed", 0)),
+            corpus=corpus,
+            compute=self.compute,
+            **kw,
+        )
+
+    def _proxy_runner(self, corpus: Any, train_cfg: Any) -> Any:
+        from mixlab.train import LocalProxyRunner
+
+        params = {"seq_len": train_cfg.seq_len, "batch_size": train_cfg.batch_size,
+                  "workspace": train_cfg.workspace, "store": self.store} | (self.config.proxy or {})
+        return LocalProxyRunner(corpus, **params)
+
+    def run(self) -> PipelineResult:
+        from mixlab.train import TrainConfig, Trainer
+
+        cfg = self.config
+        corpus = self._open_corpus()
+        base = TrainConfig.parse(dict(cfg.train) | {"mixture": None}, where="pipeline config: train")
+        initial_ctx = self._context(corpus, base.tokens, proxy=None)
+        if cfg.initial not in ("natural", "uniform") and not isinstance(cfg.initial, dict):
+            initial_ctx.proxy = self._proxy_runner(corpus, base)
+        initial = _initial_mixture(cfg, initial_ctx)
+        train_cfg = base.model_copy(update={
+            "mixture": initial.to_dict(), "kind": "pipeline", "method": cfg.mixer,
+        })
+        trainer = Trainer(train_cfg, self.store, corpus=corpus)
+        try:
+            return self._run_stages(trainer, corpus, initial)
+        finally:
+            trainer.close()
+
+    def _run_stages(self, trainer: Any, corpus: Any, initial: Mixture) -> PipelineResult:
+        cfg = self.config
+        run_dir = Path(trainer.run_dir)
+        stages_dir = run_dir / "stages"
+        boundaries = cfg.boundary_steps(trainer.total_steps)
+        atomic_write_json(run_dir / "pipeline.json", cfg.model_dump(mode="json"))
+        ledger_path = run_dir / "choose_compute.json"
+        if ledger_path.is_file():
+            saved = read_json(ledger_path)
+            self.compute = ComputeLedger(**{k: saved[k] for k in ("flops", "tokens", "seconds")})
+        records: list[dict[str, Any]] = [
+            self._write_stage(stages_dir, 0, {"stage": 0, "start_step": 0, "mixture": initial.to_dict(),
+                                              "method": cfg.initial if isinstance(cfg.initial, str) else "given"})
+        ]
+        proxy = None
+        for k, boundary in enumerate(boundaries, start=1):
+            trainer.train_until(boundary)
+            if trainer.step < boundary:
+                raise MixlabError(f"run {trainer.run_id} stopped at step {trainer.step} before boundary {boundary}")
+            record_file = stages_dir / f"stage_{k}" / "record.json"
+            if record_file.is_file():
+                record = read_json(record_file)
+                mixture = Mixture(record["mixture"])
+                log.info("stage %d: replaying recorded mixture %s", k, mixture)
+            else:
+                if trainer.step > boundary:
+                    raise MixlabError(
+                        f"{run_dir}: the checkpoint is past stage boundary {boundary} but stage {k} has no record; "
+                        "the run directory is inconsistent: delete it to start over"
+                    )
+                trainer.save_checkpoint()
+                if proxy is None and not self.mixer.dynamic:
+                    proxy = self._proxy_runner(corpus, trainer.config)
+                record = self._decide(trainer, corpus, k, boundary, records, proxy)
+                atomic_write_json(ledger_path, self.compute.to_dict())
+                self._write_stage(stages_dir, k, record)
+                mixture = Mixture(record["mixture"])
+            records.append(record)
+            if trainer.step == boundary and trainer.sampler.schedule.mixture_at(boundary) != mixture:
+                trainer.set_schedule(mixture)
+        result = trainer.fit()
+        schedule = trainer.sampler.schedule
+        end_counts = trainer.sampler.domain_counts()
+        atomic_write_json(run_dir / "schedule.json", {"schedule": schedule.to_list()})
+        self._write_metrics_csv(run_dir, trainer.run_id, result.curve, trainer.tokens_per_step)
+        if trainer.store is not None:
+            trainer.store.set_artifact(trainer.run_id, "stages", records)
+            trainer.store.set_artifact(trainer.run_id, "choose_compute", self.compute.to_dict())
+        return PipelineResult(
+            run_id=trainer.run_id, run_dir=run_dir, schedule=schedule, stages=records, curve=result.curve,
+            compute=self.compute, tokens=result.tokens, flops=result.flops, seconds=result.seconds,
+            end_domain_counts=end_counts,
+        )
+
+    def _decide(self, trainer: Any, corpus: Any, k: int, boundary: int, records: list[dict[str, Any]],
+                proxy: Any) -> dict[str, Any]:
+        """Ask the mixer for stage ``k``'s mixture at the live checkpoint (RNG and grads untouched)."""
+        tc = trainer.config
+        previous = trainer.sampler.schedule.mixture_at(boundary - 1)
+        live = LiveState(trainer.model, trainer.optimizer, tc.seq_len, tc.batch_size, trainer.device,
+                         trainer.step, trainer.total_steps)
+        remaining = (trainer.total_steps - boundary) * trainer.tokens_per_step
+        losses = trainer.curve.get(max(trainer.curve)) if trainer.curve else None
+        ctx = self._context(corpus, tc.tokens, remaining_tokens=remaining, stage=k, previous=previous,
+                            live=live, proxy=proxy, history=list(records))
+        rng = torch.get_rng_state()
+        t0 = time.perf_counter()
+        was_training = trainer.model.training
+        try:
+            mixture = self.mixer.propose(ctx)
+        finally:
+            torch.set_rng_state(rng)
+            trainer.model.train(was_training)
+            trainer.optimizer.zero_grad(set_to_none=True)
+        seconds = time.perf_counter() - t0
+        record: dict[str, Any] = {
+            "stage": k, "start_step": boundary, "mixture": mixture.to_dict(), "previous": previous.to_dict(),
+            "method": self.config.mixer, "seconds": seconds, "val_losses": losses,
+            "domain_counts": trainer.sampler.domain_counts(),
+        }
+        influence = getattr(self.mixer, "last_influence_", None)
+        if influence is not None:
+            record["influence"] = influence.to_dict() if hasattr(influence, "to_dict") else influence
+        log.info("stage %d (from step %d): %s  [decided in %.1fs]", k, boundary, mixture, seconds)
+        if trainer.store is not None:
+            trainer.store.set_artifact(trainer.run_id, f"stage_{k}", record)
+        return record
+
+    @staticmethod
+    def _write_stage(stages_dir: Path, k: int, record: dict[str, Any]) -> dict[str, Any]:
+        d = stages_dir / f"stage_{k}"
+        atomic_write_json(d / "mixture.json", {"mixture": record["mixture"]})
+        if "influence" in record:
+            atomic_write_json(d / "influence.json", record["influence"])
+        atomic_write_json(d / "record.json", record)
+        return record
+
+    @staticmethod
+    def _write_metrics_csv(run_dir: Path, run_id: str, curve: dict[int, dict[str, float]], tokens_per_step: int) -> None:
+        with atomic_open(run_dir / "metrics.csv", "w") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["run_id", "step", "tokens", "domain", "loss"])
+            for step in sorted(curve):
+                for domain, loss in curve[step].items():
+                    writer.writerow([run_id, step, step * tokens_per_step, domain, f"{loss:.6f}"])
+
+
+def run_pipeline(config: PipelineConfig | dict[str, Any], *, store: Any = None, corpus: Any = None) -> PipelineResult:
+    """Run (or resume) a dynamic-mixture training run and return its schedule and losses."""
+    cfg = config if isinstance(config, PipelineConfig) else PipelineConfig.parse(config)
+    return DynamicPipeline(cfg, store=store, corpus=corpus).run()
+
+
+__all__ = ["DynamicPipeline", "LiveState", "PipelineConfig", "PipelineResult", "run_pipeline"]
+

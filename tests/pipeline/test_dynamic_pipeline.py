@@ -1,0 +1,105 @@
+"""The dynamic pipeline: stages switch the sampler's proportions, records are written, and a killed
+pipeline resumes to the same schedule and losses as an uninterrupted one."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from mixlab import ConfigError
+from mixlab.pipeline.dynamic import PipelineConfig, run_pipeline
+
+
+def _train(tiny_corpus, ws: Path, **extra) -> dict:
+    return {
+        "corpus": str(tiny_corpus.root), "model": "nano-100k", "tokens": 48 * 8 * 64, "seq_len": 64,
+        "batch_size": 8, "lr": 3e-3, "eval_batches": 2, "seed": 0, "workspace": str(ws),
+        "progress": False, "max_epochs": 100.0, "on_exceed": "warn",
+    } | extra
+
+
+def test_stages_switch_proportions_and_are_recorded(tiny_corpus, tmp_path):
+    cfg = PipelineConfig(train=_train(tiny_corpus, tmp_path), mixer="uniform", stages=2, initial={
+        "english": 0.7, "code": 0.1, "arithmetic": 0.1, "noise": 0.1})
+    res = run_pipeline(cfg, corpus=tiny_corpus)
+    assert [s.start_step for s in res.schedule.stages] == [0, 24]
+    counts = res.stage_domain_counts()
+    assert len(counts) == 2
+    stage0_share = counts[0]["english"] / sum(counts[0].values())
+    stage1_share = counts[1]["english"] / sum(counts[1].values())
+    assert stage0_share == pytest.approx(0.7, abs=0.03)
+    assert stage1_share == pytest.approx(0.25, abs=0.03)
+    rec = json.loads((res.run_dir / "stages" / "stage_1" / "record.json").read_text())
+    assert rec["mixture"] == pytest.approx({d: 0.25 for d in tiny_corpus.domains})
+    assert json.loads((res.run_dir / "schedule.json").read_text())["schedule"][1]["start_step"] == 24
+    assert (res.run_dir / "metrics.csv").read_text().startswith("run_id,step,tokens,domain,loss")
+
+
+def test_boundaries_as_fractions_and_steps():
+    cfg = PipelineConfig(train={}, boundaries=[0.25, 0.5])
+    assert cfg.boundary_steps(100) == [25, 50]
+    assert PipelineConfig(train={}, boundaries=[10, 30]).boundary_steps(100) == [10, 30]
+    assert PipelineConfig(train={}, stages=4).boundary_steps(100) == [25, 50, 75]
+    with pytest.raises(ConfigError, match="boundaries"):
+        PipelineConfig.parse({"train": {}, "boundaries": [0.5, 0.2]})
+    with pytest.raises(ConfigError, match="unknown field"):
+        PipelineConfig.parse({"train": {}, "stagez": 2})
+
+
+def test_unknown_mixer_is_a_clear_error(tiny_corpus, tmp_path):
+    with pytest.raises(ConfigError, match="unknown mixing method"):
+        run_pipeline({"train": _train(tiny_corpus, tmp_path), "mixer": "no-such-method"}, corpus=tiny_corpus)
+
+
+_SCRIPT = textwrap.dedent(
+    """
+    import json, sys, torch
+    torch.set_num_threads(1)
+    from mixlab.data import Corpus
+    from mixlab.pipeline.dynamic import run_pipeline
+    cfg = json.loads(sys.argv[1])
+    res = run_pipeline(cfg, corpus=Corpus.open(sys.argv[2]))
+    print(json.dumps({"schedule": res.schedule.to_list(), "final": res.final}))
+    """
+)
+
+
+def _run(cfg: dict, corpus_root: Path) -> dict:
+    out = subprocess.run([sys.executable, "-c", _SCRIPT, json.dumps(cfg), str(corpus_root)],
+                         capture_output=True, text=True, timeout=600, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_kill_and_resume_reproduces_schedule(tiny_corpus, tmp_path):
+    mixer_params = {"tokens_per_domain": 2048, "batch_size": 4}
+    base = {"mixer": "tikmix-d", "mixer_params": mixer_params, "stages": 3, "initial": "uniform"}
+    train = _train(tiny_corpus, tmp_path / "a", checkpoint_interval=4)
+    full = _run(base | {"train": train}, tiny_corpus.root)
+
+    ws = tmp_path / "b"
+    cfg = base | {"train": _train(tiny_corpus, ws, checkpoint_interval=4)}
+    proc = subprocess.Popen([sys.executable, "-c", _SCRIPT, json.dumps(cfg), str(tiny_corpus.root)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    # Kill it once stage 1 has been decided but before the run ends.
+    while time.time() < deadline:
+        if list(ws.glob("runs/*/stages/stage_1/record.json")) or proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    time.sleep(0.3)
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    resumed = _run(cfg, tiny_corpus.root)
+    assert resumed["schedule"] == full["schedule"]
+    assert resumed["final"] == full["final"]
+    assert len(full["schedule"]) == 3
