@@ -423,3 +423,8 @@ class RunStore:
                 pq.write_table(tbl, fh)
         log.info("exported %d %s rows to %s", len(rows), table, out)
         return out
+
+
+def default_store_path() -> Path:
+    """Where the store of the default workspace lives: ``<workspace>/mixlab.db``."""
+    return default_workspace() / DB_NAME

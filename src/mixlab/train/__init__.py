@@ -5,7 +5,7 @@ from mixlab.train.config import TrainConfig
 from mixlab.train.evaluate import evaluate_domains, validation_windows
 from mixlab.train.lr import lr_at
 from mixlab.train.proxy import LocalProxyRunner
-from mixlab.train.trainer import Trainer, TrainResult, build_model, train
+from mixlab.train.trainer import Trainer, TrainResult, build_model, load_trained_model, train
 
 __all__ = [
     "LocalProxyRunner",
@@ -14,6 +14,7 @@ __all__ = [
     "Trainer",
     "build_model",
     "evaluate_domains",
+    "load_trained_model",
     "lr_at",
     "train",
     "validation_windows",

@@ -572,9 +572,37 @@ class Trainer:
             self.dist.owns_group = False
 
 
+def load_trained_model(run_dir: str | Path, *, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, TrainConfig, int]:
+    """The model of a run's newest checkpoint, the run's config and the checkpoint's step.
+
+    ``model, cfg, step = load_trained_model("mixlab-workspace/runs/train-1a2b3c")``
+    """
+    from mixlab.model import GPT, GPTConfig
+    from mixlab.utils.io import read_json, read_yaml
+
+    root = Path(run_dir)
+    if not (root / "model.json").is_file():
+        raise TrainingError(f"{root}: not a run directory (no model.json); give a run id or a run dir")
+    cfg = TrainConfig.parse(read_yaml(root / "config.yaml"), where=str(root / "config.yaml"))
+    desc = read_json(root / "model.json")
+    latest = ckpt_io.latest_checkpoint(root / "checkpoints")
+    if latest is None:
+        raise TrainingError(f"{root}: the run has no checkpoint yet")
+    if "gpt" in desc:
+        model: torch.nn.Module = GPT(GPTConfig.from_dict(desc["gpt"], where=str(root / "model.json")))
+    elif "hf" in desc:
+        from mixlab.model.hf import build_hf_model
+
+        model = build_hf_model(desc["hf"])
+    else:
+        raise TrainingError(f"{root / 'model.json'}: unknown model description {sorted(desc)}")
+    ckpt_io.load_model_weights(model, latest / "model.safetensors")
+    return model.to(device).eval(), cfg, int(ckpt_io.read_state(latest)["step"])
+
+
 def train(config: TrainConfig | dict[str, Any], store: Any = None, *, corpus: Any = None) -> TrainResult:
     """Build a :class:`Trainer` and run it to the end of its budget."""
     return Trainer(config, store, corpus=corpus).fit()
 
 
-__all__ = ["TrainResult", "Trainer", "build_model", "train"]
+__all__ = ["TrainResult", "Trainer", "build_model", "load_trained_model", "train"]
