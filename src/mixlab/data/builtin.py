@@ -67,7 +67,8 @@ def _capped(docs: Iterator[str], max_bytes: int) -> Iterator[str]:
         n = len(doc.encode("utf-8"))
         if total + n > max_bytes:
             room = max_bytes - total
-            cut = doc.encode("utf-8")[:room].decode("utf-8", errors="ignore").rsplit("\n", 1)[0]
+            prefix = doc.encode("utf-8")[:room].decode("utf-8", errors="ignore")
+            cut = prefix.rsplit("\n", 1)[0] if "\n" in prefix else ""
             if cut.strip():
                 yield cut
             return
