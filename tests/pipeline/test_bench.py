@@ -93,3 +93,32 @@ def test_bench_end_to_end_tiny_and_resumes(tiny_corpus, tmp_path, monkeypatch):
     again = run_bench(cfg, corpus=tiny_corpus)
     assert all(n == 0 for n in steps_run)
     assert [r["avg_loss"] for r in again] == [r["avg_loss"] for r in rows]
+
+
+def test_bench_cli_tiny(tiny_corpus, tmp_path):
+    from typer.testing import CliRunner
+
+    from mixlab.cli.main import build_app
+
+    out = tmp_path / "res.json"
+    result = CliRunner().invoke(
+        build_app(),
+        ["bench", "--scale", "tiny", "--methods", "uniform,unimax", "--seeds", "1", "--corpus",
+         str(tiny_corpus.root), "--workspace", str(tmp_path / "ws"), "--out", str(out), "--device", "cpu"],
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert [d["method"] for d in data] == ["uniform", "unimax"] and data[0]["seeds"] == 1
+    assert "uniform" in result.output and out.with_suffix(".png").is_file()
+
+
+def test_bench_cli_help_and_bad_method():
+    from typer.testing import CliRunner
+
+    from mixlab.cli.main import build_app, main
+
+    result = CliRunner().invoke(build_app(), ["bench", "--help"])
+    assert result.exit_code == 0 and "mixlab bench --scale tiny" in result.output
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", "--methods", "nope"])
+    assert exc.value.code == 2
