@@ -8,7 +8,6 @@ stopping the command, because doctor is what users run when something is already
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import platform
@@ -40,33 +39,39 @@ def _probe(fn: Any) -> str:
     return str(value)
 
 
-def _first_attr(module_name: str, names: tuple[str, ...]) -> Any:
-    module = importlib.import_module(module_name)
-    for name in names:
-        if hasattr(module, name):
-            return getattr(module, name)
-    raise LookupError(f"{module_name} has none of {', '.join(names)}")
-
-
 def cache_dir() -> Path:
-    """The user cache folder (``MIXLAB_CACHE`` overrides platformdirs' ``user_cache_dir("mixlab")``)."""
+    """mixlab's user cache folder (platformdirs' ``user_cache_dir("mixlab")``; the built-in corpus lives there)."""
     import platformdirs
 
-    env = os.environ.get("MIXLAB_CACHE")
-    return Path(env) if env else Path(platformdirs.user_cache_dir("mixlab"))
+    return Path(platformdirs.user_cache_dir("mixlab"))
 
 
 def _store_location() -> str:
-    fn = _first_attr("mixlab.store", ("default_store_path", "default_path", "store_path", "DEFAULT_STORE"))
-    return str(fn() if callable(fn) else fn)
+    from mixlab.store import default_store_path, default_workspace
+
+    path = default_store_path()
+    state = "exists" if path.is_file() else "not created yet"
+    return f"{path.resolve()} ({state}; workspace {default_workspace()}, set MIXLAB_WORKSPACE to move it)"
 
 
 def _corpus_status() -> str:
-    fn = _first_attr("mixlab.data", ("builtin_corpus_status", "builtin_status", "corpus_status"))
-    status = fn()
-    if isinstance(status, dict):
-        return ", ".join(f"{k}={v}" for k, v in status.items())
-    return str(status)
+    from mixlab.data.builtin import available_domains, builtin_spec, default_builtin_dir
+    from mixlab.data.corpus import MANIFEST
+    from mixlab.utils.io import read_json
+
+    spec = builtin_spec()
+    out = default_builtin_dir()
+    sources = available_domains(spec)
+    if not (out / MANIFEST).is_file():
+        return f"not prepared yet ({len(sources)} domains available; run `mixlab corpus builtin`) at {out}"
+    manifest = read_json(out / MANIFEST)
+    domains = manifest.get("domains", {})
+    tokens = sum(int(d.get("train", {}).get("tokens", 0)) for d in domains.values())
+    stale = manifest.get("extra", {}).get("builtin_version") != spec["version"] or set(domains) != set(
+        sources
+    )
+    state = "stale, will be rebuilt on next use" if stale else "ready"
+    return f"{state}: {len(domains)} domains, {tokens:,} train tokens at {out}"
 
 
 def _torch_rows() -> list[Row]:
