@@ -245,8 +245,15 @@ def _lock(directory: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def prepare_builtin(cache_dir: str | Path | None = None, *, force: bool = False) -> PrepareResult:
-    """Prepare (or check and update) the built-in corpus in ``cache_dir`` with the byte tokenizer."""
+def prepare_builtin(
+    cache_dir: str | Path | None = None,
+    *,
+    force: bool = False,
+    on_domain: Callable[[str, str], None] | None = None,
+) -> PrepareResult:
+    """Prepare (or check and update) the built-in corpus in ``cache_dir`` with the byte tokenizer.
+
+    ``on_domain(name, "built" | "skipped")`` reports progress per domain."""
     spec = builtin_spec()
     out = Path(cache_dir) if cache_dir is not None else default_builtin_dir()
     with _lock(out):
@@ -259,7 +266,7 @@ def prepare_builtin(cache_dir: str | Path | None = None, *, force: bool = False)
             iterables=builtin_sources(spec),
             force=force,
             extra={"builtin_version": spec["version"]},
-            on_domain=None,
+            on_domain=on_domain,
         )
 
 
