@@ -153,21 +153,30 @@ def test_bench_json_only(tmp_path) -> None:
 
 
 def test_influence_matrix_orientation(tmp_path) -> None:
-    """Rows are target domains; a matrix stored train x target is transposed, a wrong shape is refused."""
+    """Rows are training domains (GroupInfluence.to_dict layout); a targets x train matrix is
+    recognised by its shape or its "layout" key; a wrong shape is refused; null stderr is NaN."""
+    from mixlab.influence import GroupInfluence
+
     run = tmp_path / "r"
     stage = run / "stages" / "stage_0"
     stage.mkdir(parents=True)
-    mat = [[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]  # 3 train x 2 target
-    (stage / "influence.json").write_text(
-        json.dumps({"train_domains": ["a", "b", "c"], "target_domains": ["x", "y"], "matrix": mat})
-    )
+    gi = GroupInfluence(
+        matrix=[[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]], stderr=[[0.1, float("nan")], [0.1, 0.1], [0.1, 0.1]],
+        train_domains=["a", "b", "c"], target_domains=["x", "y"],
+    )  # fmt: skip
+    (stage / "influence.json").write_text(json.dumps(gi.to_dict()))
     (inf,) = load_report_input(run).influence
-    assert inf.matrix.shape == (2, 3) and inf.matrix[1, 2] == 6.0
+    assert inf.matrix.shape == (3, 2) and inf.matrix[2, 1] == 6.0 and np.isnan(inf.stderr[0, 1])
+    square = {"train_domains": ["a", "b"], "target_domains": ["x", "y"], "matrix": [[1.0, 2.0], [3.0, 4.0]]}
+    (stage / "influence.json").write_text(json.dumps(square))
+    assert load_report_input(run).influence[0].matrix[0, 1] == 2.0
+    (stage / "influence.json").write_text(json.dumps({**square, "layout": "target_x_train"}))
+    assert load_report_input(run).influence[0].matrix[0, 1] == 3.0
     (stage / "influence.json").write_text(
-        json.dumps({"train_domains": ["a"], "target_domains": ["x", "y"], "matrix": mat})
+        json.dumps({"train_domains": ["a"], "target_domains": ["x", "y"], "matrix": [[1.0], [2.0], [3.0]]})
     )
     data = load_report_input(run)
-    assert data.influence == [] and "expected (2, 1)" in data.notes["influence stage 0"]
+    assert data.influence == [] and "expected (1, 2)" in data.notes["influence stage 0"]
 
 
 def test_plot_api_known_answers() -> None:

@@ -12,8 +12,9 @@ Run directory (``mixlab run`` / ``mixlab demo`` output)::
                                when present)
       stages/stage_<k>/influence.json
                                {"train_domains": [...], "target_domains": [...],
-                                "matrix": [[...]],     # rows = target domains, columns = train domains
-                                "stderr": [[...]],     # optional, same shape
+                                "matrix": [[...]],     # rows = train domains, columns = target domains
+                                "stderr": [[...]],     # optional, same shape (null = unknown)
+                                "layout": "train_x_target",  # optional; "target_x_train" flips it
                                 "step": 1200, ...}     # other keys ignored
       laws/*.json              one law, a list of laws, or {"laws": [...]}; a law is
                                {"name": "web", "law": "bimix", "x_label": "tokens", "y_label": "loss",
@@ -51,7 +52,7 @@ BENCH_KEYS = ("avg_loss", "worst_loss", "target_loss", "choose_flops", "choose_t
 
 @dataclass
 class InfluenceStage:
-    """Group Influence matrix S (rows: target domains, columns: training domains) at one stage."""
+    """Group Influence at one stage: ``matrix[i, j]`` = influence of training domain i on target j."""
 
     stage: int
     train_domains: list[str]
@@ -169,24 +170,32 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def _matrix(obj: Any) -> np.ndarray:
+    return np.array([[math.nan if x is None else float(x) for x in row] for row in obj], dtype=float)
+
+
 def read_influence(path: Path, stage: int) -> InfluenceStage:
+    """Read a Group Influence record (``mixlab.influence.GroupInfluence.to_dict()`` layout).
+
+    ``matrix[i][j]`` is the influence of training domain i on target domain j. A file whose matrix
+    is stored the other way round (targets x train, as in the TiKMiX paper's S) says so with
+    ``"layout": "target_x_train"``, or is recognised by its shape when the two lists differ in length.
+    """
     obj = _read_json(path)
     try:
         train = [str(d) for d in obj["train_domains"]]
         target = [str(d) for d in obj["target_domains"]]
-        mat = np.asarray(obj["matrix"], dtype=float)
+        mat = _matrix(obj["matrix"])
+        stderr = _matrix(obj["stderr"]) if obj.get("stderr") is not None else None
     except (KeyError, TypeError, ValueError) as exc:
         raise DataError(f"{path}: needs train_domains, target_domains and a numeric matrix ({exc})") from None
-    stderr = np.asarray(obj["stderr"], dtype=float) if obj.get("stderr") is not None else None
-    shape = (len(target), len(train))
+    shape = (len(train), len(target))
+    flipped = obj.get("layout") == "target_x_train" or (mat.shape != shape and mat.T.shape == shape)
+    if flipped:
+        mat = mat.T
+        stderr = stderr.T if stderr is not None else None
     if mat.shape != shape:
-        if mat.T.shape == shape:
-            mat = mat.T
-            stderr = stderr.T if stderr is not None and stderr.T.shape == shape else stderr
-        else:
-            raise DataError(
-                f"{path}: matrix has shape {mat.shape}, expected {shape} (targets x train domains)"
-            )
+        raise DataError(f"{path}: matrix has shape {mat.shape}, expected {shape} (train x target domains)")
     if stderr is not None and stderr.shape != shape:
         stderr = None
     step = obj.get("step", obj.get("start_step"))

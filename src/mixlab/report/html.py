@@ -125,8 +125,9 @@ def _section_losses(data: ReportData) -> str:
 def _section_influence(data: ReportData) -> str:
     fig = plots.plot_influence(data.influence)
     return (
-        '<p class="meta">S[i, j]: effect on target domain i of up-weighting training domain j '
-        "(TiKMiX Eq. 8; larger = lowers the target loss more).</p>" + _img(fig, "Group Influence heatmaps")
+        '<p class="meta">I[i, j]: first-order decrease of target domain j\'s loss when training domain i is '
+        "up-weighted (TiKMiX Eq. 8, sign flipped so that larger = more helpful).</p>"
+        + _img(fig, "Group Influence heatmaps")
     )
 
 

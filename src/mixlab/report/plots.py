@@ -123,7 +123,7 @@ def plot_loss_curves(rows: Sequence[Mapping[str, Any]], boundaries: Sequence[int
 
 
 def plot_influence(stages: Sequence[InfluenceStage]) -> Figure:
-    """One heatmap per stage of S[target, train] on a shared symmetric colour scale (red = helps)."""
+    """One heatmap per stage of I[train, target] on a shared symmetric colour scale (red = helps)."""
     from matplotlib.colors import TwoSlopeNorm
 
     n = len(stages)
@@ -131,22 +131,22 @@ def plot_influence(stages: Sequence[InfluenceStage]) -> Figure:
     rows = math.ceil(n / cols)
     vmax = max(float(np.nanmax(np.abs(s.matrix))) for s in stages) or 1.0
     norm = TwoSlopeNorm(vcenter=0.0, vmin=-vmax, vmax=vmax)
-    cell_h = max(2.6, 0.35 * max(len(s.target_domains) for s in stages) + 1.6)
+    cell_h = max(2.6, 0.35 * max(len(s.train_domains) for s in stages) + 1.6)
     fig = _figure(height=rows * cell_h + 0.4)
     axes = fig.subplots(rows, cols, squeeze=False)
     image = None
     for ax, st in zip(axes.flat, stages, strict=False):
         image = ax.imshow(st.matrix, cmap="RdBu_r", norm=norm, aspect="auto")
-        ax.set_xticks(range(len(st.train_domains)), st.train_domains, rotation=45, ha="right", fontsize=8)
-        ax.set_yticks(range(len(st.target_domains)), st.target_domains, fontsize=8)
-        ax.set_xlabel("training domain", fontsize=8)
-        ax.set_ylabel("target domain", fontsize=8)
+        ax.set_xticks(range(len(st.target_domains)), st.target_domains, rotation=45, ha="right", fontsize=8)
+        ax.set_yticks(range(len(st.train_domains)), st.train_domains, fontsize=8)
+        ax.set_xlabel("target domain", fontsize=8)
+        ax.set_ylabel("training domain (up-weighted)", fontsize=8)
         title = f"stage {st.stage}" + (f" (step {st.step})" if st.step is not None else "")
         ax.set_title(title, fontsize=10)
         if st.matrix.size <= 64:
             for (i, j), v in np.ndenumerate(st.matrix):
                 txt = f"{v:.2g}"
-                if st.stderr is not None:
+                if st.stderr is not None and np.isfinite(st.stderr[i, j]):
                     txt += f"\n±{st.stderr[i, j]:.1g}"
                 ax.text(
                     j,
