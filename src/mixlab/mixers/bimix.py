@@ -1,0 +1,139 @@
+"""BiMix mixer: a few short proxy runs, a fitted bivariate law, the optimum at the final run's length.
+
+The paper's design (arXiv 2405.14908 Sec. 3.3): train a handful of proxy models on diverse mixtures,
+evaluate each at several steps, fit the per-domain law ``L_i(r_i, s)`` (:class:`BiMixModel`) on all
+(mixture, step, loss) points, and minimise the (weighted) sum of predicted target-domain losses at
+the target training length. mixlab measures ``s`` in *tokens* (proxy step x tokens per step, known
+from each :class:`ProxyResult`), so a law fitted on small proxies is evaluated at the final run's
+token budget without assuming the two runs share a batch size; a power law in steps is the same
+law in tokens with a rescaled ``B``.
+
+Design of the proxy mixtures (every domain > 0, as the law needs): the uniform mixture plus, for each
+domain, one mixture tilted towards it (``tilt`` on that domain, the rest shared equally), giving
+``k + 1`` runs with three distinct proportions per domain; ``n_runs`` above ``k + 1`` adds seeded
+Dirichlet draws (floored at ``min_weight``). Each design mixture is projected onto the context's
+bounds and availability caps. Static method: a dynamic pipeline calling it again per stage gets a
+re-fit from that stage's own proxy curves.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+
+from mixlab.errors import ConfigError, MixlabError
+from mixlab.laws.bimix import BiMixModel
+from mixlab.mixers.base import Mixer, MixingContext, ProxyResult
+from mixlab.mixture import Mixture
+
+log = logging.getLogger(__name__)
+
+
+def design_mixtures(
+    domains: list[str], n_runs: int, *, tilt: float = 0.5, min_weight: float = 0.02, seed: int = 0
+) -> list[np.ndarray]:
+    """Uniform + one tilted mixture per domain (+ Dirichlet draws), all with every weight > 0."""
+    k = len(domains)
+    if not 0 < tilt < 1:
+        raise ConfigError(f"tilt must be in (0, 1), got {tilt}")
+    out = [np.full(k, 1.0 / k)]
+    for i in range(k):
+        w = np.full(k, (1 - tilt) / max(k - 1, 1))
+        w[i] = tilt
+        out.append(w)
+    rng = np.random.default_rng(seed)
+    while len(out) < n_runs:
+        w = np.maximum(rng.dirichlet(np.ones(k)), min_weight)
+        out.append(w / w.sum())
+    return out[: max(n_runs, 1)]
+
+
+def curve_points(results: list[ProxyResult], domains: list[str], targets: list[str]):
+    """Long table (mixtures, tokens seen, losses) from proxy curves; step 0 is skipped."""
+    R, S, Y = [], [], []
+    for res in results:
+        steps = sorted(s for s in res.curve if s > 0)
+        if not steps:
+            continue
+        tokens_per_step = res.tokens / max(steps)
+        w = res.mixture.to_array(domains)
+        for s in steps:
+            row = res.curve[s]
+            R.append(w)
+            S.append(s * tokens_per_step)
+            Y.append([float(row.get(d, np.nan)) for d in targets])
+    return np.array(R), np.array(S), np.array(Y)
+
+
+class BiMixMixer(Mixer):
+    """BiMix (arXiv 2405.14908): fit the bivariate law on proxy curves, optimise at the target length.
+
+    Parameters: ``n_runs`` proxy runs (default ``k + 1``); ``proxy_tokens`` per run (default a tenth
+    of the context's total budget); ``eval_every`` proxy steps between evaluations (the runner's
+    default when ``None``; the law needs >= 3 evaluations per run); ``tilt``, ``min_weight`` shape the
+    design (module doc); ``target_tokens`` overrides the length the optimum is computed for (default
+    the context's remaining tokens); ``law`` holds extra :class:`BiMixModel` arguments.
+
+    After ``propose``: ``model_`` (the fitted law), ``results_`` (the proxy runs).
+    """
+
+    name = "bimix"
+
+    def __init__(
+        self,
+        n_runs: int | None = None,
+        proxy_tokens: int | None = None,
+        eval_every: int | None = None,
+        tilt: float = 0.5,
+        min_weight: float = 0.02,
+        target_tokens: int | None = None,
+        law: dict[str, Any] | None = None,
+    ) -> None:
+        self.n_runs = n_runs
+        self.proxy_tokens = proxy_tokens
+        self.eval_every = eval_every
+        self.tilt = tilt
+        self.min_weight = min_weight
+        self.target_tokens = target_tokens
+        self.law = law
+
+    def propose(self, ctx: MixingContext) -> Mixture:
+        if ctx.proxy is None:
+            raise MixlabError("bimix needs proxy training: run it through the pipeline or pass MixingContext(proxy=...)")
+        domains = list(ctx.domains)
+        targets = ctx.targets
+        unknown = [d for d in targets if d not in domains]
+        if unknown:
+            raise ConfigError(
+                f"bimix models a domain's loss through its own proportion; target domain(s) {unknown} are not "
+                f"training domains {domains}: use dml or regmix for other targets"
+            )
+        cons = ctx.constraints()
+        n_runs = self.n_runs or len(domains) + 1
+        tokens = int(self.proxy_tokens or max(ctx.total_tokens // 10, 1))
+        design = design_mixtures(domains, n_runs, tilt=self.tilt, min_weight=self.min_weight, seed=ctx.seed)
+        results = []
+        with ctx.compute.timed():
+            for i, w in enumerate(design):
+                if not cons.satisfied(w):
+                    w = cons.clip_and_renormalise(w)
+                mix = Mixture.from_weights(w, domains)
+                log.info("bimix proxy %d/%d on %s", i + 1, len(design), mix)
+                res = ctx.proxy.train(mix, tokens=tokens, seed=ctx.seed + i, eval_every=self.eval_every, name=f"bimix-{i}")
+                ctx.compute.add(flops=res.flops, tokens=res.tokens)
+                results.append(res)
+            R, S, Y = curve_points(results, domains, targets)
+            n_steps = min(len([s for s in r.curve if s > 0]) for r in results)
+            if n_steps < 3:
+                raise MixlabError(
+                    f"bimix needs each proxy run evaluated at >= 3 steps, got {n_steps}: set eval_every smaller"
+                )
+            self.model_ = BiMixModel(**(self.law or {})).fit(R, S, Y, domains=domains, loss_domains=targets)
+            target = float(self.target_tokens or ctx.remaining)
+            weights = ctx.target_weight_vector()
+            mixture = self.model_.optimize(target, weights={d: weights[d] for d in targets}, constraints=cons)
+        self.results_ = results
+        log.info("bimix optimum at %.3g tokens: %s", target, mixture)
+        return mixture
