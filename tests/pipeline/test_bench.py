@@ -122,3 +122,19 @@ def test_bench_cli_help_and_bad_method():
     with pytest.raises(SystemExit) as exc:
         main(["bench", "--methods", "nope"])
     assert exc.value.code == 2
+
+
+def test_dynamic_methods_run_through_the_pipeline(tiny_corpus, tmp_path, monkeypatch):
+    # stand-in for TiKMiX: the uniform mixer flagged dynamic is asked at the stage boundary by the
+    # lead's pipeline, which trains the target itself; the bench must take losses and schedule from it
+    from mixlab.mixers.baselines import UniformMixer
+
+    monkeypatch.setattr(UniformMixer, "dynamic", True)
+    cfg = BenchConfig(scale="tiny", methods=["uniform"], seeds=1, workspace=str(tmp_path / "ws"), device="cpu")
+    (row,) = run_bench(cfg, corpus=tiny_corpus)
+    assert row["dynamic"] is True and row["seeds"] == 1
+    assert len(row["schedule"]) == 2 and row["schedule"][1]["mixture"] == pytest.approx(
+        {d: 0.25 for d in tiny_corpus.domains}
+    )
+    assert row["run_ids"][0].startswith("bench-uniform-s0-")
+    assert math.isfinite(row["avg_loss"]) and row["choose_flops"] == 0

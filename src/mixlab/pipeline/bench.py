@@ -337,7 +337,9 @@ def _method_params(env: _Env, method: str) -> dict[str, Any]:
     return params
 
 
-def _proxy_runner(env: _Env, method: str) -> Any:
+def _proxy_runner(env: _Env, method: str, key: str) -> Any:
+    """The method's own proxy runner, in a workspace named after the choice key: proxy runs are
+    reused only by a re-run of the same choice, never across methods or settings."""
     from mixlab.train import LocalProxyRunner
 
     p = env.scale.proxy
@@ -347,7 +349,7 @@ def _proxy_runner(env: _Env, method: str) -> Any:
         seq_len=p.seq_len,
         batch_size=p.batch_size,
         lr=p.lr,
-        workspace=env.workspace / "bench" / "proxies" / method,
+        workspace=env.workspace / "bench" / "proxies" / key,
         kind="proxy",
         method=method,
         progress=False,
@@ -382,7 +384,7 @@ def choose_static(env: _Env, method: str) -> dict[str, Any]:
         log.info("bench: reusing the stored choice of %s (%s)", method, path.name)
         return stored
     mixer = get_mixer(method, **params)
-    proxy = MeteredProxy(_proxy_runner(env, method))
+    proxy = MeteredProxy(_proxy_runner(env, method, path.stem))
     ctx = _context(env, ComputeLedger(), proxy)
     t0 = time.perf_counter()
     mixture = mixer.propose(ctx)
@@ -437,52 +439,67 @@ def train_target(env: _Env, method: str, schedule: Schedule, seed: int) -> dict[
     return {"run_id": result.run_id, "final": dict(result.final), "flops": result.flops, "tokens": result.tokens}
 
 
+def _dynamic_run_name(env: _Env, method: str, params: Mapping[str, Any], seed: int) -> str:
+    """A run id unique to the method and its settings: the trainer's own id hashes the training
+    config only, so TiKMiX-D and TiKMiX-M would otherwise share (and replay) one run directory."""
+    key = _digest({"method": method, "params": params, "target": env.scale.target.model_dump(),
+                   "dynamic": env.scale.dynamic, "corpus": env.fingerprint, "targets": env.targets,
+                   "max_epochs": env.config.max_epochs, "seed": seed})
+    return f"bench-{method}-s{seed}-{key[:12]}"
+
+
 def run_dynamic(env: _Env, method: str, seed: int) -> dict[str, Any]:
-    """INTEGRATION POINT with the lead's dynamic pipeline (``mixlab.pipeline.dynamic``).
+    """Run a dynamic method through the stage-by-stage pipeline (:mod:`mixlab.pipeline.dynamic`).
 
     A dynamic method re-chooses the mixture at every stage boundary of the *target* run, so its
-    choosing compute (influence passes, surrogate fits) is spent inside that run: the pipeline
-    trains the target stage by stage and returns a ``PipelineResult`` with ``schedule``, ``final``
-    (per-domain losses), ``compute`` (a ComputeLedger) and ``run_dir``.
+    choosing compute (influence passes, surrogate fits) is spent inside that run: the pipeline trains
+    the target stage by stage from the natural mixture (TiKMiX's first stage) and returns the
+    schedule, the final per-domain losses and the choosing ledger. The pipeline resumes a killed run
+    and replays recorded stage decisions, so a re-run reuses finished work.
     """
-    try:
-        from mixlab.pipeline.dynamic import PipelineConfig, run_pipeline
-    except ImportError:
-        raise MixlabError(
-            f"{method} is a dynamic method and needs mixlab.pipeline.dynamic, which this installation lacks"
-        ) from None
+    from mixlab.pipeline.dynamic import PipelineConfig, run_pipeline
+
     t = env.scale.target
-    fields = set(PipelineConfig.model_fields)
-    wanted: dict[str, Any] = {
-        "corpus": env.corpus_path,
-        "method": method,
-        "method_params": _method_params(env, method),
-        "model": t.model,
-        "tokens": t.tokens,
-        "seq_len": t.seq_len,
-        "batch_size": t.batch_size,
-        "lr": t.lr,
-        "eval_batches": t.eval_batches,
-        "seed": seed,
-        "max_epochs": env.config.max_epochs,
-        "target_domains": list(env.targets),
-        "workspace": str(env.workspace),
-        "device": env.config.device,
-        "progress": env.config.progress,
-        **env.scale.dynamic,
-    }
-    cfg = PipelineConfig.model_validate({k: v for k, v in wanted.items() if k in fields})
-    t0 = time.perf_counter()
-    res = run_pipeline(cfg)
-    wall = time.perf_counter() - t0
-    compute = res.compute
-    schedule = res.schedule if isinstance(res.schedule, Schedule) else Schedule.from_list(res.schedule)
+    params = _method_params(env, method)
+    dyn = dict(env.scale.dynamic)
+    cfg = PipelineConfig.parse(
+        {
+            "train": {
+                "corpus": env.corpus_path,
+                "model": t.model,
+                "tokens": t.tokens,
+                "seq_len": t.seq_len,
+                "batch_size": t.batch_size,
+                "lr": t.lr,
+                "eval_batches": t.eval_batches,
+                "seed": seed,
+                "max_epochs": env.config.max_epochs,
+                "on_exceed": "warn",
+                "workspace": str(env.workspace),
+                "run_name": _dynamic_run_name(env, method, params, seed),
+                "device": env.config.device,
+                "progress": env.config.progress,
+            },
+            "mixer": method,
+            "mixer_params": params,
+            "initial": dyn.pop("initial", "natural"),
+            "max_epochs": env.config.max_epochs,
+            "target_domains": list(env.targets),
+            **dyn,
+        },
+        where=f"bench pipeline of {method}",
+    )
+    res = run_pipeline(cfg, corpus=env.corpus)
+    decided = sum(float(r.get("seconds", 0.0) or 0.0) for r in res.stages[1:])
     return {
-        "run_id": str(getattr(res, "run_id", None) or Path(res.run_dir).name),
+        "run_id": res.run_id,
         "final": dict(res.final),
-        "schedule": schedule.to_list(),
-        "compute": {"flops": float(compute.flops), "tokens": int(compute.tokens),
-                    "seconds": float(compute.seconds) if compute.seconds else wall},
+        "schedule": res.schedule.to_list(),
+        "compute": {
+            "flops": float(res.compute.flops),
+            "tokens": int(res.compute.tokens),
+            "seconds": float(max(res.compute.seconds, decided)),
+        },
     }
 
 
