@@ -152,3 +152,63 @@ def test_mismatched_arguments_are_explained(tiny_corpus, tmp_path) -> None:
         MixtureScheduleCallback(stream, boundaries=[3])
     with pytest.raises(ConfigError, match="distinct positive"):
         MixtureScheduleCallback(stream, mixer=HardestDomainMixer(), boundaries=[0])
+
+
+class InfluenceGreedyMixer(Mixer):
+    """Test mixer: measure Group Influence on the live model, weight domains by their positive total."""
+
+    name = "influence-greedy"
+    dynamic = True
+
+    def propose(self, ctx: MixingContext) -> Mixture:
+        from mixlab.influence import measure_group_influence
+
+        gi = measure_group_influence(
+            ctx.live.model, ctx.corpus, tokens_per_domain=2 * 4 * (ctx.live.seq_len + 1), seq_len=ctx.live.seq_len,
+            batch_size=4, preconditioner="adam", optimizer=ctx.live.optimizer, seed=0,
+        )  # fmt: skip
+        self.last_influence_ = gi
+        total = {
+            d: max(0.0, float(v)) + 1e-3 for d, v in zip(gi.train_domains, gi.matrix.sum(axis=1), strict=True)
+        }
+        return Mixture.from_weights(total)
+
+
+def test_group_influence_on_the_live_model_is_recorded(tiny_corpus, tmp_path) -> None:
+    pytest.importorskip("mixlab.influence")
+    stream = MixtureStream(tiny_corpus, {"english": 0.5, "code": 0.5}, seq_len=SEQ, batch_size=BATCH)
+    mixer = InfluenceGreedyMixer()
+    callback = MixtureScheduleCallback(stream, mixer=mixer, boundaries=[4], out_dir=tmp_path / "run")
+    _trainer(tmp_path, tiny_corpus, stream, callback, steps=6).train()
+    stage1 = callback.stages[1]
+    assert stage1.start_step == 4 and stage1.influence is not None
+    assert stage1.influence["train_domains"] == tiny_corpus.domains
+    assert np.isfinite(np.asarray(stage1.influence["matrix"])).all()
+    assert stage1.mixture == stream.schedule.mixture_at(4)
+    after = stream.counts(4, 6)
+    assert sum(after.values()) == 2 * BATCH
+    from mixlab.report.data import load_report_input
+
+    data = load_report_input(tmp_path / "run")
+    assert [s[0] for s in data.schedule] == [0, 4]
+    (inf,) = data.influence
+    assert inf.stage == 1 and inf.step == 4
+    np.testing.assert_allclose(inf.matrix, mixer.last_influence_.matrix)
+
+
+def test_tikmix_d_chooses_the_next_stage_in_a_trainer_run(tiny_corpus, tmp_path) -> None:
+    pytest.importorskip("mixlab.mixers.tikmix_d", reason="TiKMiX-D (issue 4) is not in this checkout yet")
+    stream = MixtureStream(tiny_corpus, None, seq_len=SEQ, batch_size=BATCH)
+    callback = MixtureScheduleCallback(
+        stream, mixer="tikmix-d", mixer_params={"tokens_per_domain": 2 * 4 * (SEQ + 1)}, boundaries=[4],
+        out_dir=tmp_path / "run",
+    )  # fmt: skip
+    _trainer(tmp_path, tiny_corpus, stream, callback, steps=6).train()
+    natural = Mixture.from_weights({d: float(n) for d, n in tiny_corpus.token_counts().items()})
+    assert callback.stages[0].mixture == natural
+    stage1 = callback.stages[1]
+    assert stage1.start_step == 4 and stage1.decided_at_step == 3
+    assert stage1.influence is not None and len(stage1.influence["matrix"]) == len(tiny_corpus.domains)
+    assert stage1.compute.get("flops", 0) > 0
+    assert stream.schedule.mixture_at(4) == stage1.mixture
+    assert (tmp_path / "run" / "stages" / "stage_1" / "influence.json").is_file()
