@@ -44,7 +44,10 @@ def fitted_linear(domains):
 
 
 def to_batches(X, y, k=1):
-    return [(torch.tensor(a, dtype=torch.float32), torch.tensor(b, dtype=torch.float32)) for a, b in zip(np.array_split(X, k), np.array_split(y, k), strict=True)]
+    return [
+        (torch.tensor(a, dtype=torch.float32), torch.tensor(b, dtype=torch.float32))
+        for a, b in zip(np.array_split(X, k), np.array_split(y, k), strict=True)
+    ]
 
 
 def grad_np(Xa, y, sol):
@@ -70,6 +73,7 @@ def test_exact_preconditioner_matches_closed_form_and_finite_difference():
     for i, (X, yy) in enumerate(domains.values()):
         Xi = np.hstack([X, np.ones((len(X), 1))])
         closed = gT @ np.linalg.solve(H, grad_np(Xi, yy, sol))
+
         # independent check: re-solve the weighted least squares L + eps * L_i and difference the target loss
         def target_loss(eps, Xi=Xi, yy=yy):
             A = H + eps * Xi.T @ Xi / len(yy)
@@ -153,7 +157,9 @@ def test_exact_refuses_large_models_and_roundtrip(tmp_path):
     model = torch.nn.Linear(200, 100)
     with pytest.raises(MixlabError, match="max_params"):
         ExactHessianPreconditioner().fit(model, mse, [(torch.zeros(2, 200), torch.zeros(2))])
-    gi = GroupInfluence(np.arange(6.0).reshape(3, 2), np.full((3, 2), np.nan), ["a", "b", "c"], ["x", "y"], tokens=5)
+    gi = GroupInfluence(
+        np.arange(6.0).reshape(3, 2), np.full((3, 2), np.nan), ["a", "b", "c"], ["x", "y"], tokens=5
+    )
     gi.save(tmp_path / "gi.json")
     back = GroupInfluence.load(tmp_path / "gi.json")
     np.testing.assert_array_equal(back.matrix, gi.matrix)

@@ -42,6 +42,15 @@ def _fields(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
     )
 
 
+def is_lm_batch(batch: Any) -> bool:
+    """True for batches with integer ``input_ids``/``labels`` (mapping, attributes or a pair)."""
+    try:
+        ids, labels = _fields(batch)
+    except (ConfigError, KeyError, TypeError, IndexError):
+        return False
+    return all(isinstance(t, torch.Tensor) and not t.is_floating_point() for t in (ids, labels))
+
+
 def model_device(model: torch.nn.Module) -> torch.device:
     for p in model.parameters():
         return p.device
@@ -80,7 +89,9 @@ def lm_loss(model: torch.nn.Module, batch: Any) -> torch.Tensor:
     )
 
 
-def lm_sampled_loss(model: torch.nn.Module, batch: Any, generator: torch.Generator | None = None) -> torch.Tensor:
+def lm_sampled_loss(
+    model: torch.nn.Module, batch: Any, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Mean cross-entropy against labels *sampled from the model's own predictions*.
 
     Its gradient's second moment is the (per-token) Gauss-Newton / true Fisher matrix of the LM loss,
@@ -93,17 +104,17 @@ def lm_sampled_loss(model: torch.nn.Module, batch: Any, generator: torch.Generat
         probs = torch.softmax(logits.reshape(-1, logits.size(-1)), dim=-1)
         sampled = torch.multinomial(probs, 1, generator=generator).view(labels.shape)
         sampled = torch.where(labels == IGNORE_INDEX, labels, sampled)
-    return F.cross_entropy(logits.reshape(-1, logits.size(-1)), sampled.reshape(-1), ignore_index=IGNORE_INDEX)
+    return F.cross_entropy(
+        logits.reshape(-1, logits.size(-1)), sampled.reshape(-1), ignore_index=IGNORE_INDEX
+    )
 
 
 def count_terms(batch: Any) -> int:
     """Number of loss terms the batch's mean loss averages over: non-ignored label tokens for LM
     batches, else the leading dimension of the first tensor."""
-    try:
+    if is_lm_batch(batch):
         _, labels = _fields(batch)
         return int((labels != IGNORE_INDEX).sum())
-    except (ConfigError, KeyError, TypeError):
-        pass
     first = batch
     while not isinstance(first, torch.Tensor):
         if isinstance(first, Mapping):

@@ -69,7 +69,9 @@ class GroupInfluence:
     stderr_method: str = "delta"
 
     def __post_init__(self) -> None:
-        self.matrix = np.asarray(self.matrix, dtype=float).reshape(len(self.train_domains), len(self.target_domains))
+        self.matrix = np.asarray(self.matrix, dtype=float).reshape(
+            len(self.train_domains), len(self.target_domains)
+        )
         self.stderr = np.asarray(self.stderr, dtype=float).reshape(self.matrix.shape)
 
     def z_scores(self) -> np.ndarray:
@@ -77,9 +79,15 @@ class GroupInfluence:
         with np.errstate(divide="ignore", invalid="ignore"):
             return self.matrix / self.stderr
 
-    def aggregate(self, weights: Mapping[str, float] | np.ndarray, target_weights: Mapping[str, float] | None = None) -> float:
+    def aggregate(
+        self, weights: Mapping[str, float] | np.ndarray, target_weights: Mapping[str, float] | None = None
+    ) -> float:
         """Total influence of a mixture, sum_j c_j sum_i w_i I[i, j] (linear in w)."""
-        w = np.array([weights.get(d, 0.0) for d in self.train_domains]) if isinstance(weights, Mapping) else np.asarray(weights, float)
+        w = (
+            np.array([weights.get(d, 0.0) for d in self.train_domains])
+            if isinstance(weights, Mapping)
+            else np.asarray(weights, float)
+        )
         c = (
             np.array([target_weights.get(d, 0.0) for d in self.target_domains])
             if target_weights
@@ -107,7 +115,9 @@ class GroupInfluence:
         try:
             return cls(
                 matrix=np.array(data["matrix"], dtype=float),
-                stderr=np.array([[math.nan if x is None else x for x in row] for row in data["stderr"]], dtype=float),
+                stderr=np.array(
+                    [[math.nan if x is None else x for x in row] for row in data["stderr"]], dtype=float
+                ),
                 train_domains=list(data["train_domains"]),
                 target_domains=list(data["target_domains"]),
                 tokens=int(data.get("tokens", 0)),
@@ -119,7 +129,9 @@ class GroupInfluence:
                 stderr_method=str(data.get("stderr_method", "delta")),
             )
         except (KeyError, TypeError, ValueError) as exc:
-            raise DataError(f"not a Group Influence record ({exc}); expected keys matrix, stderr, train_domains, target_domains") from None
+            raise DataError(
+                f"not a Group Influence record ({exc}); expected keys matrix, stderr, train_domains, target_domains"
+            ) from None
 
     def save(self, path: str | Path) -> None:
         atomic_write_json(path, self.to_dict())
@@ -133,7 +145,10 @@ class GroupInfluence:
         head = " " * 16 + "".join(f"{d:>{width + 10}}" for d in self.target_domains)
         rows = [head]
         for i, d in enumerate(self.train_domains):
-            cells = "".join(f"{self.matrix[i, j]:>{width}.3g} ±{self.stderr[i, j]:<8.2g}" for j in range(len(self.target_domains)))
+            cells = "".join(
+                f"{self.matrix[i, j]:>{width}.3g} ±{self.stderr[i, j]:<8.2g}"
+                for j in range(len(self.target_domains))
+            )
             rows.append(f"{d:<16}{cells}")
         return "\n".join(rows)
 
@@ -201,7 +216,11 @@ def compute_group_influence(
     try:
         precond = make_preconditioner(preconditioner, optimizer=optimizer, damping=damping).bind(params)
         if precond.needs_data:
-            source = fit_batches if fit_batches is not None else _default_fit_batches(train_batches, fit_batches_per_domain)
+            source = (
+                fit_batches
+                if fit_batches is not None
+                else _default_fit_batches(train_batches, fit_batches_per_domain)
+            )
             counted: list[Any] = []
 
             def counting() -> Any:
@@ -213,7 +232,9 @@ def compute_group_influence(
             precond.fit(model, loss_fn, counting)
             fit_count = len(counted)
             tokens += sum(counted) * (2 if getattr(precond, "eigen_correction", False) else 1)
-        projector = GradientProjector(projection_dim, projection_kind, seed).bind(params) if projection_dim else None
+        projector = (
+            GradientProjector(projection_dim, projection_kind, seed).bind(params) if projection_dim else None
+        )
         phi = projector.project if projector else (lambda v: v)
         dim = projector.out_dim_ if projector else n_params
 
@@ -299,7 +320,9 @@ def compute_group_influence(
         else:
             var_target = torch.zeros_like(var_train)
             method = "delta (train batches only: target batch vectors exceed stderr_memory_mb)"
-            log.warning("influence standard errors cover the training side only; raise stderr_memory_mb or set projection_dim")
+            log.warning(
+                "influence standard errors cover the training side only; raise stderr_memory_mb or set projection_dim"
+            )
         stderr = (var_train + var_target).sqrt()
         tok = torch.tensor([float(tokens)], device=device, dtype=torch.float64)
         _all_reduce(tok, world)
@@ -378,7 +401,9 @@ def measure_group_influence(
     tgt_tokens = target_tokens_per_domain or tokens_per_domain
 
     def source(d: str, split: str, tok: int) -> Callable[[], Any]:
-        return lambda: corpus_batches(corpus, d, split=split, tokens=tok, seq_len=seq_len, batch_size=batch_size, seed=seed)
+        return lambda: corpus_batches(
+            corpus, d, split=split, tokens=tok, seq_len=seq_len, batch_size=batch_size, seed=seed
+        )
 
     for d in train:
         next(iter(source(d, "train", tokens_per_domain)()))

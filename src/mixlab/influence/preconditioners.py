@@ -30,7 +30,14 @@ from typing import Any
 import torch
 
 from mixlab.errors import ConfigError, MixlabError
-from mixlab.influence.batches import _fields, count_terms, iterate, lm_sampled_loss, model_device, to_device
+from mixlab.influence.batches import (
+    count_terms,
+    is_lm_batch,
+    iterate,
+    lm_sampled_loss,
+    model_device,
+    to_device,
+)
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +52,10 @@ def trainable_params(model: torch.nn.Module) -> list[torch.nn.Parameter]:
 def flat_grad(loss: torch.Tensor, params: Sequence[torch.Tensor]) -> torch.Tensor:
     grads = torch.autograd.grad(loss, list(params), allow_unused=True)
     return torch.cat(
-        [(g if g is not None else torch.zeros_like(p)).reshape(-1).float() for g, p in zip(grads, params, strict=True)]
+        [
+            (g if g is not None else torch.zeros_like(p)).reshape(-1).float()
+            for g, p in zip(grads, params, strict=True)
+        ]
     )
 
 
@@ -134,12 +144,10 @@ class AdamPreconditioner(Preconditioner):
         return v * self.diag_
 
 
-def _gn_loss(model: torch.nn.Module, loss_fn: LossFn, batch: Any, sampled: bool, gen: torch.Generator | None) -> torch.Tensor:
-    if sampled:
-        try:
-            _fields(batch)
-        except (ConfigError, KeyError, TypeError):
-            return loss_fn(model, batch)
+def _gn_loss(
+    model: torch.nn.Module, loss_fn: LossFn, batch: Any, sampled: bool, gen: torch.Generator | None
+) -> torch.Tensor:
+    if sampled and is_lm_batch(batch):
         return lm_sampled_loss(model, batch, gen)
     return loss_fn(model, batch)
 
@@ -156,7 +164,9 @@ class DiagonalGNPreconditioner(Preconditioner):
     name = "diag-gn"
     needs_data = True
 
-    def __init__(self, damping: float = 1e-3, sampled: bool = True, max_batches: int | None = 16, seed: int = 0) -> None:
+    def __init__(
+        self, damping: float = 1e-3, sampled: bool = True, max_batches: int | None = 16, seed: int = 0
+    ) -> None:
         self.damping = damping
         self.sampled = sampled
         self.max_batches = max_batches
@@ -176,7 +186,9 @@ class DiagonalGNPreconditioner(Preconditioner):
             total += count_terms(batch) * g.square()
             n += 1
         if n == 0:
-            raise MixlabError("the diag-gn preconditioner got no batches to estimate the Fisher diagonal from")
+            raise MixlabError(
+                "the diag-gn preconditioner got no batches to estimate the Fisher diagonal from"
+            )
         self.fisher_ = total / n
         lam = self.damping * float(self.fisher_.mean()) + 1e-12
         self.diag_ = 1.0 / (self.fisher_ + lam)
@@ -239,7 +251,9 @@ class KFACPreconditioner(Preconditioner):
             layers[index[id(m.weight)]] = m
         return layers
 
-    def _passes(self, model: torch.nn.Module, loss_fn: LossFn, batches: Any, on_layer: Callable, params: Sequence) -> int:
+    def _passes(
+        self, model: torch.nn.Module, loss_fn: LossFn, batches: Any, on_layer: Callable, params: Sequence
+    ) -> int:
         device = model_device(model)
         gen = torch.Generator(device=device).manual_seed(self.seed)
         handles = []
@@ -250,7 +264,9 @@ class KFACPreconditioner(Preconditioner):
                 if mod.bias is not None:
                     a = torch.cat([a, torch.ones(a.shape[0], 1, device=a.device)], dim=1)
                 if out.requires_grad:
-                    out.register_hook(lambda g, i=i, a=a: on_layer(i, a, g.detach().reshape(-1, g.shape[-1]).float()))
+                    out.register_hook(
+                        lambda g, i=i, a=a: on_layer(i, a, g.detach().reshape(-1, g.shape[-1]).float())
+                    )
 
             handles.append(m.register_forward_hook(fwd))
         n = 0
@@ -360,7 +376,10 @@ class ExactHessianPreconditioner(Preconditioner):
             for k in range(p):
                 row = torch.autograd.grad(g[k], params, retain_graph=True, allow_unused=True)
                 H[k] += torch.cat(
-                    [(r if r is not None else torch.zeros_like(q)).reshape(-1) for r, q in zip(row, params, strict=True)]
+                    [
+                        (r if r is not None else torch.zeros_like(q)).reshape(-1)
+                        for r, q in zip(row, params, strict=True)
+                    ]
                 ).double()
             n += 1
         if n == 0:
@@ -368,7 +387,9 @@ class ExactHessianPreconditioner(Preconditioner):
         H = H / n
         self.hessian_ = 0.5 * (H + H.T)
         try:
-            self.inverse_ = torch.linalg.inv(self.hessian_ + self.damping * torch.eye(p, dtype=torch.float64, device=device))
+            self.inverse_ = torch.linalg.inv(
+                self.hessian_ + self.damping * torch.eye(p, dtype=torch.float64, device=device)
+            )
         except RuntimeError:
             raise MixlabError("the Hessian is singular at this point; set damping > 0") from None
         return self
@@ -397,4 +418,6 @@ def make_preconditioner(spec: Any, *, optimizer: Any = None, damping: float | No
         return KFACPreconditioner(eigen_correction=spec == "ekfac", **kw)
     if spec == "exact":
         return ExactHessianPreconditioner(**kw)
-    raise ConfigError(f"unknown preconditioner {spec!r}; choose one of {list(PRECONDITIONERS)} or pass a callable")
+    raise ConfigError(
+        f"unknown preconditioner {spec!r}; choose one of {list(PRECONDITIONERS)} or pass a callable"
+    )

@@ -78,7 +78,9 @@ class GradientProjector:
                 right = self._dense(r_i, inn, gen).to(device) if r_i < inn else None
                 self.blocks_.append(_Block("kron", shape2, r_o * r_i, left=left, right=right))
             elif self.kind != "countsketch" and share * n <= DENSE_LIMIT:
-                self.blocks_.append(_Block("dense", shape2, share, left=self._dense(share, n, gen).to(device)))
+                self.blocks_.append(
+                    _Block("dense", shape2, share, left=self._dense(share, n, gen).to(device))
+                )
             else:
                 index = torch.randint(0, share, (n,), generator=gen).to(device)
                 sign = (torch.randint(0, 2, (n,), generator=gen).float() * 2 - 1).to(device)
@@ -103,5 +105,9 @@ class GradientProjector:
             elif block.kind == "dense":
                 outs.append(block.left @ part)
             else:
-                outs.append(torch.zeros(block.out_dim, device=part.device).index_add_(0, block.index, part * block.sign))
+                outs.append(
+                    torch.zeros(block.out_dim, device=part.device).index_add_(
+                        0, block.index, part * block.sign
+                    )
+                )
         return torch.cat(outs)
