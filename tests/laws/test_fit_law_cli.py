@@ -1,0 +1,102 @@
+"""`mixlab fit-law` and `mixlab entropy` end to end, and clear errors for bad CSVs."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from mixlab.cli.main import build_app
+from mixlab.laws.bimix import BiMixLaw
+
+LAWS = {"web": BiMixLaw.from_params(A=3, alpha=0.05, B=40, beta=0.45), "code": BiMixLaw.from_params(A=1.5, alpha=0.2, B=80, beta=0.5)}
+
+
+def _write(path, header, rows):
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(header)
+        w.writerows(rows)
+    return path
+
+
+@pytest.fixture
+def runs_csv(tmp_path):
+    rng = np.random.default_rng(0)
+    rows = []
+    for i, a in enumerate([0.1, 0.3, 0.5, 0.7, 0.9]):
+        for s in [100, 200, 400, 800, 1600]:
+            rows.append([i, a, 1 - a, s, LAWS["web"].predict(a, s) * np.exp(rng.normal(0, 0.002)),
+                         LAWS["code"].predict(1 - a, s) * np.exp(rng.normal(0, 0.002))])
+    return _write(tmp_path / "runs.csv", ["run", "r_web", "r_code", "step", "loss_web", "loss_code"], rows)
+
+
+def _invoke(*args):
+    return CliRunner().invoke(build_app(), list(map(str, args)))
+
+
+def test_fit_predict_plot(runs_csv, tmp_path):
+    q = _write(tmp_path / "q.csv", ["r_web", "r_code", "step"], [[0.4, 0.6, 5000], [0.5, 0.5, 1600]])
+    out, png, js = tmp_path / "pred.csv", tmp_path / "fit.png", tmp_path / "law.json"
+    res = _invoke("fit-law", "--data", runs_csv, "--predict", q, "--out", out, "--plot", png, "--save", js)
+    assert res.exit_code == 0, res.output
+    assert "alpha" in res.output and "R^2" in res.output
+    rows = list(csv.DictReader(open(out)))
+    assert list(rows[0]) == ["r_web", "r_code", "step", "loss_web", "loss_code"]
+    assert float(rows[0]["loss_web"]) == pytest.approx(LAWS["web"].predict(0.4, 5000), rel=0.01)
+    assert float(rows[0]["loss_code"]) == pytest.approx(LAWS["code"].predict(0.6, 5000), rel=0.01)
+    assert png.stat().st_size > 1000 and js.is_file()
+
+
+def test_dml_law(runs_csv, tmp_path):
+    q = _write(tmp_path / "q.csv", ["r_web", "r_code", "step"], [[0.5, 0.5, 1600]])
+    out = tmp_path / "pred.csv"
+    res = _invoke("fit-law", "--data", runs_csv, "--law", "dml", "--predict", q, "--out", out)
+    assert res.exit_code == 0, res.output
+    row = next(csv.DictReader(open(out)))
+    assert float(row["loss_web"]) == pytest.approx(LAWS["web"].predict(0.5, 1600), rel=0.02)
+
+
+@pytest.mark.parametrize(
+    "header,rows,needle",
+    [
+        (["r_web", "r_code", "loss_web"], [[0.5, 0.5, 3.0]], "missing the 'step' column"),
+        (["r_web", "r_code", "step"], [[0.5, 0.5, 10]], "no loss columns"),
+        (["step", "loss_web"], [[10, 3.0]], "no proportion columns"),
+        (["r_web", "r_code", "step", "loss_web"], [[0.5, 0.5, 10, "nan"]], "row 2, column 'loss_web'"),
+        (["r_web", "r_code", "step", "loss_web"], [[0.5, 0.4, 10, 3.0]], "sum to 0.9"),
+        (["r_web", "r_code", "step", "loss_other"], [[0.5, 0.5, 10, 3.0]] * 8, "no matching r_ column"),
+    ],
+)
+def test_bad_csvs_give_clear_errors(tmp_path, header, rows, needle):
+    from mixlab.cli.main import main
+
+    p = _write(tmp_path / "bad.csv", header, rows)
+    with pytest.raises(SystemExit) as exc:
+        main(["fit-law", "--data", str(p)])
+    assert exc.value.code == 2
+    res = _invoke("fit-law", "--data", p)
+    assert res.exit_code != 0 and needle in str(res.exception)
+
+
+def test_query_with_other_domains_is_rejected(runs_csv, tmp_path):
+    q = _write(tmp_path / "q.csv", ["r_web", "r_books", "step"], [[0.5, 0.5, 10]])
+    res = _invoke("fit-law", "--data", runs_csv, "--predict", q)
+    assert "do not match" in str(res.exception)
+
+
+def test_entropy_command(tmp_path):
+    from mixlab.data import prepare_domains
+
+    prepare_domains(tmp_path / "c", {"abc": ["abcabc " * 30] * 5, "text": ["the quick brown fox, 42 lazy dogs!"] * 5},
+                    val_fraction=0.2)
+    out = tmp_path / "mix.yaml"
+    res = _invoke("entropy", tmp_path / "c", "--seq-len", "64", "--out", out)
+    assert res.exit_code == 0, res.output
+    assert "CE" in res.output and out.is_file()
+    from mixlab.mixture import load_mixture_or_schedule
+
+    mix = load_mixture_or_schedule(out)
+    assert mix["text"] > mix["abc"]
