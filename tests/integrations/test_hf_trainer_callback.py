@@ -212,3 +212,33 @@ def test_tikmix_d_chooses_the_next_stage_in_a_trainer_run(tiny_corpus, tmp_path)
     assert stage1.compute.get("flops", 0) > 0
     assert stream.schedule.mixture_at(4) == stage1.mixture
     assert (tmp_path / "run" / "stages" / "stage_1" / "influence.json").is_file()
+
+
+class FixedMixer(Mixer):
+    """Test mixer: a fixed answer; optionally leaves gradients and draws random numbers like a
+    careless influence pass would."""
+
+    name = "fixed"
+    dynamic = True
+
+    def __init__(self, messy: bool) -> None:
+        self.messy = messy
+
+    def propose(self, ctx: MixingContext) -> Mixture:
+        if self.messy:
+            x = torch.randint(0, 200, (2, SEQ + 1))
+            _, loss = ctx.live.model(x[:, :-1], x[:, 1:])
+            (loss * 1e3).backward()
+            torch.rand(100)
+        return Mixture({"code": 1.0})
+
+
+def test_mixer_side_effects_do_not_leak_into_training(tiny_corpus, tmp_path) -> None:
+    finals = []
+    for messy in (False, True):
+        stream = MixtureStream(tiny_corpus, {"english": 1.0}, seq_len=SEQ, batch_size=BATCH)
+        callback = MixtureScheduleCallback(stream, mixer=FixedMixer(messy), boundaries=[3])
+        trainer = _trainer(tmp_path / str(messy), tiny_corpus, stream, callback, steps=5)
+        trainer.train()
+        finals.append(torch.cat([p.detach().flatten() for p in trainer.model.parameters()]))
+    torch.testing.assert_close(finals[0], finals[1], rtol=0, atol=0)

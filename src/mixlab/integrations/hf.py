@@ -359,12 +359,23 @@ class MixtureScheduleCallback(_CallbackBase):
         }
         fields.update(self.context)
         ctx = MixingContext(**fields)
+        import torch
+
+        # The mixer runs between two optimizer steps: it must leave no gradients behind (the Trainer
+        # zeroed them before on_step_end and the next step accumulates onto .grad) and must not move
+        # the RNG streams that dropout and the data order of the next steps draw from.
+        rng = torch.random.get_rng_state()
+        cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
         was_training = model.training
         model.eval()
         try:
             mixture = mixer.propose(ctx)
         finally:
             model.train(was_training)
+            model.zero_grad(set_to_none=True)
+            torch.random.set_rng_state(rng)
+            if cuda_rng is not None:
+                torch.cuda.set_rng_state_all(cuda_rng)
         if not isinstance(mixture, Mixture):
             raise MixlabError(f"mixer {mixer!r} returned {type(mixture).__name__}, expected a Mixture")
         if start != boundary:
