@@ -206,3 +206,24 @@ def test_cli_report(tmp_path) -> None:
     assert out.is_file() and "<h2>Benchmark</h2>" in out.read_text()
     res = CliRunner().invoke(app, ["report", str(bench)])
     assert res.exit_code == 0 and (tmp_path / "b.html").is_file()
+
+
+def test_law_record_round_trips_through_the_loader(tmp_path) -> None:
+    from mixlab.report.data import law_record
+    from mixlab.utils.io import atomic_write_json
+
+    rec = law_record(
+        "web",
+        [0.1, 0.5],
+        [3.0, 2.5],
+        np.linspace(0.1, 0.5, 5),
+        np.linspace(3, 2.5, 5),
+        law="bimix",
+        params={"A": np.float64(1.5)},
+    )
+    atomic_write_json(tmp_path / "laws" / "web.json", [rec])
+    (law,) = load_report_input(tmp_path).laws
+    assert law.name == "web" and law.law == "bimix" and law.params == {"A": 1.5}
+    np.testing.assert_allclose(law.curve_y, np.linspace(3, 2.5, 5))
+    with pytest.raises(DataError, match="equal length"):
+        law_record("bad", [1, 2], [1])

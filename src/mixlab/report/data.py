@@ -39,6 +39,7 @@ import csv
 import json
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -246,6 +247,38 @@ def read_laws(path: Path) -> list[LawSeries]:
                 params=dict(item.get("params") or {}),
             )
         )
+    return out
+
+
+def law_record(
+    name: str,
+    observed_x: Any,
+    observed_y: Any,
+    curve_x: Any = None,
+    curve_y: Any = None,
+    *,
+    law: str = "",
+    x_label: str = "x",
+    y_label: str = "loss",
+    params: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One law in the ``laws/*.json`` format the report reads (write a list of these with
+    :func:`mixlab.utils.io.atomic_write_json`); validates shapes so a bad record fails at write time."""
+    ox, oy = _xy({"x": observed_x, "y": observed_y}, f"law {name!r} observed")
+    out: dict[str, Any] = {
+        "name": name,
+        "law": law,
+        "x_label": x_label,
+        "y_label": y_label,
+        "observed": {"x": ox.tolist(), "y": oy.tolist()},
+    }
+    if curve_x is not None:
+        cx, cy = _xy({"x": curve_x, "y": curve_y}, f"law {name!r} curve")
+        out["curve"] = {"x": cx.tolist(), "y": cy.tolist()}
+    if params:
+        out["params"] = {
+            k: (float(v) if isinstance(v, (int, float, np.floating)) else v) for k, v in params.items()
+        }
     return out
 
 
