@@ -130,6 +130,8 @@ class Predictor:
         if len(self.targets_) != Y.shape[1]:
             raise DataError(f"{len(self.targets_)} target names for {Y.shape[1]} loss columns")
         self.single_output_ = ya.ndim == 1
+        self.x_min_ = Xa.min(axis=0)
+        self.x_max_ = Xa.max(axis=0)
         self._fit(Xa, np.log(Y) if self.log_target else Y)
         self.fitted_ = True
         return self

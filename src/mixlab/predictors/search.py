@@ -72,18 +72,31 @@ def objective(predictor: Predictor, target: Target = None) -> Callable[[np.ndarr
     return f
 
 
-def _aligned(predictor: Predictor, constraints: MixtureConstraints | None) -> MixtureConstraints:
+def _aligned(
+    predictor: Predictor, constraints: MixtureConstraints | None, within_data: bool = True
+) -> MixtureConstraints:
+    """Constraints aligned with the predictor's domains by name; with ``within_data`` the upper bounds
+    are also capped at the largest weight each domain had in the training runs (a regressor is not to
+    be trusted where it has seen no data: RegMix's search stays near its samples for the same reason).
+    The cap is dropped when it would leave no feasible mixture."""
     domains = list(predictor.domains_)
     if constraints is None:
-        return MixtureConstraints.unconstrained(domains)
-    if list(constraints.domains) == domains:
-        return constraints
-    if sorted(constraints.domains) != sorted(domains):
+        cons = MixtureConstraints.unconstrained(domains)
+    elif list(constraints.domains) == domains:
+        cons = constraints
+    elif sorted(constraints.domains) != sorted(domains):
         raise ConfigError(
             f"constraints cover domains {list(constraints.domains)} but the predictor was fitted on {domains}"
         )
-    idx = [constraints.domains.index(d) for d in domains]
-    return MixtureConstraints(tuple(domains), constraints.lower[idx], constraints.upper[idx])
+    else:
+        idx = [constraints.domains.index(d) for d in domains]
+        cons = MixtureConstraints(tuple(domains), constraints.lower[idx], constraints.upper[idx])
+    if within_data and hasattr(predictor, "x_max_"):
+        upper = np.minimum(cons.upper, np.maximum(predictor.x_max_, cons.lower))
+        if upper.sum() >= 1 + 1e-9:
+            return MixtureConstraints(cons.domains, cons.lower, upper)
+        log.info("the training runs do not cover the constraint set; searching outside them")
+    return cons
 
 
 def _prior(predictor: Predictor, prior: Mixture | Sequence[float] | None, cons: MixtureConstraints) -> np.ndarray:
@@ -132,9 +145,10 @@ def search_topk(
     top_k: int = 128,
     seed: int = 0,
     batch: int = 20_000,
+    within_data: bool = True,
 ) -> SearchResult:
     """RegMix's sample-and-average-top-k search (defaults: 100k samples, top 128, as in its code)."""
-    cons = _aligned(predictor, constraints)
+    cons = _aligned(predictor, constraints, within_data)
     f = objective(predictor, target)
     p = _prior(predictor, prior, cons)
     rng = np.random.default_rng(seed)
@@ -162,11 +176,12 @@ def search_continuous(
     n_starts: int = 8,
     seed: int = 0,
     max_iter: int = 200,
+    within_data: bool = True,
 ) -> SearchResult:
     """Multi-start SLSQP on the bounded simplex (trust-constr where SLSQP fails)."""
     from scipy.optimize import Bounds, LinearConstraint, minimize
 
-    cons = _aligned(predictor, constraints)
+    cons = _aligned(predictor, constraints, within_data)
     f = objective(predictor, target)
     m = len(cons.domains)
     rng = np.random.default_rng(seed)
@@ -215,18 +230,24 @@ def search(
     top_k: int = 128,
     n_starts: int = 8,
     seed: int = 0,
+    within_data: bool = True,
 ) -> SearchResult:
-    """``topk``, ``slsqp``, or ``auto`` (top-k, then SLSQP from its answer; keeps whichever predicts lower)."""
+    """``topk``, ``slsqp``, or ``auto`` (top-k, then SLSQP from its answer; keeps whichever predicts lower).
+
+    ``within_data`` caps each weight at the largest the training runs used (see :func:`_aligned`)."""
     if method not in ("auto", "topk", "slsqp"):
         raise ConfigError(f"search method must be 'auto', 'topk' or 'slsqp', got {method!r}")
     if method == "slsqp":
-        return search_continuous(predictor, target, constraints, n_starts=n_starts, seed=seed)
-    top = search_topk(predictor, target, constraints, prior=prior, n_samples=n_samples, top_k=top_k, seed=seed)
+        return search_continuous(predictor, target, constraints, n_starts=n_starts, seed=seed, within_data=within_data)
+    top = search_topk(
+        predictor, target, constraints, prior=prior, n_samples=n_samples, top_k=top_k, seed=seed,
+        within_data=within_data,
+    )
     if method == "topk":
         return top
     cont = search_continuous(
         predictor, target, constraints, starts=[top.mixture.to_array(list(predictor.domains_))],
-        n_starts=n_starts, seed=seed,
+        n_starts=n_starts, seed=seed, within_data=within_data,
     )
     best = cont if cont.predicted < top.predicted else top
     return SearchResult(best.mixture, best.predicted, f"auto:{best.method}", top.n_evaluated + cont.n_evaluated)
