@@ -1,0 +1,410 @@
+"""TiKMiX-D: choose the next stage's mixture directly from the measured Group Influence.
+
+TiKMiX (arXiv 2508.17677, Sec. 3.2). With the influence matrix S (targets x training domains; mixlab's
+:class:`~mixlab.influence.GroupInfluence` stores its transpose, training x targets), a mixture w gives
+per-target influence P = S w, normalised per target as P_hat_j = P_j / (max_i |S_ji| + 1e-8) (Eq. 9;
+the paper divides by max_i S_ji, mixlab by its absolute value so a target that every domain hurts
+keeps its sign). Two objectives:
+
+* ``objective="paper"`` (default, Eq. 10): minimise alpha * std(P_hat) - beta * sum_j P_hat_j
+  - gamma * H(w), H(w) = -sum_i w_i log w_i, subject to sum w = 1, the per-domain bounds (mixlab's
+  lower/upper and availability cap) and the Pareto constraint S w >= S w_prev (no target worse off
+  than under the previous stage's mixture; dropped with a logged warning when the bounds make it
+  infeasible). Every term is convex (std of an affine map, a linear term, negative entropy), so SLSQP
+  from the uniform mixture finds the global optimum. With target weights c, the sum becomes
+  sum_j m c_j P_hat_j (equal weights give the paper's sum).
+* ``objective="linear"`` (issue 4): maximise a^T w - strength * R(w) with a_i = sum_j c_j I[i, j] and
+  R the negative entropy (``entropy``), KL(w || prior) (``kl``) or 0.5 ||w - prior||^2 (``l2``).
+  These are solved exactly: the KKT conditions give w_i = clip(phi_i(nu), lower_i, upper_i) with a
+  scalar multiplier nu for sum w = 1, found by bisection; strength 0 is the linear program, solved
+  greedily (fill the best domains up to their caps).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from mixlab.errors import ConfigError, MixlabError
+from mixlab.mixers.base import Mixer, MixingContext
+from mixlab.mixture import Mixture, project_to_bounded_simplex
+
+log = logging.getLogger(__name__)
+
+OBJECTIVES = ("paper", "linear")
+REGULARIZERS = ("entropy", "kl", "l2")
+_TINY = 1e-12
+
+
+@dataclass
+class TiKMiXDSolution:
+    """Solver output: ``weights`` aligned with the influence rows, the objective value (the quantity
+    minimised for ``paper``, maximised for ``linear``), whether the Pareto constraint was enforced."""
+
+    weights: np.ndarray
+    objective: float
+    pareto: bool
+    message: str = ""
+
+
+def _bounds(k: int, lower: Any, upper: Any) -> tuple[np.ndarray, np.ndarray]:
+    lo = np.zeros(k) if lower is None else np.asarray(lower, float).copy()
+    hi = np.ones(k) if upper is None else np.asarray(upper, float).copy()
+    if lo.shape != (k,) or hi.shape != (k,):
+        raise ConfigError(f"bounds must have one entry per training domain ({k})")
+    if np.any(lo < 0) or np.any(hi < lo - 1e-12) or lo.sum() > 1 + 1e-9 or hi.sum() < 1 - 1e-9:
+        raise ConfigError(f"bounds admit no mixture: lower sums to {lo.sum():.4g}, upper to {hi.sum():.4g}")
+    return lo, np.maximum(hi, lo)
+
+
+def normalised_influence(influence: np.ndarray) -> np.ndarray:
+    """S_hat = S / (max_i |S_ji| + 1e-8) per target j, as targets x domains (Eq. 9)."""
+    S = np.asarray(influence, float).T
+    return S / (np.abs(S).max(axis=1, keepdims=True) + 1e-8)
+
+
+def paper_objective(
+    w: np.ndarray, S_hat: np.ndarray, c: np.ndarray, alpha: float, beta: float, gamma: float
+) -> float:
+    """alpha * std(P_hat) - beta * sum_j m c_j P_hat_j - gamma * H(w) (to be minimised)."""
+    P = S_hat @ w
+    wc = np.clip(w, _TINY, None)
+    return float(alpha * P.std() - beta * len(c) * (c @ P) + gamma * (wc * np.log(wc)).sum())
+
+
+def _paper_grad(
+    w: np.ndarray, S_hat: np.ndarray, c: np.ndarray, alpha: float, beta: float, gamma: float
+) -> np.ndarray:
+    P = S_hat @ w
+    m = len(P)
+    sd = P.std()
+    g = -beta * m * (S_hat.T @ c) + gamma * (np.log(np.clip(w, _TINY, None)) + 1.0)
+    if sd > 1e-15:
+        g = g + alpha * S_hat.T @ (P - P.mean()) / (m * sd)
+    return g
+
+
+def _pareto_feasible(S: np.ndarray, w_prev: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> bool:
+    from scipy.optimize import linprog
+
+    k = len(lo)
+    res = linprog(
+        np.zeros(k), A_ub=-S, b_ub=-(S @ w_prev) + 1e-12, A_eq=np.ones((1, k)), b_eq=[1.0],
+        bounds=list(zip(lo, hi, strict=True)), method="highs",
+    )  # fmt: skip
+    return bool(res.status == 0)
+
+
+def _bisect(phi: Callable[[float], np.ndarray], lo_nu: float, hi_nu: float) -> np.ndarray:
+    """w(nu) = phi(nu) is non-increasing in nu; find sum w = 1 (bracket widened as needed)."""
+    for _ in range(200):
+        if phi(lo_nu).sum() >= 1:
+            break
+        lo_nu -= 2 * (abs(lo_nu) + 1)
+    for _ in range(200):
+        if phi(hi_nu).sum() <= 1:
+            break
+        hi_nu += 2 * (abs(hi_nu) + 1)
+    for _ in range(300):
+        mid = 0.5 * (lo_nu + hi_nu)
+        if phi(mid).sum() > 1:
+            lo_nu = mid
+        else:
+            hi_nu = mid
+        if hi_nu - lo_nu <= 1e-15 * max(1.0, abs(mid)):
+            break
+    w = phi(0.5 * (lo_nu + hi_nu))
+    return w
+
+
+def solve_linear(
+    a: np.ndarray,
+    *,
+    lower: np.ndarray,
+    upper: np.ndarray,
+    regularizer: str = "entropy",
+    strength: float = 1.0,
+    prior: np.ndarray | None = None,
+) -> np.ndarray:
+    """argmax_w a^T w - strength * R(w) on {sum w = 1, lower <= w <= upper}, exactly (see module doc)."""
+    a = np.asarray(a, float)
+    k = len(a)
+    if regularizer not in REGULARIZERS:
+        raise ConfigError(f"unknown regularizer {regularizer!r}; choose one of {list(REGULARIZERS)}")
+    if strength < 0:
+        raise ConfigError(f"strength must be >= 0, got {strength}")
+    q = np.full(k, 1.0 / k) if prior is None else np.asarray(prior, float)
+    if strength == 0:
+        w = lower.copy()
+        left = 1.0 - w.sum()
+        for i in np.argsort(-a, kind="stable"):
+            add = min(upper[i] - lower[i], left)
+            w[i] += add
+            left -= add
+        return w
+    tau = float(strength)
+    span = float(a.max() - a.min()) / tau
+    if regularizer == "l2":
+        return project_to_bounded_simplex(q + a / tau, lower, upper)
+    logq = np.log(np.clip(q, 1e-300, None)) if regularizer == "kl" else np.zeros(k)
+    base = a / tau + logq
+    base = np.where((q <= 0) & (regularizer == "kl"), -np.inf, base)
+    shift = np.nanmax(base[np.isfinite(base)]) if np.isfinite(base).any() else 0.0
+
+    def phi(nu: float) -> np.ndarray:
+        with np.errstate(over="ignore", under="ignore"):
+            return np.clip(np.exp(np.minimum(base - shift - nu, 700.0)), lower, upper)
+
+    return _bisect(phi, -span - 50.0, 50.0 + abs(np.log(k)))
+
+
+def solve_tikmix_d(
+    influence: np.ndarray,
+    *,
+    lower: Sequence[float] | np.ndarray | None = None,
+    upper: Sequence[float] | np.ndarray | None = None,
+    previous: Sequence[float] | np.ndarray | None = None,
+    target_weights: Sequence[float] | np.ndarray | None = None,
+    objective: str = "paper",
+    alpha: float = 1.0,
+    beta: float = 1.0,
+    gamma: float = 1.0,
+    pareto: bool = True,
+    regularizer: str = "entropy",
+    strength: float = 1.0,
+    prior: Sequence[float] | np.ndarray | None = None,
+) -> TiKMiXDSolution:
+    """The TiKMiX-D mixture for an influence matrix ``[n_train, n_target]`` (rows = training domains).
+
+    ``previous`` is the last stage's mixture (for the Pareto constraint and as the default prior of
+    the ``kl``/``l2`` regularisers); ``target_weights`` c over targets defaults to equal.
+    """
+    infl = np.asarray(influence, float)
+    if infl.ndim != 2 or infl.shape[0] < 1 or infl.shape[1] < 1 or not np.isfinite(infl).all():
+        raise ConfigError(
+            f"influence must be a finite [train domains, targets] matrix, got shape {infl.shape}"
+        )
+    k, m = infl.shape
+    lo, hi = _bounds(k, lower, upper)
+    c = np.full(m, 1.0 / m) if target_weights is None else np.asarray(target_weights, float)
+    if c.shape != (m,) or np.any(c < 0) or c.sum() <= 0:
+        raise ConfigError(f"target_weights must be {m} non-negative numbers, not all zero")
+    c = c / c.sum()
+    w_prev = None if previous is None else np.asarray(previous, float)
+    if objective == "linear":
+        q = np.asarray(prior, float) if prior is not None else w_prev
+        w = solve_linear(infl @ c, lower=lo, upper=hi, regularizer=regularizer, strength=strength, prior=q)
+        val = float((infl @ c) @ w)
+        return TiKMiXDSolution(w, val, False, f"linear objective, {regularizer} strength {strength}")
+    if objective != "paper":
+        raise ConfigError(f"unknown TiKMiX-D objective {objective!r}; choose one of {list(OBJECTIVES)}")
+    from scipy.optimize import minimize
+
+    S_hat = normalised_influence(infl)
+    S = infl.T
+    use_pareto = bool(pareto and w_prev is not None)
+    if use_pareto and not _pareto_feasible(S, w_prev, lo, hi):
+        log.warning(
+            "TiKMiX-D: no mixture within the bounds keeps every target at least as well served as the previous "
+            "stage's; dropping the Pareto constraint for this stage"
+        )
+        use_pareto = False
+    cons: list[dict[str, Any]] = [{"type": "eq", "fun": lambda w: w.sum() - 1.0, "jac": lambda w: np.ones(k)}]
+    if use_pareto:
+        scale = np.abs(S).max(axis=1, keepdims=True) + 1e-30
+        Sn, floor = S / scale, (S @ w_prev) / scale[:, 0]
+        cons.append({"type": "ineq", "fun": lambda w: Sn @ w - floor, "jac": lambda w: Sn})
+    eps_lo = np.maximum(lo, 1e-10 if gamma > 0 else 0.0)
+    eps_lo = np.minimum(eps_lo, hi)
+    args = (S_hat, c, alpha, beta, gamma)
+    starts = [project_to_bounded_simplex(np.full(k, 1.0 / k), eps_lo, hi)]
+    if w_prev is not None:
+        starts.append(np.clip(w_prev, eps_lo, hi))
+    best: tuple[float, np.ndarray, str] | None = None
+    for x0 in starts:
+        res = minimize(
+            paper_objective, x0, args=args, jac=_paper_grad, method="SLSQP",
+            bounds=list(zip(eps_lo, hi, strict=True)), constraints=cons, options={"maxiter": 500, "ftol": 1e-12},
+        )  # fmt: skip
+        w = np.clip(res.x, lo, hi)
+        w = w / w.sum()
+        feasible = not use_pareto or np.all(S @ w >= S @ w_prev - 1e-7 * (np.abs(S).max() + 1e-30))
+        val = paper_objective(w, *args)
+        if feasible and (best is None or val < best[0]):
+            best = (val, w, str(res.message))
+    if best is None:
+        raise MixlabError("TiKMiX-D: SLSQP found no feasible mixture; loosen the bounds or set pareto=False")
+    return TiKMiXDSolution(best[1], best[0], use_pareto, best[2])
+
+
+class TiKMiXDMixer(Mixer):
+    """TiKMiX-D at a stage boundary: measure Group Influence on the live model, solve for w.
+
+    Needs ``ctx.live`` (``model``, ``optimizer``, ``seq_len``, ``batch_size``) and ``ctx.corpus``;
+    a precomputed :class:`~mixlab.influence.GroupInfluence` in ``ctx.live.influence`` is used as is.
+    The measured matrix is kept as ``last_influence_`` and its cost added to ``ctx.compute``.
+    """
+
+    name = "tikmix-d"
+    dynamic = True
+
+    def __init__(
+        self,
+        objective: str = "paper",
+        alpha: float = 1.0,
+        beta: float = 1.0,
+        gamma: float = 1.0,
+        pareto: bool = True,
+        regularizer: str = "entropy",
+        strength: float = 1.0,
+        tokens_per_domain: int = 65536,
+        target_tokens_per_domain: int | None = None,
+        seq_len: int | None = None,
+        batch_size: int | None = None,
+        preconditioner: str = "adam",
+        projection_dim: int | None = None,
+        seed: int | None = None,
+    ) -> None:
+        self.objective = objective
+        self.alpha = alpha
+        self.beta = beta
+        self.gamma = gamma
+        self.pareto = pareto
+        self.regularizer = regularizer
+        self.strength = strength
+        self.tokens_per_domain = tokens_per_domain
+        self.target_tokens_per_domain = target_tokens_per_domain
+        self.seq_len = seq_len
+        self.batch_size = batch_size
+        self.preconditioner = preconditioner
+        self.projection_dim = projection_dim
+        self.seed = seed
+
+    def measure(self, ctx: MixingContext) -> Any:
+        """Group Influence of ``ctx.domains`` on ``ctx.targets`` at the live model (cost to ``ctx.compute``)."""
+        return measure_live_influence(
+            ctx,
+            tokens_per_domain=self.tokens_per_domain,
+            target_tokens_per_domain=self.target_tokens_per_domain,
+            seq_len=self.seq_len,
+            batch_size=self.batch_size,
+            preconditioner=self.preconditioner,
+            projection_dim=self.projection_dim,
+            seed=self.seed,
+            method=self.name,
+        )
+
+    def solve(self, ctx: MixingContext, influence: Any) -> TiKMiXDSolution:
+        cons = ctx.constraints()
+        c = ctx.target_weight_vector()
+        return solve_tikmix_d(
+            influence.matrix,
+            lower=cons.lower,
+            upper=cons.upper,
+            previous=ctx.previous.to_array(ctx.domains) if ctx.previous is not None else None,
+            target_weights=[c.get(t, 0.0) for t in influence.target_domains],
+            objective=self.objective,
+            alpha=self.alpha,
+            beta=self.beta,
+            gamma=self.gamma,
+            pareto=self.pareto,
+            regularizer=self.regularizer,
+            strength=self.strength,
+        )
+
+    def propose(self, ctx: MixingContext) -> Mixture:
+        gi = self.measure(ctx)
+        t0 = time.perf_counter()
+        sol = self.solve(ctx, gi)
+        ctx.compute.add(seconds=time.perf_counter() - t0)
+        self.last_influence_ = gi
+        self.last_solution_ = sol
+        mixture = Mixture.from_weights(sol.weights, ctx.domains)
+        log.info("tikmix-d stage %d: %s (pareto=%s)", ctx.stage, mixture, sol.pareto)
+        return mixture
+
+
+def measure_live_influence(
+    ctx: MixingContext,
+    *,
+    tokens_per_domain: int,
+    target_tokens_per_domain: int | None = None,
+    seq_len: int | None = None,
+    batch_size: int | None = None,
+    preconditioner: str = "adam",
+    projection_dim: int | None = None,
+    seed: int | None = None,
+    method: str = "tikmix",
+) -> Any:
+    """Group Influence on ``ctx.live``'s model over ``ctx.corpus`` (rows ``ctx.domains``, columns
+    ``ctx.targets``), with its FLOPs, tokens and seconds added to ``ctx.compute``."""
+    live = ctx.live
+    if live is None:
+        raise MixlabError(
+            f"{method} needs the live model at a stage boundary (ctx.live is None); run it through the dynamic "
+            "pipeline (`mixlab run --method tikmix-d`) or the Hugging Face MixtureScheduleCallback"
+        )
+    pre = getattr(live, "influence", None)
+    if pre is not None:
+        from mixlab.influence import GroupInfluence
+
+        gi = pre if isinstance(pre, GroupInfluence) else GroupInfluence.from_dict(pre)
+        if list(gi.train_domains) != list(ctx.domains) or list(gi.target_domains) != list(ctx.targets):
+            raise MixlabError(
+                f"{method}: the precomputed influence covers {gi.train_domains} -> {gi.target_domains}, "
+                f"but the context has {list(ctx.domains)} -> {ctx.targets}"
+            )
+        return gi
+    if ctx.corpus is None:
+        raise MixlabError(f"{method} needs ctx.corpus to read training and validation batches from")
+    model = getattr(live, "model", None)
+    if model is None:
+        raise MixlabError(f"{method}: ctx.live has no model")
+    optimizer = getattr(live, "optimizer", None)
+    if preconditioner == "adam" and optimizer is None:
+        log.warning(
+            "%s: no optimizer in ctx.live, so no Adam second moment; using the identity preconditioner",
+            method,
+        )
+        preconditioner = "identity"
+    seq = int(seq_len or getattr(live, "seq_len", 0) or 0)
+    bs = int(batch_size or getattr(live, "batch_size", 0) or 0)
+    if seq <= 0 or bs <= 0:
+        raise MixlabError(f"{method}: give seq_len and batch_size (ctx.live does not say them)")
+    from mixlab.influence import measure_group_influence
+
+    gi = measure_group_influence(
+        model,
+        ctx.corpus,
+        train_domains=list(ctx.domains),
+        target_domains=ctx.targets,
+        tokens_per_domain=int(tokens_per_domain),
+        target_tokens_per_domain=target_tokens_per_domain,
+        seq_len=seq,
+        batch_size=bs,
+        preconditioner=preconditioner,
+        optimizer=optimizer,
+        projection_dim=projection_dim,
+        seed=ctx.seed if seed is None else seed,
+    )
+    ctx.compute.add(flops=gi.flops, tokens=gi.tokens, seconds=gi.seconds)
+    log.info(
+        "%s: Group Influence from %d tokens in %.1fs (%s)", method, gi.tokens, gi.seconds, gi.preconditioner
+    )
+    return gi
+
+
+__all__ = [
+    "TiKMiXDMixer",
+    "TiKMiXDSolution",
+    "measure_live_influence",
+    "normalised_influence",
+    "paper_objective",
+    "solve_linear",
+    "solve_tikmix_d",
+]

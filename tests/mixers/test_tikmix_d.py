@@ -1,0 +1,196 @@
+"""TiKMiX-D: exact solutions (KKT, brute force), bounds, availability, Pareto, and the live mixer."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from mixlab.errors import MixlabError
+from mixlab.influence import GroupInfluence
+from mixlab.mixers import MixingContext, get_mixer
+from mixlab.mixers.tikmix_d import normalised_influence, paper_objective, solve_linear, solve_tikmix_d
+from mixlab.mixture import Mixture
+
+torch.set_num_threads(1)
+I3 = np.array([[1.0, 0.2], [0.3, 0.9], [-0.5, -0.1]])
+
+
+def simplex_grid(step=0.01):
+    n = round(1 / step)
+    for a, b in itertools.product(range(n + 1), repeat=2):
+        if a + b <= n:
+            yield np.array([a, b, n - a - b]) / n
+
+
+def entropy(w):
+    w = np.clip(w, 1e-300, None)
+    return float(-(w * np.log(w)).sum())
+
+
+@pytest.mark.parametrize("strength", [0.05, 0.3, 2.0])
+def test_entropy_solution_satisfies_kkt(strength):
+    a = np.array([0.7, 0.1, -0.4, 0.5])
+    lo, hi = np.array([0.05, 0.0, 0.1, 0.0]), np.array([0.5, 1.0, 1.0, 0.3])
+    w = solve_linear(a, lower=lo, upper=hi, regularizer="entropy", strength=strength)
+    assert w.sum() == pytest.approx(1, abs=1e-9) and np.all(w >= lo - 1e-12) and np.all(w <= hi + 1e-12)
+    grad = a - strength * (np.log(w) + 1)  # d/dw of the concave objective
+    inside = (w > lo + 1e-9) & (w < hi - 1e-9)
+    assert inside.any()
+    nu = grad[inside].mean()
+    np.testing.assert_allclose(grad[inside], nu, atol=1e-7)
+    assert np.all(grad[w <= lo + 1e-9] <= nu + 1e-7)
+    assert np.all(grad[w >= hi - 1e-9] >= nu - 1e-7)
+
+
+@pytest.mark.parametrize(
+    ("regularizer", "strength"), [("entropy", 0.2), ("kl", 0.2), ("l2", 0.5), ("entropy", 0.0)]
+)
+def test_linear_objective_beats_brute_force(regularizer, strength):
+    prior = np.array([0.2, 0.3, 0.5])
+    lo, hi = np.array([0.0, 0.1, 0.0]), np.array([0.7, 1.0, 1.0])
+    a = I3 @ np.array([0.5, 0.5])
+    sol = solve_tikmix_d(
+        I3, lower=lo, upper=hi, objective="linear", regularizer=regularizer, strength=strength, prior=prior
+    )
+
+    def value(w):
+        reg = {
+            "entropy": -entropy(w),
+            "kl": float(np.sum(w * np.log(np.clip(w, 1e-300, None) / prior))),
+            "l2": 0.5 * float(((w - prior) ** 2).sum()),
+        }
+        return float(a @ w) - strength * reg[regularizer]
+
+    best = max(value(w) for w in simplex_grid() if np.all(w >= lo - 1e-12) and np.all(w <= hi + 1e-12))
+    assert value(sol.weights) >= best - 1e-9
+    assert np.all(sol.weights >= lo - 1e-9) and np.all(sol.weights <= hi + 1e-9)
+
+
+def test_paper_objective_beats_brute_force_and_keeps_pareto():
+    prev = np.array([0.2, 0.6, 0.2])
+    sol = solve_tikmix_d(I3, previous=prev)
+    assert sol.pareto
+    S = I3.T
+    assert np.all(S @ sol.weights >= S @ prev - 1e-7)
+    S_hat, c = normalised_influence(I3), np.array([0.5, 0.5])
+    feasible = [w for w in simplex_grid(0.01) if np.all(S @ w >= S @ prev)]
+    best = min(paper_objective(w, S_hat, c, 1, 1, 1) for w in feasible)
+    assert sol.objective <= best + 1e-6
+    free = solve_tikmix_d(I3)
+    best_free = min(paper_objective(w, S_hat, c, 1, 1, 1) for w in simplex_grid(0.01))
+    assert free.objective <= best_free + 1e-6
+
+
+def test_zero_regularisation_puts_all_weight_on_best_domain():
+    infl = np.array([[0.1, 0.3], [0.9, 0.8], [0.4, 0.2]])
+    lin = solve_tikmix_d(infl, objective="linear", strength=0.0)
+    np.testing.assert_allclose(lin.weights, [0, 1, 0])
+    paper = solve_tikmix_d(infl, alpha=0.0, gamma=0.0)
+    np.testing.assert_allclose(paper.weights, [0, 1, 0], atol=1e-6)
+    capped = solve_tikmix_d(infl, objective="linear", strength=0.0, upper=[1, 0.6, 1])
+    np.testing.assert_allclose(capped.weights, [0, 0.6, 0.4])  # best up to its cap, then the runner-up
+
+
+def test_strong_regularisation_stays_near_the_prior():
+    infl = np.array([[0.1, 0.3], [0.9, 0.8], [0.4, 0.2]])
+    prev = np.array([0.5, 0.2, 0.3])
+    kl = solve_tikmix_d(infl, objective="linear", regularizer="kl", strength=1e4, previous=prev)
+    np.testing.assert_allclose(kl.weights, prev, atol=1e-4)
+    l2 = solve_tikmix_d(infl, objective="linear", regularizer="l2", strength=1e4, previous=prev)
+    np.testing.assert_allclose(l2.weights, prev, atol=1e-4)
+    ent = solve_tikmix_d(infl, objective="linear", strength=1e4)
+    np.testing.assert_allclose(ent.weights, np.full(3, 1 / 3), atol=1e-4)
+    paper = solve_tikmix_d(infl, gamma=1e4)
+    np.testing.assert_allclose(paper.weights, np.full(3, 1 / 3), atol=1e-3)
+
+
+def test_infeasible_pareto_is_dropped_with_a_warning(caplog):
+    prev = np.array([0.0, 1.0, 0.0])
+    with caplog.at_level(logging.WARNING):
+        sol = solve_tikmix_d(I3, previous=prev, upper=[1.0, 0.5, 1.0])
+    assert not sol.pareto and "Pareto" in caplog.text
+    assert sol.weights[1] <= 0.5 + 1e-9
+
+
+def _ctx(gi, **kw):
+    domains = gi.train_domains
+    return MixingContext(
+        domains=domains, available_tokens={"a": 3000, "b": 100, "c": 5000}, total_tokens=10_000,
+        live=SimpleNamespace(influence=gi), target_domains=gi.target_domains, **kw,
+    )  # fmt: skip
+
+
+def test_mixer_respects_bounds_and_availability():
+    gi = GroupInfluence(
+        np.array([[0.1, 0.3], [0.9, 0.8], [0.4, 0.2]]), np.zeros((3, 2)), ["a", "b", "c"], ["a", "b"]
+    )
+    for params in (
+        {},
+        {"objective": "linear", "strength": 0.0},
+        {"objective": "linear", "regularizer": "l2", "strength": 0.1},
+    ):
+        ctx = _ctx(
+            gi,
+            max_epochs=2.0,
+            lower={"a": 0.15},
+            upper={"c": 0.5},
+            previous=Mixture({"a": 0.4, "b": 0.01, "c": 0.59}),
+        )
+        mix = get_mixer("tikmix-d", **params).propose(ctx)
+        w = mix.to_array(ctx.domains)
+        assert ctx.constraints().satisfied(w, tol=1e-7), (params, mix)
+        assert w[1] <= 2.0 * 100 / 10_000 + 1e-9  # availability cap of b
+        assert w[0] >= 0.15 - 1e-9 and w[2] <= 0.5 + 1e-9
+
+
+def test_mixer_needs_a_live_model():
+    ctx = MixingContext(domains=["a", "b"], available_tokens={"a": 1, "b": 1}, total_tokens=10)
+    with pytest.raises(MixlabError, match="live model"):
+        get_mixer("tikmix-d").propose(ctx)
+
+
+class RandomCorpus:
+    def __init__(self):
+        rng = np.random.default_rng(0)
+        self.domains = ["x", "y", "z"]
+        self.data = {
+            d: (rng.integers(0, 16 * (i + 1), 3000), rng.integers(0, 16 * (i + 1), 800))
+            for i, d in enumerate(self.domains)
+        }
+
+    def train_tokens(self, d):
+        return self.data[d][0]
+
+    def val_tokens(self, d):
+        return self.data[d][1]
+
+
+def test_mixer_measures_influence_on_the_live_model():
+    from mixlab.model import GPT, GPTConfig
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=48, block_size=16, n_layer=1, n_head=2, n_embd=16))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model(torch.zeros(2, 16, dtype=torch.long), torch.zeros(2, 16, dtype=torch.long))[1].backward()
+    opt.step()
+    corpus = RandomCorpus()
+    ctx = MixingContext(
+        domains=corpus.domains, available_tokens={d: 3000 for d in corpus.domains}, total_tokens=10_000,
+        corpus=corpus, live=SimpleNamespace(model=model, optimizer=opt, seq_len=16, batch_size=4), stage=1,
+        previous=Mixture.uniform(corpus.domains),
+    )  # fmt: skip
+    mixer = get_mixer("tikmix-d", tokens_per_domain=2 * 4 * 16)
+    mix = mixer.propose(ctx)
+    assert mix.domains == corpus.domains
+    gi = mixer.last_influence_
+    assert gi.matrix.shape == (3, 3) and gi.preconditioner == "adam"
+    assert ctx.compute.tokens == gi.tokens == 6 * 2 * 4 * 16
+    assert ctx.compute.flops == pytest.approx(6 * sum(p.numel() for p in model.parameters()) * gi.tokens)
+    S = gi.matrix.T
+    prev = np.full(3, 1 / 3)
+    assert np.all(S @ mix.to_array(corpus.domains) >= S @ prev - 1e-6 * np.abs(S).max())
