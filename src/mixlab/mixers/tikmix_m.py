@@ -1,0 +1,319 @@
+"""TiKMiX-M: a regression surrogate from mixture to aggregate influence, searched from TiKMiX-D's answer.
+
+TiKMiX (arXiv 2508.17677, Sec. 3.3 and Algorithm 1), as read in ``docs/methods.md``:
+
+1. **Candidates.** Latin Hypercube samples inside per-domain intervals around the prior weights p
+   (the previous stage's mixture, else the natural one): [p_i (1 - s), p_i (1 + s) + s / k] with
+   ``interval_scale`` s (not stated in the paper); each is normalised and kept only if it satisfies
+   the bounds and availability cap, until ``n_candidates`` are accepted. mixlab adds
+   ``n_local_candidates`` Dirichlet draws around the TiKMiX-D solution so the surrogate also knows the
+   region the search explores (0 turns this off).
+2. **Labels.** The aggregate Group Influence of each candidate, by linearity from the measured matrix
+   (no further backward pass): P_hat = S_hat w as in TiKMiX-D (Eq. 9), label ``sum`` =
+   sum_j m c_j P_hat_j, or ``balanced`` = that - alpha * std(P_hat). Optionally (``proxy_runs`` > 0
+   and a proxy runner in the context) the first candidates are also trained as proxies; a second
+   surrogate predicts their mean target loss and the score becomes z(influence) - loss_weight * z(loss).
+3. **Surrogate.** LightGBM (the predictors package's ``tikmix-m`` configuration when available).
+4. **Search** (Algorithm 1). Start at w_best = TiKMiX-D's solution; for alpha_t log-spaced from
+   ``alpha_max`` down to ``alpha_min`` over ``search_rounds`` rounds, draw ``search_samples`` mixtures
+   ~ Dirichlet(alpha_t * w_best), keep the feasible ones, predict, and set w_best to the mean of the
+   ``top_k`` best predictions (a mean of feasible mixtures is feasible: the constraint set is convex).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import numpy as np
+
+from mixlab.errors import ConfigError, MixlabError
+from mixlab.mixers.base import Mixer, MixingContext
+from mixlab.mixers.tikmix_d import TiKMiXDMixer, measure_live_influence, normalised_influence, solve_tikmix_d
+from mixlab.mixture import Mixture, MixtureConstraints
+
+log = logging.getLogger(__name__)
+
+LABELS = ("sum", "balanced")
+
+
+def influence_scores(
+    W: np.ndarray,
+    influence: np.ndarray,
+    target_weights: np.ndarray,
+    *,
+    label: str = "sum",
+    alpha: float = 1.0,
+) -> np.ndarray:
+    """Aggregate influence of each row of ``W`` (mixtures over training domains), by linearity."""
+    if label not in LABELS:
+        raise ConfigError(f"unknown TiKMiX-M label {label!r}; choose one of {list(LABELS)}")
+    P = np.atleast_2d(W) @ normalised_influence(influence).T  # [n, targets]
+    c = np.asarray(target_weights, float)
+    score = P @ (len(c) * c / c.sum())
+    if label == "balanced":
+        score = score - alpha * P.std(axis=1)
+    return score
+
+
+def latin_hypercube_candidates(
+    prior: np.ndarray,
+    cons: MixtureConstraints,
+    n: int,
+    *,
+    scale: float = 0.5,
+    seed: int = 0,
+    max_rounds: int = 50,
+) -> np.ndarray:
+    """``n`` feasible mixtures from Latin Hypercube samples in [p (1 - s), p (1 + s) + s / k]."""
+    from scipy.stats import qmc
+
+    k = len(prior)
+    lo = prior * max(0.0, 1.0 - scale)
+    hi = prior * (1.0 + scale) + scale / k
+    sampler = qmc.LatinHypercube(d=k, seed=seed)
+    out: list[np.ndarray] = []
+    for _ in range(max_rounds):
+        X = lo + sampler.random(n) * (hi - lo)
+        X = X / X.sum(axis=1, keepdims=True)
+        ok = np.all(X >= cons.lower - 1e-9, axis=1) & np.all(X <= cons.upper + 1e-9, axis=1)
+        out.extend(X[ok])
+        if len(out) >= n:
+            return np.array(out[:n])
+    if len(out) < max(8, n // 4):
+        log.warning("TiKMiX-M: few LHS candidates satisfy the bounds; projecting the rest onto them")
+        X = lo + sampler.random(n - len(out)) * (hi - lo)
+        out.extend(cons.clip_and_renormalise(x / x.sum()) for x in X)
+    return np.array(out[:n])
+
+
+def dirichlet_feasible(
+    rng: np.random.Generator, center: np.ndarray, strength: float, n: int, cons: MixtureConstraints
+) -> np.ndarray:
+    """Draws ~ Dirichlet(strength * center) that satisfy ``cons`` (projected when none does)."""
+    conc = np.maximum(strength * center, 1e-3)
+    X = rng.dirichlet(conc, size=n)
+    ok = np.all(X >= cons.lower - 1e-9, axis=1) & np.all(X <= cons.upper + 1e-9, axis=1)
+    if ok.sum() >= max(1, n // 20):
+        return X[ok]
+    return np.array([cons.clip_and_renormalise(x) for x in X])
+
+
+class _Surrogate:
+    """LightGBM regressor mixture -> score: the predictors package's TiKMiX-M model when present."""
+
+    def __init__(self, seed: int, n_estimators: int) -> None:
+        self.seed = seed
+        self.n_estimators = n_estimators
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> _Surrogate:
+        try:
+            from mixlab.predictors.lgbm import TiKMiXMPredictor
+        except ImportError:
+            import lightgbm as lgb
+
+            params = {
+                "objective": "regression", "learning_rate": 0.03, "num_leaves": 15, "min_data_in_leaf": 5,
+                "feature_fraction": 0.8, "bagging_fraction": 0.8, "bagging_freq": 1, "seed": self.seed,
+                "num_threads": 1, "verbose": -1, "deterministic": True,
+            }  # fmt: skip
+            self.model_ = lgb.train(params, lgb.Dataset(X, y), num_boost_round=self.n_estimators)
+            self.kind_ = "lightgbm"
+        else:
+            self.model_ = TiKMiXMPredictor(n_estimators=self.n_estimators, seed=self.seed).fit(X, y)
+            self.kind_ = "predictors.tikmix-m"
+        return self
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return np.asarray(self.model_.predict(X), dtype=float).reshape(-1)
+
+
+def tikmix_m_search(
+    surrogate_predict: Any,
+    start: np.ndarray,
+    cons: MixtureConstraints,
+    *,
+    rounds: int = 10,
+    samples: int = 1000,
+    top_k: int = 32,
+    alpha_max: float = 1000.0,
+    alpha_min: float = 10.0,
+    seed: int = 0,
+) -> tuple[np.ndarray, list[float]]:
+    """Algorithm 1: Dirichlet(alpha_t * w_best) draws, alpha_t log-spaced high to low, top-k mean.
+    Returns the final mixture and the mean predicted score of the top k per round."""
+    if not 0 < alpha_min <= alpha_max:
+        raise ConfigError(f"need 0 < alpha_min <= alpha_max, got {alpha_min}, {alpha_max}")
+    rng = np.random.default_rng(seed)
+    w_best = np.asarray(start, float)
+    trace = []
+    for alpha in np.geomspace(alpha_max, alpha_min, max(1, rounds)):
+        X = np.vstack([w_best[None], dirichlet_feasible(rng, w_best, alpha, samples, cons)])
+        pred = surrogate_predict(X)
+        top = np.argsort(-pred, kind="stable")[: max(1, top_k)]
+        w_best = X[top].mean(axis=0)
+        w_best = w_best / w_best.sum()
+        trace.append(float(pred[top].mean()))
+    if not cons.satisfied(w_best):
+        w_best = cons.clip_and_renormalise(w_best)
+    return w_best, trace
+
+
+class TiKMiXMMixer(Mixer):
+    """TiKMiX-M at a stage boundary (see the module docstring). Reads ``ctx.live`` like TiKMiX-D and
+    keeps ``last_influence_``, ``last_candidates_`` (X, labels), ``last_start_`` and ``last_trace_``."""
+
+    name = "tikmix-m"
+    dynamic = True
+
+    def __init__(
+        self,
+        n_candidates: int = 256,
+        n_local_candidates: int = 128,
+        interval_scale: float = 0.5,
+        label: str = "sum",
+        alpha: float = 1.0,
+        search_rounds: int = 10,
+        search_samples: int = 1000,
+        top_k: int = 32,
+        alpha_max: float = 1000.0,
+        alpha_min: float = 10.0,
+        n_estimators: int = 300,
+        proxy_runs: int = 0,
+        proxy_tokens: int | None = None,
+        loss_weight: float = 1.0,
+        tikmix_d: dict[str, Any] | None = None,
+        tokens_per_domain: int = 65536,
+        target_tokens_per_domain: int | None = None,
+        seq_len: int | None = None,
+        batch_size: int | None = None,
+        preconditioner: str = "adam",
+        projection_dim: int | None = None,
+        seed: int | None = None,
+    ) -> None:
+        self.n_candidates = n_candidates
+        self.n_local_candidates = n_local_candidates
+        self.interval_scale = interval_scale
+        self.label = label
+        self.alpha = alpha
+        self.search_rounds = search_rounds
+        self.search_samples = search_samples
+        self.top_k = top_k
+        self.alpha_max = alpha_max
+        self.alpha_min = alpha_min
+        self.n_estimators = n_estimators
+        self.proxy_runs = proxy_runs
+        self.proxy_tokens = proxy_tokens
+        self.loss_weight = loss_weight
+        self.tikmix_d = tikmix_d
+        self.tokens_per_domain = tokens_per_domain
+        self.target_tokens_per_domain = target_tokens_per_domain
+        self.seq_len = seq_len
+        self.batch_size = batch_size
+        self.preconditioner = preconditioner
+        self.projection_dim = projection_dim
+        self.seed = seed
+
+    def propose(self, ctx: MixingContext) -> Mixture:
+        if self.n_candidates < 8:
+            raise ConfigError(f"tikmix-m: n_candidates must be at least 8, got {self.n_candidates}")
+        gi = measure_live_influence(
+            ctx,
+            tokens_per_domain=self.tokens_per_domain,
+            target_tokens_per_domain=self.target_tokens_per_domain,
+            seq_len=self.seq_len,
+            batch_size=self.batch_size,
+            preconditioner=self.preconditioner,
+            projection_dim=self.projection_dim,
+            seed=self.seed,
+            method=self.name,
+        )
+        t0 = time.perf_counter()
+        seed = ctx.seed if self.seed is None else self.seed
+        cons = ctx.constraints()
+        cw = ctx.target_weight_vector()
+        c = np.array([cw.get(t, 0.0) for t in gi.target_domains])
+        d_params = dict(self.tikmix_d or {})
+        unknown = set(d_params) - set(TiKMiXDMixer().get_params())
+        if unknown:
+            raise ConfigError(f"tikmix-m: unknown TiKMiX-D parameter(s) {sorted(unknown)} in tikmix_d")
+        solver_keys = ("objective", "alpha", "beta", "gamma", "pareto", "regularizer", "strength")
+        previous = ctx.previous.to_array(ctx.domains) if ctx.previous is not None else None
+        start = solve_tikmix_d(
+            gi.matrix, lower=cons.lower, upper=cons.upper, previous=previous, target_weights=c,
+            **{k: v for k, v in d_params.items() if k in solver_keys},
+        ).weights  # fmt: skip
+        prior = previous if previous is not None else ctx.natural().to_array(ctx.domains)
+        prior = prior if cons.satisfied(prior) else cons.clip_and_renormalise(prior)
+        X = latin_hypercube_candidates(prior, cons, self.n_candidates, scale=self.interval_scale, seed=seed)
+        if self.n_local_candidates > 0:
+            rng = np.random.default_rng(seed + 1)
+            strength = np.sqrt(self.alpha_max * self.alpha_min)
+            local = dirichlet_feasible(rng, start, strength, self.n_local_candidates, cons)
+            for _ in range(20):
+                if len(local) >= self.n_local_candidates:
+                    break
+                local = np.vstack(
+                    [local, dirichlet_feasible(rng, start, strength, self.n_local_candidates, cons)]
+                )
+            X = np.vstack([X, local[: self.n_local_candidates]])
+        y = influence_scores(X, gi.matrix, c, label=self.label, alpha=self.alpha)
+        infl_model = _Surrogate(seed, self.n_estimators).fit(X, y)
+        predict = infl_model.predict
+        if self.proxy_runs > 0:
+            predict = self._with_proxy_losses(ctx, X, y, infl_model, seed)
+        w, trace = tikmix_m_search(
+            predict, start, cons, rounds=self.search_rounds, samples=self.search_samples, top_k=self.top_k,
+            alpha_max=self.alpha_max, alpha_min=self.alpha_min, seed=seed,
+        )  # fmt: skip
+        ctx.compute.add(seconds=time.perf_counter() - t0)
+        self.last_influence_ = gi
+        self.last_candidates_ = (X, y)
+        self.last_start_ = start
+        self.last_trace_ = trace
+        self.surrogate_ = infl_model
+        mixture = Mixture.from_weights(w, ctx.domains)
+        log.info("tikmix-m stage %d: %s (surrogate %s)", ctx.stage, mixture, infl_model.kind_)
+        return mixture
+
+    def _with_proxy_losses(
+        self, ctx: MixingContext, X: np.ndarray, y: np.ndarray, infl_model: _Surrogate, seed: int
+    ) -> Any:
+        if ctx.proxy is None:
+            raise MixlabError("tikmix-m: proxy_runs > 0 needs a proxy runner in the context (ctx.proxy)")
+        tokens = int(self.proxy_tokens or max(1, ctx.remaining // 100))
+        cw = ctx.target_weight_vector()
+        n = min(self.proxy_runs, len(X))
+        losses = []
+        for r in range(n):
+            res = ctx.proxy.train(
+                Mixture.from_weights(X[r], ctx.domains), tokens=tokens, seed=seed + r, name=f"tikmix-m-{r}"
+            )
+            ctx.compute.add(flops=res.flops, tokens=res.tokens, seconds=res.seconds)
+            final = res.final
+            missing = [t for t in cw if t not in final]
+            if missing:
+                raise MixlabError(f"tikmix-m: proxy run {r} reported no loss for target domain(s) {missing}")
+            losses.append(sum(wt * final[t] for t, wt in cw.items()))
+        loss_model = _Surrogate(seed + 1, self.n_estimators).fit(X[:n], np.array(losses))
+        mu_i, sd_i = float(y.mean()), float(y.std()) + 1e-12
+        lp = loss_model.predict(X)
+        mu_l, sd_l = float(lp.mean()), float(lp.std()) + 1e-12
+        self.proxy_losses_ = np.array(losses)
+
+        def predict(Z: np.ndarray) -> np.ndarray:
+            return (infl_model.predict(Z) - mu_i) / sd_i - self.loss_weight * (
+                loss_model.predict(Z) - mu_l
+            ) / sd_l
+
+        return predict
+
+
+__all__ = [
+    "TiKMiXMMixer",
+    "dirichlet_feasible",
+    "influence_scores",
+    "latin_hypercube_candidates",
+    "tikmix_m_search",
+]
