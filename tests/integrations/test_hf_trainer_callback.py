@@ -242,3 +242,20 @@ def test_mixer_side_effects_do_not_leak_into_training(tiny_corpus, tmp_path) -> 
         trainer.train()
         finals.append(torch.cat([p.detach().flatten() for p in trainer.model.parameters()]))
     torch.testing.assert_close(finals[0], finals[1], rtol=0, atol=0)
+
+
+def test_callback_measures_influence_for_the_mixer(tiny_corpus, tmp_path) -> None:
+    pytest.importorskip("mixlab.mixers.tikmix_d", reason="TiKMiX-D (issue 4) is not in this checkout yet")
+    from mixlab.mixers import get_mixer
+
+    mixer = get_mixer("tikmix-d", tokens_per_domain=10**9)  # would be far too slow if it measured itself
+    stream = MixtureStream(tiny_corpus, None, seq_len=SEQ, batch_size=BATCH)
+    callback = MixtureScheduleCallback(
+        stream, mixer=mixer, boundaries=[3], influence={"tokens_per_domain": 2 * 4 * (SEQ + 1)}
+    )
+    _trainer(tmp_path, tiny_corpus, stream, callback, steps=4).train()
+    stage1 = callback.stages[1]
+    assert stage1.influence == mixer.last_influence_.to_dict()
+    assert stage1.influence["preconditioner"].startswith("adam")
+    assert stage1.compute["flops"] == pytest.approx(mixer.last_influence_.flops)
+    assert stream.schedule.mixture_at(3) == stage1.mixture

@@ -214,6 +214,9 @@ class LiveState:
     """Optimizer steps the model has taken."""
     sampler: Any = None
     hf_model: Any = None
+    influence: Any = None
+    """Group Influence measured by the callback (``influence=`` settings), or None: mixers such as
+    TiKMiX-D use it instead of measuring again."""
 
 
 @dataclass
@@ -260,7 +263,11 @@ class MixtureScheduleCallback(_CallbackBase):
     interface, the optimizer, seq_len, batch_size), ``corpus``, ``previous`` and ``history``, calls
     ``mixer.propose`` (TiKMiX-D measures Group Influence on the live model there) and switches the
     stream. ``mixer_kwargs`` are extra :class:`MixingContext` fields (``max_epochs``, ``lower``,
-    ``upper``, ``target_domains``, ...). ``out_dir`` receives ``schedule.json`` and
+    ``upper``, ``target_domains``, ...). With ``influence`` (keyword arguments of
+    :func:`mixlab.influence.measure_group_influence`, at least ``tokens_per_domain``) the callback
+    measures Group Influence itself on the live model (Adam-preconditioned with the Trainer's
+    optimizer unless told otherwise) and hands it to the mixer as ``ctx.live.influence``; without
+    it, a dynamic mixer measures what it needs. ``out_dir`` receives ``schedule.json`` and
     ``stages/stage_<k>/influence.json`` in the layout ``mixlab report`` reads.
     """
 
@@ -274,9 +281,11 @@ class MixtureScheduleCallback(_CallbackBase):
         boundaries: Sequence[int] = (),
         total_steps: int | None = None,
         context: Mapping[str, Any] | None = None,
+        influence: Mapping[str, Any] | None = None,
         out_dir: str | Path | None = None,
     ) -> None:
         self.stream = stream
+        self.influence = dict(influence) if influence is not None else None
         self.schedule = schedule
         self.mixer = mixer
         self.mixer_params = dict(mixer_params or {})
@@ -369,6 +378,8 @@ class MixtureScheduleCallback(_CallbackBase):
         was_training = model.training
         model.eval()
         try:
+            if self.influence is not None:
+                live.influence = self._measure(ctx, live)
             mixture = mixer.propose(ctx)
         finally:
             model.train(was_training)
@@ -391,7 +402,7 @@ class MixtureScheduleCallback(_CallbackBase):
             start,
             mixture,
             decided_at_step=step,
-            influence=_influence_record(getattr(mixer, "last_influence_", None)),
+            influence=_influence_record(getattr(mixer, "last_influence_", None) or live.influence),
             compute=ctx.compute.to_dict(),
         )
         self.stages.append(record)
@@ -404,6 +415,34 @@ class MixtureScheduleCallback(_CallbackBase):
             mixture,
         )
         self._save()
+
+    def _measure(self, ctx: Any, live: LiveState) -> Any:
+        from mixlab.influence import measure_group_influence
+
+        settings = {"preconditioner": "adam", "seed": ctx.seed, **(self.influence or {})}
+        if "tokens_per_domain" not in settings:
+            raise ConfigError(
+                "influence settings need tokens_per_domain (training tokens per domain to measure)"
+            )
+        if settings["preconditioner"] == "adam":
+            settings.setdefault("optimizer", live.optimizer)
+        gi = measure_group_influence(
+            live.model,
+            ctx.corpus,
+            train_domains=list(ctx.domains),
+            target_domains=ctx.targets,
+            seq_len=live.seq_len,
+            batch_size=live.batch_size,
+            **settings,
+        )
+        ctx.compute.add(flops=gi.flops, tokens=gi.tokens, seconds=gi.seconds)
+        log.info(
+            "Group Influence on the live model after %d steps: %d tokens, %.1fs",
+            live.step,
+            gi.tokens,
+            gi.seconds,
+        )
+        return gi
 
     def _save(self) -> None:
         if self.out_dir is None:
