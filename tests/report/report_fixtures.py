@@ -61,6 +61,25 @@ BENCH = [
 ]
 
 
+for _row, _mix in zip(
+    BENCH,
+    (
+        {"web": 1 / 3, "code": 1 / 3, "books": 1 / 3},
+        {"web": 0.5, "code": 0.3, "books": 0.2},
+        None,
+        {"web": 0.2, "code": 0.6, "books": 0.2},
+    ),
+    strict=True,
+):
+    _row["per_domain"] = {
+        "web": _row["avg_loss"] - 0.2,
+        "code": _row["avg_loss"],
+        "books": _row["avg_loss"] + 0.2,
+    }
+    _row["schedule"] = SCHEDULE if _mix is None else [{"start_step": 0, "mixture": _mix}]
+    _row["mixture"] = _mix
+
+
 def make_run_dir(root: Path, *, with_bench: bool = True) -> Path:
     rng = np.random.default_rng(0)
     run = root / "run"

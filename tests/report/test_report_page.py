@@ -44,6 +44,7 @@ def test_report_is_self_contained_with_every_section(full_report) -> None:
         "mixing-law fits",
         "predicted vs true scatter",
         "benchmark: loss vs compute spent choosing",
+        "mixture chosen by each method",
     ]
     assert "Section omitted" not in text
     outside_images = IMG_RE.sub("", text)
@@ -143,7 +144,11 @@ def test_bench_json_only(tmp_path) -> None:
     data = load_report_input(bench)
     assert data.kind == "bench" and [r["method"] for r in data.bench] == [r["method"] for r in BENCH]
     text = render_html(data)
-    assert [a for a, *_ in IMG_RE.findall(text)] == ["benchmark: loss vs compute spent choosing"]
+    assert [a for a, *_ in IMG_RE.findall(text)] == [
+        "benchmark: loss vs compute spent choosing",
+        "mixture chosen by each method",
+    ]
+    assert "<h3>Final validation loss per domain</h3>" in text
     assert text.count("Section omitted") == 5
     with pytest.raises(DataError, match="not a run directory"):
         load_report_input(tmp_path / "nothing")

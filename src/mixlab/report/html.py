@@ -45,6 +45,7 @@ CSS = """
 body { font-family: -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif; margin: 24px auto;
        max-width: 1100px; color: #222; background: #fff; }
 h1 { font-size: 24px; margin-bottom: 4px; }
+h3 { font-size: 15px; margin-top: 18px; }
 h2 { font-size: 19px; margin-top: 32px; border-bottom: 1px solid #ddd; padding-bottom: 4px; }
 .meta { color: #666; font-size: 13px; }
 .note { color: #7a5a00; background: #fff8e1; border-left: 3px solid #e0b000; padding: 6px 10px;
@@ -170,10 +171,22 @@ def _section_bench(data: ReportData) -> str:
             else:
                 cells.append(v)
         table_rows.append(cells)
-    table = _table(header, table_rows)
-    if not any(isinstance(r.get("avg_loss"), (int, float)) for r in rows):
-        return table
-    return table + _img(plots.plot_bench(rows), "benchmark: loss vs compute spent choosing")
+    parts = [_table(header, table_rows)]
+    if any(isinstance(r.get("avg_loss"), (int, float)) for r in rows):
+        parts.append(_img(plots.plot_bench(rows), "benchmark: loss vs compute spent choosing"))
+    per = [r for r in rows if isinstance(r.get("per_domain"), dict) and r["per_domain"]]
+    if per:
+        domains = list(dict.fromkeys(d for r in per for d in r["per_domain"]))
+        parts.append("<h3>Final validation loss per domain</h3>")
+        parts.append(
+            _table(
+                ["method", *domains], [[r["method"], *(r["per_domain"].get(d) for d in domains)] for r in per]
+            )
+        )
+    if any(isinstance(r.get("schedule"), list) or isinstance(r.get("mixture"), dict) for r in rows):
+        parts.append("<h3>Chosen mixtures</h3>")
+        parts.append(_img(plots.plot_method_mixtures(rows), "mixture chosen by each method"))
+    return "".join(parts)
 
 
 _BUILDERS: dict[str, tuple[Callable[[ReportData], bool], Callable[[ReportData], str]]] = {

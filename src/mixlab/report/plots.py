@@ -268,3 +268,34 @@ def plot_bench(rows: Sequence[Mapping[str, Any]], metric: str = "avg_loss") -> F
     ax.set_ylabel(metric.replace("_", " "))
     ax.grid(alpha=0.3)
     return fig
+
+
+def plot_method_mixtures(rows: Sequence[Mapping[str, Any]]) -> Figure:
+    """The mixture each method chose, as stacked horizontal bars (one bar per stage of a schedule)."""
+    bars: list[tuple[str, Mapping[str, float]]] = []
+    for r in rows:
+        sched = r.get("schedule")
+        if isinstance(sched, list) and sched:
+            for k, st in enumerate(sched):
+                label = (
+                    str(r["method"]) if len(sched) == 1 else f"{r['method']} · step {st.get('start_step', k)}"
+                )
+                bars.append((label, st.get("mixture", {})))
+        elif isinstance(r.get("mixture"), Mapping):
+            bars.append((str(r["method"]), r["mixture"]))
+    domains = list(dict.fromkeys(d for _, m in bars for d in m))
+    colors = domain_colors(domains)
+    fig = _figure(height=0.32 * len(bars) + 1.3)
+    ax = fig.add_subplot()
+    left = np.zeros(len(bars))
+    y = np.arange(len(bars))
+    for d in domains:
+        w = np.array([float(m.get(d, 0.0)) for _, m in bars])
+        ax.barh(y, w, left=left, color=colors[d], label=d, height=0.75)
+        left += w
+    ax.set_yticks(y, [b for b, _ in bars], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("mixture weight")
+    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
+    return fig
