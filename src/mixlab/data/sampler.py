@@ -10,7 +10,7 @@ the position, which makes resuming exact and cheap):
 * **Domain of a sequence.** Each stage of the schedule starts at ``g0 = start_step * S`` and is cut
   into blocks of 1024 sequences. A block holds exactly the largest-remainder rounding of
   ``1024 * w`` sequences of each domain (Hamilton apportionment), in an order shuffled by a
-  counter-based seed ``(seed, stage start, block index)``. Every block (not just the long-run
+  counter-based hash permutation of ``(seed, stage start, block index)``. Every block (not just the long-run
   average) thus matches ``w`` to within one sequence per domain, and the domain of any ``g`` is
   computable without generating the earlier blocks. A domain with weight 0 gets no slot, so it is
   never read.
@@ -47,12 +47,29 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BLOCK = 1024
+PLAN_SEQS = 16384
 STATE_VERSION = 1
+
+
+class _Plan(NamedTuple):
+    step0: int
+    n_steps: int
+    doms: np.ndarray  # this rank's sequences' domains, step-major then micro-batch then row
+    doms_list: list[int]
+    starts_list: list[int]  # token offset of each sequence in its domain's stream
+    step_cum: np.ndarray  # [n_steps + 1, D] global sequences per domain in the window's first k steps
+    ends: np.ndarray  # [n_steps, D] global per-domain counts after each step
+    over: list[bool]  # per step: does some domain pass its max_epochs limit
+    micro_cum: np.ndarray  # [n_steps * grad_accum + 1, D] this rank's sequences in the first i micro-batches
 
 
 class Batch(NamedTuple):
     """One micro-batch: ``input_ids``/``labels`` ``[B, T]`` int64 (labels = inputs shifted by one),
-    ``domain_ids`` ``[B]`` int64 indices into ``corpus.domains``."""
+    ``domain_ids`` ``[B]`` int64 indices into ``corpus.domains``.
+
+    ``input_ids`` and ``labels`` are two views of one ``[B, T+1]`` buffer (no copy), so they are not
+    contiguous: use ``.reshape`` rather than ``.view``, or call ``.contiguous()``; ``.to(device)``
+    returns contiguous tensors."""
 
     input_ids: torch.Tensor
     labels: torch.Tensor
@@ -60,6 +77,37 @@ class Batch(NamedTuple):
 
     def to(self, device: Any, non_blocking: bool = False) -> Batch:
         return Batch(*(t.to(device, non_blocking=non_blocking) for t in self))
+
+
+_MASK64 = (1 << 64) - 1
+
+
+def _mix64(x: int) -> int:
+    """splitmix64's finaliser on a Python int (a bijection of 64-bit integers with good avalanche)."""
+    x &= _MASK64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return x ^ (x >> 31)
+
+
+def hash_permutation(n: int, *keys: int) -> np.ndarray:
+    """A pseudo-random permutation of ``range(n)`` that is a pure function of ``keys``.
+
+    Counter-based (the argsort of splitmix64 hashes of ``key, i``), so any block of the stream is
+    generated directly, with no generator state and no per-call RNG construction.
+    """
+    h = 0x9E3779B97F4A7C15
+    for k in keys:
+        h = _mix64(h ^ (int(k) & _MASK64))
+    x = np.arange(n, dtype=np.uint64) + np.uint64(h)
+    x ^= x >> np.uint64(30)
+    x *= np.uint64(0xBF58476D1CE4E5B9)
+    x ^= x >> np.uint64(27)
+    x *= np.uint64(0x94D049BB133111EB)
+    x ^= x >> np.uint64(31)
+    # a stable radix sort of the top 16 bits is ~20x faster than sorting 64-bit keys; the rare ties
+    # are broken by position, which is just as deterministic
+    return np.argsort((x >> np.uint64(48)).astype(np.uint16), kind="stable")
 
 
 def largest_remainder(w: np.ndarray, total: int) -> np.ndarray:
@@ -124,7 +172,8 @@ class MixtureSampler:
         self.split = split
         self.on_exceed = on_exceed
         self.seqs_per_step = self.world_size * self.grad_accum * self.batch_size
-        self._tokens = [corpus.tokens(d, split) for d in self.domains]
+        # plain ndarray views of the memmaps: slicing a np.memmap object costs several microseconds
+        self._tokens = [corpus.tokens(d, split).view(np.ndarray) for d in self.domains]
         self._n_chunks = np.array(
             [max(0, (len(t) - 1) // self.seq_len) for t in self._tokens], dtype=np.int64
         )
@@ -137,7 +186,11 @@ class MixtureSampler:
         self._micro = 0
         self._start_counts = np.zeros(len(self.domains), dtype=np.int64)
         self._rank_counts = np.zeros(len(self.domains), dtype=np.int64)
-        self._plan: tuple[int, np.ndarray, np.ndarray] | None = None
+        self._plan: _Plan | None = None
+        self._plan_idx0 = 0
+        import torch
+
+        self._torch = torch
         self._block_cache: dict[tuple[int, int], np.ndarray] = {}
         self._perm_cache: dict[tuple[int, int], np.ndarray] = {}
 
@@ -211,8 +264,7 @@ class MixtureSampler:
         weights = [self._stage_weights(s) for s in candidate.stages]
         self._schedule, self._weights = candidate, weights
         self._block_cache.clear()
-        if self._micro == 0:
-            self._plan = None
+        self._drop_plan()  # the current step's stages are unchanged, so replanning from it is exact
 
     # ----------------------------------------------------------------- the stream
     def _block(self, stage_idx: int, block: int) -> np.ndarray:
@@ -222,8 +274,7 @@ class MixtureSampler:
         if arr is None:
             counts = largest_remainder(self._weights[stage_idx], BLOCK)
             arr = np.repeat(np.arange(len(self.domains), dtype=np.int64), counts)
-            rng = np.random.default_rng([self.seed, start, block, 0xB10C])
-            arr = rng.permutation(arr)
+            arr = arr[hash_permutation(BLOCK, self.seed, start, block, 0xB10C)]
             if len(self._block_cache) > 64:
                 self._block_cache.clear()
             self._block_cache[key] = arr
@@ -257,35 +308,50 @@ class MixtureSampler:
             self._perm_cache[key] = p
         return p
 
-    def _plan_step(self, step: int) -> tuple[int, np.ndarray, np.ndarray]:
-        """Domains and token start offsets of this rank's sequences in ``step`` (all micro-batches)."""
-        S, B = self.seqs_per_step, self.batch_size
-        doms = self._domains_of(step * S, (step + 1) * S)
-        ords = np.empty(S, dtype=np.int64)
-        for k in np.unique(doms):
-            mask = doms == k
-            n = int(mask.sum())
-            ords[mask] = self._start_counts[k] + np.arange(n)
-            end = int(self._start_counts[k]) + n
-            if end > self._limits[k]:
-                self._exceeded(int(k), end)
-        # this rank's slice of every micro-batch
+    def _plan_window(self, step0: int) -> _Plan:
+        """Domains and token offsets of this rank's sequences for a window of whole steps from ``step0``.
+
+        Planning a window of about ``PLAN_SEQS`` global sequences at once keeps the per-batch work to
+        the token copies. Nothing here depends on anything but ``(seed, schedule, step0, counts at
+        step0)``, so a resumed sampler plans exactly the same window.
+        """
+        S, B, A, D = self.seqs_per_step, self.batch_size, self.grad_accum, len(self.domains)
+        K = max(1, -(-PLAN_SEQS // S))
+        doms = self._domains_of(step0 * S, (step0 + K) * S)
+        # In domain-sorted order each domain's sequences are consecutive draws o = counts[k], +1, ...,
+        # so their chunks are plain slices of the per-epoch permutations (no per-sequence lookups).
+        order = np.argsort(doms.astype(np.uint8) if D < 256 else doms, kind="stable")  # radix sort
+        per_dom = np.bincount(doms, minlength=D)
+        bounds = np.concatenate([[0], np.cumsum(per_dom)])
+        chunk_sorted = np.empty(len(doms), dtype=np.int64)
+        for k in np.flatnonzero(per_dom).tolist():
+            a, n_k, c = int(bounds[k]), int(per_dom[k]), int(self._n_chunks[k])
+            o, done = int(self._start_counts[k]), 0
+            while done < n_k:
+                epoch, p = divmod(o, c)
+                take = min(n_k - done, c - p)
+                chunk_sorted[a + done : a + done + take] = self._perm(k, epoch)[p : p + take]
+                done += take
+                o += take
+        starts_all = np.empty(len(doms), dtype=np.int64)
+        starts_all[order] = chunk_sorted * self.seq_len
+        step_counts = np.bincount(np.repeat(np.arange(K), S) * D + doms, minlength=K * D).reshape(K, D)
+        ends = self._start_counts + np.cumsum(step_counts, axis=0)
+        # this rank's slice of every micro-batch of every step of the window
         sel = (
-            np.arange(self.grad_accum)[:, None] * self.world_size * B + self.rank * B + np.arange(B)
+            np.arange(K)[:, None, None] * S
+            + np.arange(A)[None, :, None] * self.world_size * B
+            + self.rank * B
+            + np.arange(B)[None, None, :]
         ).ravel()
-        rdoms, rords = doms[sel], ords[sel]
-        starts = np.empty(len(sel), dtype=np.int64)
-        for k in np.unique(rdoms):
-            mask = rdoms == k
-            c = int(self._n_chunks[k])
-            epochs, pos = np.divmod(rords[mask], c)
-            chunk = np.empty(len(pos), dtype=np.int64)
-            for e in np.unique(epochs):
-                em = epochs == e
-                chunk[em] = self._perm(int(k), int(e))[pos[em]]
-            starts[mask] = chunk * self.seq_len
-        self._step_totals = np.bincount(doms, minlength=len(self.domains))
-        return step, rdoms, starts
+        rdoms, starts = doms[sel], starts_all[sel]
+        micro_of = np.repeat(np.arange(K * A), B)
+        micro_counts = np.bincount(micro_of * D + rdoms, minlength=K * A * D).reshape(K * A, D)
+        zero = np.zeros((1, D), dtype=np.int64)
+        step_cum = np.concatenate([zero, np.cumsum(step_counts, axis=0)])
+        micro_cum = np.concatenate([zero, np.cumsum(micro_counts, axis=0)])
+        over = (ends > self._limits).any(axis=1).tolist()
+        return _Plan(step0, K, rdoms, rdoms.tolist(), starts.tolist(), step_cum, ends, over, micro_cum)
 
     def _exceeded(self, k: int, wanted: int) -> None:
         name = self.domains[k]
@@ -302,31 +368,51 @@ class MixtureSampler:
             warnings.warn(msg, RuntimeWarning, stacklevel=4)
             log.warning(msg)
 
+    def _counts_now(self) -> tuple[np.ndarray, np.ndarray]:
+        """(global counts at the start of the current step, this rank's counts so far)."""
+        plan = self._plan
+        if plan is None:
+            return self._start_counts, self._rank_counts
+        k = self._step - plan.step0
+        idx = k * self.grad_accum + self._micro
+        return (
+            self._start_counts + plan.step_cum[k],
+            self._rank_counts + plan.micro_cum[idx] - plan.micro_cum[self._plan_idx0],
+        )
+
+    def _drop_plan(self) -> None:
+        """Fold the current window's progress into the base counts and forget the window."""
+        self._start_counts, self._rank_counts = self._counts_now()
+        self._plan = None
+
     def _advance(self, read: bool) -> Batch | None:
-        if self._plan is None or self._plan[0] != self._step:
-            self._plan = self._plan_step(self._step)
-        _, rdoms, starts = self._plan
-        B, T = self.batch_size, self.seq_len
-        lo = self._micro * B
-        doms, offs = rdoms[lo : lo + B], starts[lo : lo + B]
+        # per-batch work is kept to integer arithmetic and the token copies; counts are derived
+        # lazily from the window's cumulative tables (see _counts_now)
+        plan = self._plan
+        if plan is None or self._step >= plan.step0 + plan.n_steps:
+            self._drop_plan()
+            plan = self._plan = self._plan_window(self._step)
+            self._plan_idx0 = self._micro
+        k = self._step - plan.step0
+        if self._micro == 0 and plan.over[k]:
+            for d in np.flatnonzero(plan.ends[k] > self._limits):
+                self._exceeded(int(d), int(plan.ends[k][d]))
         batch = None
         if read:
-            buf = np.empty((B, T + 1), dtype=np.int64)
+            torch = self._torch
+            B, T1 = self.batch_size, self.seq_len + 1
+            lo = (k * self.grad_accum + self._micro) * B
             toks = self._tokens
-            for i in range(B):
-                o = int(offs[i])
-                buf[i] = toks[doms[i]][o : o + T + 1]
-            import torch
-
+            pairs = zip(plan.doms_list[lo : lo + B], plan.starts_list[lo : lo + B], strict=True)
+            full = np.concatenate([toks[d][o : o + T1] for d, o in pairs], dtype=np.int64).reshape(B, T1)
+            # slicing in numpy and wrapping with from_numpy is several times cheaper than torch slicing
             batch = Batch(
-                torch.from_numpy(np.ascontiguousarray(buf[:, :-1])),
-                torch.from_numpy(np.ascontiguousarray(buf[:, 1:])),
-                torch.from_numpy(doms.copy()),
+                torch.from_numpy(full[:, :-1]),
+                torch.from_numpy(full[:, 1:]),
+                torch.from_numpy(plan.doms[lo : lo + B]),
             )
-        np.add.at(self._rank_counts, doms, 1)
         self._micro += 1
         if self._micro == self.grad_accum:
-            self._start_counts += self._step_totals
             self._step += 1
             self._micro = 0
         return batch
@@ -348,17 +434,17 @@ class MixtureSampler:
     # ----------------------------------------------------------------- bookkeeping
     def domain_counts(self) -> dict[str, int]:
         """Sequences this rank has drawn from each domain so far."""
-        return {d: int(c) for d, c in zip(self.domains, self._rank_counts, strict=True)}
+        return {d: int(c) for d, c in zip(self.domains, self._counts_now()[1], strict=True)}
 
     def global_domain_counts(self) -> dict[str, int]:
         """Sequences of each domain in the global stream (all ranks) before the current step."""
-        return {d: int(c) for d, c in zip(self.domains, self._start_counts, strict=True)}
+        return {d: int(c) for d, c in zip(self.domains, self._counts_now()[0], strict=True)}
 
     def epochs(self) -> dict[str, float]:
         """Epochs of each domain consumed by the global stream before the current step."""
         return {
             d: (float(c) / float(n) if n > 0 else 0.0)
-            for d, c, n in zip(self.domains, self._start_counts, self._n_chunks, strict=True)
+            for d, c, n in zip(self.domains, self._counts_now()[0], self._n_chunks, strict=True)
         }
 
     def chunks_per_epoch(self) -> dict[str, int]:
@@ -378,7 +464,7 @@ class MixtureSampler:
             "domains": list(self.domains),
             "step": self._step,
             "micro": self._micro,
-            "global_counts": {d: int(c) for d, c in zip(self.domains, self._start_counts, strict=True)},
+            "global_counts": self.global_domain_counts(),
             "rank_counts": self.domain_counts(),
             "schedule": self._schedule.to_list(),
         }
