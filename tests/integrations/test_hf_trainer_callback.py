@@ -108,6 +108,7 @@ class HardestDomainMixer(Mixer):
                 _, loss = model(x[:, :-1], x[:, 1:])
             self.losses_[d] = float(loss)
         self.seen_step_ = ctx.live.step
+        self.live_ = ctx.live
         self.previous_ = ctx.previous
         worst = max(self.losses_, key=self.losses_.get)
         return Mixture({d: float(d == worst) for d in ctx.domains})
@@ -124,6 +125,9 @@ def test_dynamic_mixer_switches_live_at_the_boundary(tiny_corpus, tmp_path, capl
     # chosen on the live model after 4 optimizer steps (the loader reads one micro-batch ahead) ...
     assert stage1.decided_at_step == mixer.seen_step_ == 4
     assert mixer.previous_ == Mixture({"english": 1.0})
+    assert (
+        mixer.live_.device.type == "cpu" and mixer.live_.total_steps == 9 and mixer.live_.batch_size == BATCH
+    )
     # ... after 4 steps of English the model finds English the easiest domain
     assert min(mixer.losses_, key=mixer.losses_.get) == "english"
     worst = max(mixer.losses_, key=mixer.losses_.get)

@@ -214,6 +214,8 @@ class LiveState:
     """Optimizer steps the model has taken."""
     sampler: Any = None
     hf_model: Any = None
+    device: Any = None
+    total_steps: int | None = None
     influence: Any = None
     """Group Influence measured by the callback (``influence=`` settings), or None: mixers such as
     TiKMiX-D use it instead of measuring again."""
@@ -350,7 +352,15 @@ class MixtureScheduleCallback(_CallbackBase):
         inner_opt = getattr(optimizer, "optimizer", optimizer)
         wrapped = model if hasattr(model, "token_losses") else HFCausalLM(model)
         live = LiveState(
-            wrapped, inner_opt, self.stream.seq_len, self.stream.batch_size, step, self.stream.sampler, model
+            wrapped,
+            inner_opt,
+            self.stream.seq_len,
+            self.stream.batch_size,
+            step,
+            sampler=self.stream.sampler,
+            hf_model=model,
+            device=next(model.parameters()).device,
+            total_steps=self.total_steps or (args.max_steps if getattr(args, "max_steps", 0) > 0 else None),
         )
         corpus = self.stream.corpus
         counts = corpus.token_counts("train")
