@@ -1,7 +1,7 @@
 """Mixing laws used as mixture -> final-loss predictors.
 
-- ``dml``: the Data Mixing Law (arXiv 2403.16952, Eq. 1), ``L = c + k exp(sum_j t_j r_j)`` per target,
-  fitted by non-linear least squares (``c`` in [0, min L), ``k > 0``; several starts for ``c``).
+- ``dml``: the Data Mixing Law (arXiv 2403.16952), ``L = c + k exp(sum_j t_j r_j)`` per target, fitted
+  by :class:`mixlab.laws.dml.DataMixingLaw`.
 - ``bimix``: BiMix (arXiv 2405.14908, Eq. 3) at a fixed step. With ``s`` fixed the factor
   ``(B / s^beta + C)`` is a constant, so the law reduces to ``L_i = A_i' / r_i^alpha_i``: a target's
   loss depends on its own domain's proportion only, ``log L_i = log A_i' - alpha_i log r_i``. mixlab's
@@ -69,31 +69,37 @@ def _offset_exp_predict(p: np.ndarray, F: np.ndarray) -> np.ndarray:
 
 
 class DataMixingLawPredictor(Predictor):
-    """``L = c + k exp(t . r)`` per target (Data Mixing Laws, arXiv 2403.16952 Eq. 1)."""
+    """``L = c + k exp(t . r)`` per target (Data Mixing Laws, arXiv 2403.16952 Eq. 6), wrapping
+    :class:`mixlab.laws.dml.DataMixingLaw` (robust log-space least squares, several starts)."""
 
     name = "dml"
 
-    def __init__(self, max_nfev: int | None = None) -> None:
-        self.max_nfev = max_nfev
+    def __init__(self, loss: str = "huber", n_init: int = 6, space: str = "log", seed: int = 0) -> None:
+        self.loss = loss
+        self.n_init = n_init
+        self.space = space
+        self.seed = seed
 
     def min_runs(self, n_domains: int) -> int:
         return n_domains + 2
 
-    def _fit_one(self, X: np.ndarray, y: np.ndarray, column: int) -> np.ndarray:
-        if (y <= 0).any():
-            raise DataError("dml predictor: losses must be positive")
-        return _fit_offset_exp(X, y, self.max_nfev)
+    def _fit(self, X: np.ndarray, Y: np.ndarray) -> None:
+        from mixlab.laws.dml import DataMixingLaw
 
-    def _predict_one(self, model: np.ndarray, X: np.ndarray) -> np.ndarray:
-        return _offset_exp_predict(model, X)
+        # the law insists on exact proportions; published sweeps round them (rows off by ~1e-3)
+        Xn = X / X.sum(axis=1, keepdims=True)
+        self.law_ = DataMixingLaw(loss=self.loss, n_init=self.n_init, space=self.space, seed=self.seed).fit(Xn, Y)
+
+    def _predict(self, X: np.ndarray) -> np.ndarray:
+        return np.asarray(self.law_.predict(X / X.sum(axis=1, keepdims=True))).reshape(X.shape[0], -1)
 
     @property
     def coef_(self) -> list[dict[str, object]]:
         """Per target: ``c``, ``k`` and the exponents ``t`` keyed by domain."""
         self.check_fitted()
         return [
-            {"c": float(p[0]), "k": float(np.exp(p[1])), "t": dict(zip(self.domains_, p[2:].tolist(), strict=True))}
-            for p in self.models_
+            {"c": float(c), "k": float(k), "t": dict(zip(self.domains_, t.tolist(), strict=True))}
+            for c, k, t in zip(self.law_.c_, self.law_.k_, self.law_.t_, strict=True)
         ]
 
 

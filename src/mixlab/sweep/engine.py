@@ -356,7 +356,8 @@ def _run_ray(
         import ray
     except ImportError:
         raise MixlabError("the Ray engine needs Ray: pip install 'mixlab[ray]'") from None
-    if not ray.is_initialized():
+    started = not ray.is_initialized()
+    if started:
         try:
             if cfg.address:
                 ray.init(address=cfg.address, log_to_driver=False)
@@ -364,21 +365,25 @@ def _run_ray(
                 ray.init(num_cpus=max(1, int(cfg.num_cpus * max(cfg.workers, 1))), include_dashboard=False, log_to_driver=False)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise MixlabError(f"cannot connect to Ray at {cfg.address or 'a local instance'}: {exc}") from None
-    remote = ray.remote(num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus, max_retries=0)(task_fn)
-    queue = [(t, 1) for t in todo]
-    pending: dict[Any, tuple[ProxyTask, int]] = {}
-    while queue or pending:
-        while queue:
-            task, attempt = queue.pop(0)
-            pending[remote.remote(task)] = (task, attempt)
-        done, _ = ray.wait(list(pending), num_returns=1)
-        for ref in done:
-            task, attempt = pending.pop(ref)
-            try:
-                msg: tuple[str, Any] = ("ok", ray.get(ref))
-            except Exception as exc:  # task error, worker crash or node loss: the run failed
-                msg = ("error", f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
-            _settle(task, attempt, msg, cfg, queue, record, bar)
+    try:
+        remote = ray.remote(num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus, max_retries=0)(task_fn)
+        queue = [(t, 1) for t in todo]
+        pending: dict[Any, tuple[ProxyTask, int]] = {}
+        while queue or pending:
+            while queue:
+                task, attempt = queue.pop(0)
+                pending[remote.remote(task)] = (task, attempt)
+            done, _ = ray.wait(list(pending), num_returns=1)
+            for ref in done:
+                task, attempt = pending.pop(ref)
+                try:
+                    msg: tuple[str, Any] = ("ok", ray.get(ref))
+                except Exception as exc:  # task error, worker crash or node loss: the run failed
+                    msg = ("error", f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+                _settle(task, attempt, msg, cfg, queue, record, bar)
+    finally:
+        if started:  # a local instance this sweep started: do not leave it running
+            ray.shutdown()
 
 
 def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
