@@ -142,3 +142,29 @@ def test_kfac_apply_is_damped_kronecker_inverse():
     out = pc.apply(v)
     np.testing.assert_allclose(out[:6].view(2, 3).numpy(), expected[:, :3].numpy(), rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(out[6:].numpy(), expected[:, 3].numpy(), rtol=1e-4, atol=1e-6)
+
+
+def test_ekfac_uses_per_term_eigenvalue_corrections():
+    """EK-FAC rescales K-FAC's eigenbasis by mean_t (Q_G^T d_t)^2 (Q_A^T a_t)^2 (George et al. 2018)."""
+    torch.manual_seed(1)
+    layer = torch.nn.Linear(3, 2)
+    X, Y = torch.randn(40, 3), torch.randn(40, 2)
+
+    def loss_fn(model, batch):
+        return 0.5 * ((model(batch[0]) - batch[1]) ** 2).sum(-1).mean()
+
+    batches = [(X[:20], Y[:20]), (X[20:], Y[20:])]
+    pc = KFACPreconditioner(damping=0.05, eigen_correction=True, sampled=False).bind(list(layer.parameters()))
+    pc.fit(layer, loss_fn, batches)
+    a = torch.cat([X, torch.ones(40, 1)], 1).double()
+    r = (layer(X) - Y).detach().double()
+    _, QA = torch.linalg.eigh(a.T @ a / 40)
+    _, QG = torch.linalg.eigh(r.T @ r / 40)
+    lam = ((r @ QG) ** 2).T @ ((a @ QA) ** 2) / 40
+    v = torch.randn(8)
+    W = torch.cat([v[:6].view(2, 3), v[6:].view(2, 1)], 1).double()
+    expected = QG @ ((QG.T @ W @ QA) / (lam + 0.05 * lam.mean())) @ QA.T
+    out = pc.apply(v)
+    np.testing.assert_allclose(out[:6].view(2, 3).numpy(), expected[:, :3].numpy(), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(out[6:].numpy(), expected[:, 3].numpy(), rtol=1e-4, atol=1e-6)
+    assert pc.name == "ekfac"

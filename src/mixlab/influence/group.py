@@ -213,6 +213,7 @@ def compute_group_influence(
     model.eval()
     tokens = 0
     fit_count = 0
+    bar: _Progress | None = None
     try:
         precond = make_preconditioner(preconditioner, optimizer=optimizer, damping=damping).bind(params)
         if precond.needs_data:
@@ -241,7 +242,7 @@ def compute_group_influence(
         train_names, target_names = list(train_batches), list(target_batches)
         k, m = len(train_names), len(target_names)
         cap = int(stderr_memory_mb * 2**20 / (4 * dim * m))
-        bar = _progress(progress, k + m)
+        bar = _Progress(progress, k + m)
 
         v_sum = torch.zeros(m, dim, device=device)
         n_target = torch.zeros(m, device=device, dtype=torch.float64)
@@ -328,6 +329,8 @@ def compute_group_influence(
         _all_reduce(tok, world)
     finally:
         model.train(was_training)
+        if bar is not None:
+            bar.close()
     seconds = time.perf_counter() - t0
     total_tokens = int(tok.item())
     return GroupInfluence(
@@ -349,23 +352,27 @@ def compute_group_influence(
     )
 
 
-def _progress(enabled: bool, total: int) -> Callable[[str], None]:
-    if not enabled:
-        return lambda label: log.debug("influence: %s done", label)
-    from rich.progress import Progress
+class _Progress:
+    """A rich progress bar over domains (or debug logging when disabled); ``close`` always runs."""
 
-    prog = Progress(transient=True)
-    prog.start()
-    task = prog.add_task("Group Influence", total=total)
-    done = [0]
+    def __init__(self, enabled: bool, total: int) -> None:
+        self.prog = None
+        if enabled:
+            from rich.progress import Progress
 
-    def step(label: str) -> None:
-        done[0] += 1
-        prog.update(task, advance=1, description=f"Group Influence: {label}")
-        if done[0] >= total:
-            prog.stop()
+            self.prog = Progress(transient=True)
+            self.prog.start()
+            self.task = self.prog.add_task("Group Influence", total=total)
 
-    return step
+    def __call__(self, label: str) -> None:
+        if self.prog is None:
+            log.debug("influence: %s done", label)
+        else:
+            self.prog.update(self.task, advance=1, description=f"Group Influence: {label}")
+
+    def close(self) -> None:
+        if self.prog is not None:
+            self.prog.stop()
 
 
 def measure_group_influence(
