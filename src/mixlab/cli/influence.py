@@ -81,7 +81,7 @@ def influence(
     """Measure how much up-weighting each training domain lowers each target domain's loss.
 
     Loads the run's newest checkpoint (and, for the Adam preconditioner, its optimizer state) and
-    prints the Group Influence matrix I[train, target] = g_target^T P g_train (positive = helpful)
+    prints the Group Influence matrix I(train -> target) = g_target^T P g_train (positive = helpful)
     with standard errors; entries with |z| < 2 are dimmed as noise.
 
     Example: mixlab influence mixlab-workspace/runs/train-1a2b3c --tokens-per-domain 32768 -o infl.json
