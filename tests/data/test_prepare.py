@@ -234,3 +234,16 @@ def test_yaml_config_relative_paths(tmp_path):
     corpus = prepare_corpus(tmp_path / "corpus.yaml").corpus
     assert corpus.root == tmp_path / "built"
     assert sorted(corpus.documents("x") + corpus.documents("x", "val")) == ["general", "hello there"]
+
+
+def test_sampler_config_from_yaml(tmp_path, tiny_corpus):
+    from mixlab.data import MixtureSampler, load_sampler_config
+
+    p = tmp_path / "train.yaml"
+    p.write_text("sampler:\n  seq_len: 32\n  batch_size: 2\n  max_epochs: {english: 2}\n  on_exceed: warn\n")
+    cfg = load_sampler_config(p)
+    s = MixtureSampler.from_config(tiny_corpus, {"english": 1.0}, cfg)
+    assert s.next_batch().input_ids.shape == (2, 32)
+    p.write_text("sampler:\n  seq_len: 32\n  on_exceed: ignore\n")
+    with pytest.raises(ConfigError, match=r"train.yaml: on_exceed: .*'error'.*'warn'"):
+        load_sampler_config(p)

@@ -237,3 +237,31 @@ def test_corpus_pickles_without_copying_shards(tiny_corpus):
     c2 = pickle.loads(pickle.dumps(tiny_corpus))
     assert isinstance(c2, Corpus) and c2.domains == tiny_corpus.domains
     assert len(pickle.dumps(tiny_corpus)) < 50_000
+
+
+def test_set_schedule_mid_step_and_noop(tiny_corpus):
+    kw = dict(seq_len=16, batch_size=4, grad_accum=3, seed=4)
+    m1, m2 = Mixture({"english": 1.0}), Mixture({"code": 1.0})
+    ref = MixtureSampler(tiny_corpus, Schedule.from_pairs([(0, m1), (2, m2)]), **kw)
+    expected = _draw(ref, 12)
+    s = MixtureSampler(tiny_corpus, m1, **kw)
+    got = _draw(s, 4)  # step 1, micro-batch 1 of 3
+    s.set_schedule(m2)  # takes effect at step 2
+    got += _draw(s, 8)
+    assert _same(expected, got)
+    # re-applying the schedule in force changes nothing
+    a = MixtureSampler(tiny_corpus, m1, **kw)
+    b = MixtureSampler(tiny_corpus, m1, **kw)
+    _draw(a, 5)
+    _draw(b, 5)
+    b.set_schedule(Schedule.constant(m1))
+    assert _same(_draw(a, 6), _draw(b, 6))
+
+
+def test_hash_permutation_is_a_keyed_permutation():
+    from mixlab.data.sampler import hash_permutation
+
+    p = hash_permutation(1024, 0, 3, 7)
+    assert sorted(p.tolist()) == list(range(1024))
+    assert np.array_equal(p, hash_permutation(1024, 0, 3, 7))
+    assert not np.array_equal(p, hash_permutation(1024, 0, 3, 8))

@@ -194,6 +194,32 @@ class MixtureSampler:
         self._block_cache: dict[tuple[int, int], np.ndarray] = {}
         self._perm_cache: dict[tuple[int, int], np.ndarray] = {}
 
+    @classmethod
+    def from_config(
+        cls,
+        corpus: Corpus,
+        mixture_or_schedule: Mixture | Schedule | Mapping[str, float],
+        config: Any,
+        *,
+        rank: int = 0,
+        world_size: int = 1,
+        split: str = "train",
+    ) -> MixtureSampler:
+        """Build from a :class:`~mixlab.data.config.SamplerConfig` (e.g. loaded from YAML)."""
+        return cls(
+            corpus,
+            mixture_or_schedule,
+            seq_len=config.seq_len,
+            batch_size=config.batch_size,
+            grad_accum=config.grad_accum,
+            seed=config.seed,
+            rank=rank,
+            world_size=world_size,
+            max_epochs=config.max_epochs,
+            on_exceed=config.on_exceed,
+            split=split,
+        )
+
     # ----------------------------------------------------------------- configuration
     def _coerce(self, obj: Mixture | Schedule | Mapping[str, float]) -> Schedule:
         if isinstance(obj, Schedule):
@@ -250,7 +276,7 @@ class MixtureSampler:
         return self._step
 
     def set_schedule(self, schedule: Schedule | Mixture) -> None:
-        """Use ``schedule`` from the next whole optimizer step on; steps already begun keep theirs.
+        """Use ``schedule`` (or a mixture) from the next whole optimizer step on; steps already begun keep theirs.
 
         The stages before that step are kept (they are part of the stream's history and of the
         state dict), so the result stays deterministic and resumable.
@@ -260,7 +286,13 @@ class MixtureSampler:
         kept = [s for s in self._schedule.stages if s.start_step < boundary]
         stages = kept + [Stage(boundary, new.mixture_at(boundary))] if kept else [Stage(0, new.mixture_at(0))]
         stages += [s for s in new.stages if s.start_step > max(boundary, 0)]
-        candidate = Schedule(tuple(stages))
+        # a stage that repeats the mixture before it is dropped, so re-applying the current schedule
+        # (e.g. after a resume) leaves the stream exactly as it was
+        merged = [stages[0]]
+        for st in stages[1:]:
+            if st.mixture.to_dict() != merged[-1].mixture.to_dict():
+                merged.append(st)
+        candidate = Schedule(tuple(merged))
         weights = [self._stage_weights(s) for s in candidate.stages]
         self._schedule, self._weights = candidate, weights
         self._block_cache.clear()
