@@ -9,7 +9,7 @@
 Both measurements take the median of ``--repeats`` interleaved runs. The last line is
 ``influence_ratio=<full matrix time / forward+backward time>``.
 
-    python bench/influence.py            # ~1-2 minutes on one CPU core
+    python bench/influence.py            # a few minutes on one free CPU core
     python bench/influence.py --quick    # smaller, for a smoke run
 """
 
@@ -71,13 +71,14 @@ def main() -> None:
     ap.add_argument("--model", default="tiny-1m")
     ap.add_argument("--big-model", default="small-10m")
     ap.add_argument("--domains", type=int, default=4)
-    ap.add_argument("--batches", type=int, default=6, help="batches per domain (training and target each)")
-    ap.add_argument("--big-batches", type=int, default=2)
+    ap.add_argument("--batches", type=int, default=4, help="batches per domain (training and target each)")
+    ap.add_argument("--big-batches", type=int, default=1)
+    ap.add_argument("--big-batch-size", type=int, default=4)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--seq-len", type=int, default=128)
     ap.add_argument("--vocab", type=int, default=4096)
     ap.add_argument("--projection-dim", type=int, default=8192)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args()
@@ -101,8 +102,8 @@ def main() -> None:
     ratio = infl / floor
     print(f"forward+backward floor: {floor:.3f}s ({passes} passes); full influence matrix: {infl:.3f}s")
 
-    btrain = make_batches(args.domains, args.big_batches, args.batch_size, args.seq_len, args.vocab, 3)
-    btarget = make_batches(args.domains, args.big_batches, args.batch_size, args.seq_len, args.vocab, 4)
+    btrain = make_batches(args.domains, args.big_batches, args.big_batch_size, args.seq_len, args.vocab, 3)
+    btarget = make_batches(args.domains, args.big_batches, args.big_batch_size, args.seq_len, args.vocab, 4)
     big, bopt = trained_model(args.big_model, args.vocab, args.seq_len, btrain)
     p = count_params(big)
     influence_pass(big, bopt, btrain, btarget, args.projection_dim)
