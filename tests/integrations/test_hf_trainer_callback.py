@@ -25,12 +25,13 @@ def _model(vocab_size: int):
     torch.manual_seed(0)
     cfg = transformers.GPT2Config(
         n_layer=1, n_embd=32, n_head=2, n_positions=SEQ, vocab_size=vocab_size, resid_pdrop=0.0, embd_pdrop=0.0,
+        bos_token_id=vocab_size - 1, eos_token_id=vocab_size - 1,
         attn_pdrop=0.0,
     )  # fmt: skip
     return transformers.GPT2LMHeadModel(cfg)
 
 
-def _trainer(tmp_path, corpus, stream, callback, steps: int, **kw):
+def _trainer(tmp_path, corpus, stream, callback, steps: int, eval_dataset=None, **kw):
     args = transformers.TrainingArguments(
         output_dir=str(tmp_path / "hf"),
         max_steps=steps,
@@ -48,7 +49,11 @@ def _trainer(tmp_path, corpus, stream, callback, steps: int, **kw):
         **kw,
     )
     return transformers.Trainer(
-        model=_model(corpus.vocab_size), args=args, train_dataset=stream.to_hf_dataset(), callbacks=[callback]
+        model=_model(corpus.vocab_size),
+        args=args,
+        train_dataset=stream.to_hf_dataset(),
+        eval_dataset=eval_dataset,
+        callbacks=[callback],
     )
 
 
@@ -76,7 +81,8 @@ def test_static_schedule_switches_at_the_boundary(tiny_corpus, tmp_path) -> None
     sched = Schedule.from_pairs([(0, {"english": 1.0}), (4, {"code": 0.5, "arithmetic": 0.5})])
     stream = MixtureStream(tiny_corpus, Mixture({"noise": 1.0}), seq_len=SEQ, batch_size=BATCH)
     callback = MixtureScheduleCallback(stream, sched, out_dir=tmp_path / "run")
-    _trainer(tmp_path, tiny_corpus, stream, callback, steps=8).train()
+    evals = stream.eval_datasets(4)
+    _trainer(tmp_path, tiny_corpus, stream, callback, 8, evals, eval_strategy="steps", eval_steps=4).train()
     before, after = stream.counts(0, 4), stream.counts(4, 8)
     assert before == {"english": 4 * BATCH, "code": 0, "arithmetic": 0, "noise": 0}
     assert after["english"] == after["noise"] == 0
@@ -86,10 +92,14 @@ def test_static_schedule_switches_at_the_boundary(tiny_corpus, tmp_path) -> None
     ]
     from mixlab.report.data import load_report_input
 
-    assert load_report_input(tmp_path / "run").schedule == [
-        (0, {"english": 1.0}),
-        (4, {"code": 0.5, "arithmetic": 0.5}),
+    data = load_report_input(tmp_path / "run")
+    assert data.schedule == [(0, {"english": 1.0}), (4, {"code": 0.5, "arithmetic": 0.5})]
+    assert sorted({(r["step"], r["domain"]) for r in data.metrics}) == [
+        (s, d) for s in (4, 8) for d in sorted(tiny_corpus.domains)
     ]
+    assert all(np.isfinite(r["loss"]) and r["tokens"] == r["step"] * BATCH * SEQ for r in data.metrics)
+    code = {r["step"]: r["loss"] for r in data.metrics if r["domain"] == "code"}
+    assert code[8] < code[4]  # stage 1 trains on code
 
 
 class HardestDomainMixer(Mixer):

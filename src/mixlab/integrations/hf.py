@@ -33,8 +33,10 @@ cannot switch.
 
 from __future__ import annotations
 
+import csv
 import itertools
 import logging
+import re
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -43,7 +45,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from mixlab.errors import ConfigError, MixlabError
 from mixlab.mixture import Mixture, Schedule
-from mixlab.utils.io import atomic_write_json
+from mixlab.utils.io import atomic_open, atomic_write_json
 
 if TYPE_CHECKING:
     from mixlab.data import Corpus, MixtureSampler
@@ -53,6 +55,7 @@ log = logging.getLogger(__name__)
 
 _STREAMS: weakref.WeakValueDictionary[int, MixtureStream] = weakref.WeakValueDictionary()
 _NEXT_ID = itertools.count()
+_EVAL_KEY = re.compile(r"eval_(.+)_loss")
 
 try:  # the callback must subclass TrainerCallback for Trainer to accept it; transformers is optional
     from transformers import TrainerCallback as _CallbackBase
@@ -160,6 +163,24 @@ class MixtureStream:
                 counts[domains[k]] += 1
                 yield {"input_ids": ids[i], "labels": lab[i], "domain": domains[k]}
 
+    def eval_datasets(self, sequences_per_domain: int = 8) -> dict[str, Any]:
+        """``{domain: datasets.Dataset}`` of the first ``sequences_per_domain`` validation sequences of
+        each domain; pass it as the Trainer's ``eval_dataset`` to get ``eval_<domain>_loss``."""
+        import datasets
+        import numpy as np
+
+        out = {}
+        T = self.seq_len
+        for d in self.domains:
+            toks = np.asarray(self.corpus.val_tokens(d), dtype=np.int64)
+            n = min(sequences_per_domain, len(toks) // T)
+            if n == 0:
+                log.warning("domain %r has fewer than seq_len=%d validation tokens; not evaluated", d, T)
+                continue
+            chunks = toks[: n * T].reshape(n, T).tolist()
+            out[d] = datasets.Dataset.from_dict({"input_ids": chunks, "labels": chunks})
+        return out
+
     def to_hf_dataset(self) -> Any:
         """A ``datasets.IterableDataset`` over :meth:`examples` (``pip install mixlab[hf]``)."""
         try:
@@ -264,13 +285,16 @@ class MixtureScheduleCallback(_CallbackBase):
     :class:`~mixlab.mixers.base.MixingContext` with ``live`` (the model wrapped in mixlab's
     interface, the optimizer, seq_len, batch_size), ``corpus``, ``previous`` and ``history``, calls
     ``mixer.propose`` (TiKMiX-D measures Group Influence on the live model there) and switches the
-    stream. ``mixer_kwargs`` are extra :class:`MixingContext` fields (``max_epochs``, ``lower``,
-    ``upper``, ``target_domains``, ...). With ``influence`` (keyword arguments of
+    stream. ``mixer_params`` go to :func:`~mixlab.mixers.get_mixer` when ``mixer`` is a name;
+    ``context`` holds extra :class:`MixingContext` fields (``max_epochs``, ``lower``, ``upper``,
+    ``target_domains``, ...). With ``influence`` (keyword arguments of
     :func:`mixlab.influence.measure_group_influence`, at least ``tokens_per_domain``) the callback
     measures Group Influence itself on the live model (Adam-preconditioned with the Trainer's
     optimizer unless told otherwise) and hands it to the mixer as ``ctx.live.influence``; without
-    it, a dynamic mixer measures what it needs. ``out_dir`` receives ``schedule.json`` and
-    ``stages/stage_<k>/influence.json`` in the layout ``mixlab report`` reads.
+    it, a dynamic mixer measures what it needs. ``out_dir`` receives ``schedule.json``,
+    ``stages/stage_<k>/influence.json`` and, when the Trainer evaluates on
+    :meth:`MixtureStream.eval_datasets` (``eval_<domain>_loss``), ``metrics.csv``: the layout
+    ``mixlab report`` reads.
     """
 
     def __init__(
@@ -305,6 +329,8 @@ class MixtureScheduleCallback(_CallbackBase):
         self._pending: list[int] = []
         self._mixer_obj: Mixer | None = None
         self._announced = 0
+        self.metrics: list[dict[str, Any]] = []
+        """Per-domain evaluation losses seen so far: ``{run_id, step, tokens, domain, loss}`` rows."""
 
     # ----------------------------------------------------------------- helpers
     def _get_mixer(self) -> Mixer:
@@ -412,7 +438,9 @@ class MixtureScheduleCallback(_CallbackBase):
             start,
             mixture,
             decided_at_step=step,
-            influence=_influence_record(getattr(mixer, "last_influence_", None) or live.influence),
+            influence=_influence_record(
+                live.influence if live.influence is not None else getattr(mixer, "last_influence_", None)
+            ),
             compute=ctx.compute.to_dict(),
         )
         self.stages.append(record)
@@ -457,6 +485,11 @@ class MixtureScheduleCallback(_CallbackBase):
     def _save(self) -> None:
         if self.out_dir is None:
             return
+        if self.metrics:
+            with atomic_open(self.out_dir / "metrics.csv", "w") as fh:
+                writer = csv.DictWriter(fh, fieldnames=["run_id", "step", "tokens", "domain", "loss"])
+                writer.writeheader()
+                writer.writerows(self.metrics)
         atomic_write_json(
             self.out_dir / "schedule.json",
             {"schedule": [{"start_step": s.start_step, "mixture": s.mixture.to_dict()} for s in self.stages]},
@@ -484,6 +517,31 @@ class MixtureScheduleCallback(_CallbackBase):
         self._announced = 0
         log.info("stage 0 from step 0: %s", self.stages[0].mixture)
         self._save()
+        return control
+
+    def on_evaluate(
+        self, args: Any, state: Any, control: Any, metrics: Mapping[str, float] | None = None, **kwargs: Any
+    ) -> Any:
+        """Collect ``eval_<domain>_loss`` (Trainer's name for a dict ``eval_dataset``) as loss curves."""
+        step = int(state.global_step)
+        per_step = self.stream.batch_size * self.stream.grad_accum * self.stream.seq_len
+        run_id = Path(args.output_dir).name or "hf"
+        found = False
+        for key, value in (metrics or {}).items():
+            m = _EVAL_KEY.fullmatch(key)
+            if m and m.group(1) in self.stream.domains:
+                self.metrics.append(
+                    {
+                        "run_id": run_id,
+                        "step": step,
+                        "tokens": step * per_step,
+                        "domain": m.group(1),
+                        "loss": float(value),
+                    }
+                )
+                found = True
+        if found:
+            self._save()
         return control
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
