@@ -114,9 +114,10 @@ def chatterbot_conversations() -> Iterator[str]:
     """ChatterBot's multilingual corpus: one document per conversation, one turn per line."""
     import yaml
 
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C safe loader is ~10x faster
     root = _package_dir("chatterbot_corpus", "chatterbot-corpus", "1.3.3") / "data"
     for f in _ordered(list(root.rglob("*.yml")), root):
-        data = yaml.safe_load(f.read_text(encoding="utf-8")) or {}
+        data = yaml.load(f.read_text(encoding="utf-8"), Loader=loader) or {}  # noqa: S506 (safe loader)
         for conv in data.get("conversations", []) or []:
             turns = [str(t).strip() for t in conv if t is not None and str(t).strip()]
             if len(turns) >= 2:

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from mixlab.data.tokenizers import Tokenizer, tokenizer_from_spec
+from mixlab.data.tokenizers import ByteTokenizer, Tokenizer, tokenizer_from_spec
 from mixlab.errors import DataError
 from mixlab.utils.io import file_sha256, read_json
 
@@ -149,17 +149,19 @@ class Corpus:
         except (OSError, ValueError) as exc:
             raise DataError(f"{idx}: corrupt document index ({exc}); re-run `mixlab prepare`") from None
 
-    def documents(self, domain: str, split: str = "train") -> list[str]:
-        """Decode every document of a domain (for inspection and tests; reads the whole shard)."""
+    def documents(self, domain: str, split: str = "train", limit: int | None = None) -> list[str]:
+        """Decode the documents of a domain (the first ``limit`` of them), for inspection and tests."""
         toks = self.tokens(domain, split)
         off = self.doc_offsets(domain, split)
+        if limit is not None:
+            off = off[: limit + 1]
         tok, eos = self.tokenizer, self.eos_id
         out = []
-        for a, b in zip(off[:-1], off[1:], strict=True):
-            ids = toks[a:b].tolist()
-            if ids and ids[-1] == eos:  # the separator, not part of the text
+        for a, b in zip(off[:-1].tolist(), off[1:].tolist(), strict=True):
+            ids = np.asarray(toks[a:b])
+            if len(ids) and ids[-1] == eos:  # the separator, not part of the text
                 ids = ids[:-1]
-            out.append(tok.decode(ids))
+            out.append(tok.decode(ids if isinstance(tok, ByteTokenizer) else ids.tolist()))
         return out
 
     def token_counts(self, split: str = "train") -> dict[str, int]:

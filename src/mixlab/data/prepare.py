@@ -134,10 +134,11 @@ class _ShardWriter:
             self.hash.update(data)
             self.pending, self.pending_n = [], 0
 
-    def close(self) -> None:
+    def close(self, sync: bool = True) -> None:
         self.flush()
         self.fh.flush()
-        os.fsync(self.fh.fileno())
+        if sync:
+            os.fsync(self.fh.fileno())
         self.fh.close()
 
 
@@ -187,7 +188,7 @@ def _build_domain(
         if ids.size and int(ids.max()) >= tok.vocab_size:
             raise DataError(f"domain {name!r}: token id {int(ids.max())} >= vocab_size {tok.vocab_size}")
         writer.add(ids)
-    writer.close()
+    writer.close(sync=False)  # a scratch file, deleted below
     offsets = np.asarray(writer.offsets, dtype=np.int64)
     n_docs = len(offsets) - 1
     if n_docs == 0:

@@ -54,8 +54,9 @@ class ByteTokenizer:
         return np.frombuffer(text.encode("utf-8"), dtype=np.uint8).astype(np.uint16)
 
     def decode(self, ids: Iterable[int]) -> str:
-        data = bytes(int(i) for i in ids if 0 <= int(i) < 256)
-        return data.decode("utf-8", errors="replace")
+        """Bytes back to text; EOS and any id outside 0..255 are dropped, invalid UTF-8 is replaced."""
+        arr = np.asarray(ids if isinstance(ids, np.ndarray) else list(ids), dtype=np.int64).ravel()
+        return arr[(arr >= 0) & (arr < 256)].astype(np.uint8).tobytes().decode("utf-8", errors="replace")
 
     def spec(self) -> dict[str, Any]:
         return {"type": "byte", "vocab_size": self.vocab_size, "eos_id": self.eos_id}
