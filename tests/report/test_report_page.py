@@ -68,7 +68,7 @@ def _screenshot(browser: str, page: Path, png: Path, profile: Path) -> np.ndarra
         browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync",
         "--hide-scrollbars", "--force-device-scale-factor=1", f"--user-data-dir={profile}",
-        f"--screenshot={png}", "--window-size=1280,4000", page.as_uri(),
+        f"--screenshot={png}", "--window-size=1280,6000", page.as_uri(),
     ]  # fmt: skip
     subprocess.run(cmd, check=True, capture_output=True, timeout=120)
     return np.asarray(Image.open(png).convert("RGB"), dtype=np.int16)
