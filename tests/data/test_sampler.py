@@ -265,3 +265,17 @@ def test_hash_permutation_is_a_keyed_permutation():
     assert sorted(p.tolist()) == list(range(1024))
     assert np.array_equal(p, hash_permutation(1024, 0, 3, 7))
     assert not np.array_equal(p, hash_permutation(1024, 0, 3, 8))
+
+
+def test_dataset_resumes_from_state_with_workers(tiny_corpus):
+    from mixlab.data import MixtureDataset
+
+    mix = {"english": 0.5, "arithmetic": 0.5}
+    kw = dict(seq_len=32, batch_size=4, grad_accum=2, seed=6)
+    ref = MixtureSampler(tiny_corpus, mix, **kw)
+    expected = _draw(ref, 12)
+    s = MixtureSampler(tiny_corpus, mix, **kw)
+    _draw(s, 5)
+    ds = MixtureDataset(tiny_corpus, mix, num_batches=7, state=s.state_dict(), **kw)
+    got = list(torch.utils.data.DataLoader(ds, batch_size=None, num_workers=2))
+    assert _same(expected[5:], got)
