@@ -80,7 +80,7 @@ def _run(cfg: dict, corpus_root: Path) -> dict:
 
 @pytest.mark.slow
 def test_kill_and_resume_reproduces_schedule(tiny_corpus, tmp_path):
-    mixer_params = {"tokens_per_domain": 2048, "batch_size": 4}
+    mixer_params = {"tokens_per_domain": 2048, "batch_size": 4, "pareto": False}
     base = {"mixer": "tikmix-d", "mixer_params": mixer_params, "stages": 3, "initial": "uniform"}
     train = _train(tiny_corpus, tmp_path / "a", checkpoint_interval=4)
     full = _run(base | {"train": train}, tiny_corpus.root)
