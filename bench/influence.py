@@ -26,7 +26,9 @@ from mixlab.influence.batches import LMBatch
 from mixlab.model import GPT, count_params, preset
 
 
-def make_batches(k: int, n: int, batch_size: int, seq_len: int, vocab: int, seed: int) -> dict[str, list[LMBatch]]:
+def make_batches(
+    k: int, n: int, batch_size: int, seq_len: int, vocab: int, seed: int
+) -> dict[str, list[LMBatch]]:
     g = torch.Generator().manual_seed(seed)
     out = {}
     for d in range(k):
@@ -36,7 +38,9 @@ def make_batches(k: int, n: int, batch_size: int, seq_len: int, vocab: int, seed
     return out
 
 
-def trained_model(name: str, vocab: int, seq_len: int, batches: dict[str, list[LMBatch]]) -> tuple[GPT, torch.optim.Optimizer]:
+def trained_model(
+    name: str, vocab: int, seq_len: int, batches: dict[str, list[LMBatch]]
+) -> tuple[GPT, torch.optim.Optimizer]:
     cfg = preset(name)
     cfg.vocab_size = vocab
     cfg.block_size = max(cfg.block_size, seq_len)
@@ -60,9 +64,13 @@ def floor_pass(model: GPT, train: dict, target: dict) -> float:
     return time.perf_counter() - t0
 
 
-def influence_pass(model: GPT, opt: torch.optim.Optimizer, train: dict, target: dict, projection_dim: int | None = None) -> float:
+def influence_pass(
+    model: GPT, opt: torch.optim.Optimizer, train: dict, target: dict, projection_dim: int | None = None
+) -> float:
     t0 = time.perf_counter()
-    compute_group_influence(model, train, target, preconditioner="adam", optimizer=opt, projection_dim=projection_dim)
+    compute_group_influence(
+        model, train, target, preconditioner="adam", optimizer=opt, projection_dim=projection_dim
+    )
     return time.perf_counter() - t0
 
 
@@ -83,7 +91,13 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args()
     if args.quick:
-        args.model, args.big_model, args.batches, args.big_batches, args.repeats = "nano-100k", "tiny-1m", 3, 1, 1
+        args.model, args.big_model, args.batches, args.big_batches, args.repeats = (
+            "nano-100k",
+            "tiny-1m",
+            3,
+            1,
+            1,
+        )
     torch.set_num_threads(args.threads)
 
     train = make_batches(args.domains, args.batches, args.batch_size, args.seq_len, args.vocab, 1)
