@@ -192,6 +192,7 @@ def compute_group_influence(
     seed: int = 0,
     stderr_memory_mb: float = 256.0,
     progress: bool = False,
+    distributed: bool | None = None,
 ) -> GroupInfluence:
     """The full influence matrix of ``train_batches`` domains on ``target_batches`` domains.
 
@@ -200,12 +201,14 @@ def compute_group_influence(
     Preconditioners that need data (``diag-gn``, ``kfac``, ``ekfac``, ``exact``) are fitted on
     ``fit_batches`` (default: the first ``fit_batches_per_domain`` batches of every training domain),
     standing for the training objective's curvature. The model is put in eval mode (no dropout) and
-    restored afterwards.
+    restored afterwards. ``distributed`` (default: whenever ``torch.distributed`` is initialised)
+    shares the batches among ranks; every rank must then call this function. Pass ``False`` when only
+    one rank measures.
     """
     if not train_batches or not target_batches:
         raise ConfigError("Group Influence needs at least one training domain and one target domain")
     t0 = time.perf_counter()
-    rank, world = _dist()
+    rank, world = _dist() if distributed is not False else (0, 1)
     device = model_device(model)
     params = trainable_params(model)
     n_params = sum(p.numel() for p in params)
