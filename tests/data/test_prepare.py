@@ -247,3 +247,10 @@ def test_sampler_config_from_yaml(tmp_path, tiny_corpus):
     p.write_text("sampler:\n  seq_len: 32\n  on_exceed: ignore\n")
     with pytest.raises(ConfigError, match=r"train.yaml: on_exceed: .*'error'.*'warn'"):
         load_sampler_config(p)
+
+
+def test_domain_removed_from_config_is_dropped(tmp_path):
+    prepare_domains(tmp_path, {"a": ["alpha text"] * 3, "b": ["beta text"] * 3})
+    assert (tmp_path / "domains" / "b").is_dir()
+    c = prepare_domains(tmp_path, {"a": ["alpha text"] * 3})
+    assert c.domains == ["a"] and not (tmp_path / "domains" / "b").exists()
