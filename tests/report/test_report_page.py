@@ -170,8 +170,10 @@ def test_influence_matrix_orientation(tmp_path) -> None:
         train_domains=["a", "b", "c"], target_domains=["x", "y"],
     )  # fmt: skip
     (stage / "influence.json").write_text(json.dumps(gi.to_dict()))
+    (stage / "record.json").write_text(json.dumps({"stage": 0, "start_step": 120}))
     (inf,) = load_report_input(run).influence
     assert inf.matrix.shape == (3, 2) and inf.matrix[2, 1] == 6.0 and np.isnan(inf.stderr[0, 1])
+    assert inf.step == 120
     square = {"train_domains": ["a", "b"], "target_domains": ["x", "y"], "matrix": [[1.0, 2.0], [3.0, 4.0]]}
     (stage / "influence.json").write_text(json.dumps(square))
     assert load_report_input(run).influence[0].matrix[0, 1] == 2.0

@@ -10,7 +10,7 @@ Run directory (``mixlab run`` / ``mixlab demo`` output)::
       metrics.csv              columns run_id, step, tokens, domain, loss (extra columns ignored;
                                an optional ``split`` column keeps only rows with split "val"/"valid"
                                when present)
-      stages/stage_<k>/influence.json
+      stages/stage_<k>/influence.json (+ optional record.json with "start_step", as the pipeline writes)
                                {"train_domains": [...], "target_domains": [...],
                                 "matrix": [[...]],     # rows = train domains, columns = target domains
                                 "stderr": [[...]],     # optional, same shape (null = unknown)
@@ -200,6 +200,12 @@ def read_influence(path: Path, stage: int) -> InfluenceStage:
     if stderr is not None and stderr.shape != shape:
         stderr = None
     step = obj.get("step", obj.get("start_step"))
+    record = path.parent / "record.json"
+    if step is None and record.is_file():  # the dynamic pipeline keeps the stage's start step there
+        try:
+            step = json.loads(record.read_text()).get("start_step")
+        except (OSError, ValueError, AttributeError):
+            step = None
     return InfluenceStage(stage, train, target, mat, stderr, int(step) if step is not None else None)
 
 
