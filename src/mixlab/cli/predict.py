@@ -99,8 +99,9 @@ def predict(
             f"Pearson {m['pearson']:.4f}, MAE {m['mae']:.4g}"
         )
     log.info("fitting %s on %d runs x %d domains for %s", model.name, len(y), len(mix.columns), target)
-    model.fit(mix.values, y, domains=mix.columns, targets=cols)
-    pred = model.predict(test.values)
+    with console.status(f"fitting {model.name} on {len(y)} runs"):
+        model.fit(mix.values, y, domains=mix.columns, targets=cols)
+        pred = model.predict(test.values)
     lines = ["index,prediction", *(f"{i},{float(p)!r}" for i, p in zip(test.index, pred, strict=True))]
     atomic_write_text(out, "\n".join(lines) + "\n")
     console.print(f"wrote {len(pred)} predictions of {target} by {model.name} to {out}")
@@ -163,21 +164,24 @@ def propose(
     )
     model = get_predictor(None if predictor == "best" else predictor)
     log.info("fitting %s on %d runs x %d domains for %s", model.name, len(Y), len(domains), cols)
-    model.fit(mix.values, Y, domains=domains, targets=cols)
+    console = Console()
     goal = {c: weights.get(c, 1.0) for c in cols} if weights else None
     prior = np.mean(mix.values, axis=0)
-    found = search(model, goal, cons, method=method, prior=prior, n_samples=samples, top_k=top_k, seed=seed)
-    if test_mixtures is not None:
-        test = _aligned_test(test_mixtures, domains)
-        extra = search_continuous(model, goal, cons, starts=list(test.values[:8]) + [found.mixture.to_array(domains)], seed=seed)
-        if extra.predicted < found.predicted:
-            found = extra
+    with Console(stderr=True).status(f"fitting {model.name} on {len(Y)} runs and searching") as status:
+        model.fit(mix.values, Y, domains=domains, targets=cols)
+        status.update(f"searching the mixture ({method})")
+        found = search(model, goal, cons, method=method, prior=prior, n_samples=samples, top_k=top_k, seed=seed)
+        if test_mixtures is not None:
+            test = _aligned_test(test_mixtures, domains)
+            starts = list(test.values[:8]) + [found.mixture.to_array(domains)]
+            extra = search_continuous(model, goal, cons, starts=starts, seed=seed)
+            if extra.predicted < found.predicted:
+                found = extra
     save_mixture(found.mixture, out)
     table = Table(title=f"proposed mixture ({model.name}, {found.method}; predicted {found.predicted:.4f})")
     table.add_column("domain")
     table.add_column("weight", justify="right")
     for d in domains:
         table.add_row(d, f"{found.mixture[d]:.4f}")
-    console = Console()
     console.print(table)
     console.print(f"saved to {out}")
