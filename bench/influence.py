@@ -55,6 +55,8 @@ def trained_model(
 
 
 def floor_pass(model: GPT, train: dict, target: dict) -> float:
+    """Plain forward+backward over the same batches, in eval mode like the influence passes."""
+    model.eval()
     t0 = time.perf_counter()
     for group in (target, train):
         for batches in group.values():
