@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mixlab.data import Corpus, MixtureSampler
 from mixlab.data.sampler import largest_remainder
@@ -279,3 +281,22 @@ def test_dataset_resumes_from_state_with_workers(tiny_corpus):
     ds = MixtureDataset(tiny_corpus, mix, num_batches=7, state=s.state_dict(), **kw)
     got = list(torch.utils.data.DataLoader(ds, batch_size=None, num_workers=2))
     assert _same(expected[5:], got)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    raw=st.lists(st.floats(0.0, 1.0), min_size=4, max_size=4).filter(lambda v: sum(v) > 0.05),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_every_block_matches_weights_within_one_sequence(tiny_corpus, raw, seed):
+    """Largest-remainder blocks: each aligned block of 1024 sequences has round(w*1024) +- 1 per domain."""
+    from mixlab.data.sampler import BLOCK
+
+    mix = Mixture.from_weights(raw, tiny_corpus.domains)
+    w = mix.to_array(tiny_corpus.domains)
+    s = MixtureSampler(tiny_corpus, mix, seq_len=8, batch_size=256, seed=seed, max_epochs=None)
+    doms = torch.cat([s.next_batch().domain_ids for _ in range(8)]).numpy()
+    for block in doms.reshape(-1, BLOCK):
+        counts = np.bincount(block, minlength=4)
+        assert np.all(np.abs(counts - w * BLOCK) < 1.0)
+        assert np.all(counts[w == 0] == 0)
