@@ -6,7 +6,8 @@
 2. At a ~10M-parameter GPT (the ``small-10m`` preset), the full matrix with and without a
    ``--projection-dim`` sketch: time ratio (speed-up) and the memory of the stored gradient vectors.
 
-Both measurements take the median of ``--repeats`` interleaved runs. The last line is
+Both measurements take the fastest of ``--repeats`` runs, in rotating order (on a shared machine
+other processes only ever add time, so the minimum is the least disturbed figure). The last line is
 ``influence_ratio=<full matrix time / forward+backward time>``.
 
     python bench/influence.py            # a few minutes on one free CPU core
@@ -16,7 +17,6 @@ Both measurements take the median of ``--repeats`` interleaved runs. The last li
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 
 import torch
@@ -111,10 +111,13 @@ def main() -> None:
     influence_pass(model, opt, train, target)
     floor_pass(model, train, target)
     t_inf, t_floor = [], []
-    for _ in range(args.repeats):
-        t_floor.append(floor_pass(model, train, target))
-        t_inf.append(influence_pass(model, opt, train, target))
-    floor, infl = statistics.median(t_floor), statistics.median(t_inf)
+    for r in range(args.repeats):
+        for fn in (floor_pass, influence_pass)[:: 1 if r % 2 == 0 else -1]:
+            if fn is floor_pass:
+                t_floor.append(floor_pass(model, train, target))
+            else:
+                t_inf.append(influence_pass(model, opt, train, target))
+    floor, infl = min(t_floor), min(t_inf)
     ratio = infl / floor
     print(f"forward+backward floor: {floor:.3f}s ({passes} passes); full influence matrix: {infl:.3f}s")
 
@@ -123,12 +126,17 @@ def main() -> None:
     big, bopt = trained_model(args.big_model, args.vocab, args.seq_len, btrain)
     p = count_params(big)
     influence_pass(big, bopt, btrain, btarget, args.projection_dim)
-    t_full, t_proj, t_bfloor = [], [], []
-    for _ in range(args.repeats):
-        t_bfloor.append(floor_pass(big, btrain, btarget))
-        t_full.append(influence_pass(big, bopt, btrain, btarget))
-        t_proj.append(influence_pass(big, bopt, btrain, btarget, args.projection_dim))
-    full, proj, bfloor = (statistics.median(t) for t in (t_full, t_proj, t_bfloor))
+    runs = {
+        "floor": lambda: floor_pass(big, btrain, btarget),
+        "full": lambda: influence_pass(big, bopt, btrain, btarget),
+        "projected": lambda: influence_pass(big, bopt, btrain, btarget, args.projection_dim),
+    }
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    for r in range(args.repeats):
+        order = list(runs)[r % 3 :] + list(runs)[: r % 3]
+        for name in order if r % 2 == 0 else order[::-1]:
+            times[name].append(runs[name]())
+    full, proj, bfloor = (min(times[k]) for k in ("full", "projected", "floor"))
     k = args.domains
     stored = 2 * k + k * args.big_batches  # target means, training sums, per-batch target vectors
     print(f"model {args.big_model}: {p:,} params; projection to ~{args.projection_dim} dims")
