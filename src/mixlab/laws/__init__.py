@@ -1,1 +1,19 @@
-"""mixlab.laws"""
+"""Mixing laws (estimator style: ``fit`` returns self, fitted state ends in ``_``, ``predict``).
+
+- :class:`BiMixLaw` / :class:`BiMixModel`: BiMix, ``L_i = A_i / r_i^alpha_i * (B_i / s^beta_i + C_i)``
+  (arXiv 2405.14908), per domain / over all modelled domains, with extrapolation, uncertainty and the
+  optimal mixture at a target step.
+- :class:`DataMixingLaw`: ``L_j = c_j + k_j exp(t_j . r)`` (arXiv 2403.16952), ``fit(X, y)`` /
+  ``predict(X)`` / ``optimize``.
+- :mod:`mixlab.laws.entropy`: BiMix's training-free entropy proxies (SE, JE, CE, VNE).
+- :mod:`mixlab.laws.table`: the wide CSV format of ``mixlab fit-law``.
+"""
+
+from mixlab.laws.bimix import BiMixLaw, BiMixModel, NotFittedError
+from mixlab.laws.dml import DataMixingLaw
+from mixlab.laws.entropy import EntropyResult, corpus_entropies, domain_entropy, entropy_mixture
+
+__all__ = [
+    "BiMixLaw", "BiMixModel", "DataMixingLaw", "EntropyResult", "NotFittedError",
+    "corpus_entropies", "domain_entropy", "entropy_mixture",
+]
