@@ -171,3 +171,15 @@ def test_proxy_runner_trains_then_reuses(tiny_corpus, tmp_path, monkeypatch):
     assert again.run_id == res.run_id and again.curve == res.curve and again.tokens == res.tokens
     with pytest.raises(AssertionError, match="reused"):
         runner.train(mix, tokens=32 * 4 * 12, eval_every=4, seed=1)
+
+
+def test_loss_decreases_on_the_builtin_corpus(tmp_path):
+    from mixlab.data import builtin_corpus
+
+    corpus = builtin_corpus()
+    trainer = Trainer(_cfg(tmp_path, tokens=32 * 4 * 30, eval_interval=30, eval_batches=1), store=False,
+                      corpus=corpus)
+    before = trainer.evaluate()
+    result = trainer.fit()
+    assert set(result.final) == set(corpus.domains)
+    assert sum(result.final.values()) / len(result.final) < sum(before.values()) / len(before) - 1.0
