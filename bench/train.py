@@ -4,9 +4,9 @@ The baseline is the smallest loop that does the same optimisation (AdamW, gradie
 micro-batches materialised in memory beforehand): forward, backward, clip, step. The trainer runs the
 same number of optimizer steps through :meth:`mixlab.train.Trainer.train_until`, which also draws the
 batches from the sampler, sets the learning rate, checks the loss for NaN and records it. Both start
-from the same initial weights; runs alternate (baseline, trainer, baseline, ...) and each side's
-fastest time is used (the run least disturbed by other work), which keeps the ratio meaningful on a busy machine. Evaluation throughput
-(``evaluate_domains`` tokens/s) is printed too.
+from the same initial weights and advance in alternating chunks of a few steps (ABBA order); the
+ratio is the median over adjacent pairs, which keeps it meaningful on a machine shared with other
+work. Evaluation throughput (``evaluate_domains`` tokens/s) is printed too.
 
 Usage: ``python bench/train.py [--model tiny-1m] [--steps 10] [--repeats 3] [--also small-10m]``.
 The last line is ``train_ratio=<trainer tokens/s / plain loop tokens/s>`` (target >= 0.95).
@@ -15,6 +15,7 @@ The last line is ``train_ratio=<trainer tokens/s / plain loop tokens/s>`` (targe
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import tempfile
 import time
@@ -22,9 +23,9 @@ import time
 import torch
 
 
-def plain_loop(model: torch.nn.Module, batches: list, *, lr: float, clip: float, device: torch.device) -> float:
+def plain_loop(model: torch.nn.Module, batches: list, opt: torch.optim.Optimizer, *, clip: float,
+               device: torch.device) -> float:
     """Seconds for one optimizer step per batch with the simplest correct loop."""
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.1)
     model.train()
     t0 = time.perf_counter()
     for x, y in batches:
@@ -48,6 +49,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--warmup-steps", type=int, default=3)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--chunk", type=int, default=2, help="steps per timed chunk in the interleaved comparison")
     ap.add_argument("--seq-len", type=int, default=128)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--device", default="auto")
@@ -83,29 +85,54 @@ def main(argv: list[str] | None = None) -> None:
             torch.cuda.synchronize()
         return time.perf_counter() - t0, trainer
 
-    def baseline_seconds(preset: str, steps: int, device: torch.device) -> float:
-        cfg = config(preset, steps)
+    def paired(preset: str) -> tuple[float, float, Trainer]:
+        """Interleave chunks of ``--chunk`` steps of the trainer and of the plain loop (ABBA order,
+        so drift in machine load cancels) and return the median per-pair ratio and the fastest
+        chunk's tokens/s of each side: adjacent chunks see the same load from other processes."""
+        steps = args.repeats * args.steps
+        trainer = Trainer(config(preset, steps), store=False, corpus=corpus)
+        cfg = trainer.config
         model, _ = build_model(preset, vocab_size=corpus.vocab_size, seq_len=args.seq_len, seed=cfg.seed)
-        model.to(device)
+        model.to(trainer.device)
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=0.1)
         sampler = MixtureSampler(corpus, cfg.resolve_mixture(corpus.domains, corpus.token_counts()),
                                  seq_len=args.seq_len, batch_size=args.batch_size, seed=cfg.seed)
         batches = [tuple(sampler.next_batch()[:2]) for _ in range(args.warmup_steps + steps)]
-        plain_loop(model, batches[: args.warmup_steps], lr=cfg.lr, clip=1.0, device=device)
-        return plain_loop(model, batches[args.warmup_steps :], lr=cfg.lr, clip=1.0, device=device)
+        trainer.train_until(args.warmup_steps)
+        plain_loop(model, batches[: args.warmup_steps], opt, clip=1.0, device=trainer.device)
+        pos = args.warmup_steps
+        ratios, t_train, t_base = [], [], []
+        for i in range(0, steps, args.chunk):
+            k = min(args.chunk, steps - i)
 
-    tokens = args.steps * args.seq_len * args.batch_size
-    t_train, t_base = [], []
-    trainer = None
-    for _ in range(args.repeats):
-        sec, trainer = trainer_seconds(args.model, args.steps)
-        t_train.append(sec)
-        t_base.append(baseline_seconds(args.model, args.steps, trainer.device))
+            def run_trainer(k: int = k) -> float:
+                t0 = time.perf_counter()
+                trainer.train_until(trainer.step + k)
+                if trainer.device.type == "cuda":
+                    torch.cuda.synchronize()
+                return time.perf_counter() - t0
+
+            def run_base(k: int = k, pos: int = pos) -> float:
+                return plain_loop(model, batches[pos : pos + k], opt, clip=1.0, device=trainer.device)
+
+            if (i // args.chunk) % 2 == 0:
+                a, b = run_trainer(), run_base()
+            else:
+                b, a = run_base(), run_trainer()
+            pos += k
+            t_train.append(a / k)
+            t_base.append(b / k)
+            ratios.append(b / a)
+        tok = args.seq_len * args.batch_size
+        print(f"{preset}: per-step seconds trainer {[round(t, 3) for t in t_train]} "
+              f"plain {[round(t, 3) for t in t_base]}")
+        return statistics.median(ratios), tok / min(t_train), tok / min(t_base), trainer
+
+    ratio, train_tps, base_tps, trainer = paired(args.model)
     device = trainer.device
-    base_tps = tokens / min(t_base)
-    train_tps = tokens / min(t_train)
     print(f"{args.model}: plain loop {base_tps:,.0f} tok/s, trainer {train_tps:,.0f} tok/s on {device} "
-          f"(seq_len {args.seq_len}, batch {args.batch_size}, {args.steps} steps x {args.repeats} repeats; "
-          f"times base {[round(t, 3) for t in t_base]} trainer {[round(t, 3) for t in t_train]})")
+          f"(seq_len {args.seq_len}, batch {args.batch_size}, {args.repeats} pairs of {args.steps} steps "
+          f"in chunks of {args.chunk}); median paired ratio {ratio:.3f}")
 
     # evaluation throughput on the trainer's fixed validation batches
     trainer.evaluate()
@@ -129,7 +156,6 @@ def main(argv: list[str] | None = None) -> None:
             line += f", MFU {tps * tr.flops_per_token / args.peak_flops:.1%}"
         print(line)
 
-    ratio = train_tps / base_tps
     print(f"train_ratio={ratio:.3f}")
     sys.stdout.flush()
 
