@@ -148,6 +148,12 @@ def test_hf_model_trains_through_trainer(tiny_corpus, tmp_path):
     result = Trainer(_cfg(tmp_path, model=spec, tokens=32 * 4 * 20), corpus=tiny_corpus).fit()
     first, last = result.train_losses[1], result.train_losses[20]
     assert last < first - 0.5
+    from mixlab.train import load_trained_model
+
+    model, cfg, step = load_trained_model(result.run_dir)
+    assert step == 20 and cfg.model == spec
+    again = evaluate_domains(model, tiny_corpus, seq_len=32, batches=2, batch_size=4, seed=0)
+    assert again == pytest.approx(result.final, rel=1e-6)
 
 
 def test_proxy_runner_trains_then_reuses(tiny_corpus, tmp_path, monkeypatch):
