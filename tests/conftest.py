@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 import pytest
 import torch
 
@@ -101,3 +102,41 @@ def byte_tokenizer():
     from mixlab.data import ByteTokenizer
 
     return ByteTokenizer()
+
+
+class NoiseTargetCorpus:
+    """In-memory corpus with the read interface MixtureSampler uses: a pure-noise domain and a
+    learnable domain (a deterministic bigram rule), vocab 32."""
+
+    vocab_size = 32
+
+    def __init__(self, n=40_000, seed=0):
+        rng = np.random.default_rng(seed)
+        self.domains = ["noise", "target"]
+        noise = rng.integers(0, 32, size=n)
+        start = rng.integers(0, 32, size=n // 64)
+        rule = [(s * 5 + 3 * np.arange(64)) % 32 for s in start]
+        self._data = {
+            ("noise", "train"): noise,
+            ("noise", "val"): rng.integers(0, 32, size=4000),
+            ("target", "train"): np.concatenate(rule),
+            ("target", "val"): np.concatenate(rule[:60]),
+        }
+
+    def tokens(self, domain, split="train"):
+        return self._data[(domain, split)]
+
+    def train_tokens(self, domain):
+        return self.tokens(domain, "train")
+
+    def val_tokens(self, domain):
+        return self.tokens(domain, "val")
+
+    def token_counts(self, split="train"):
+        return {d: len(self._data[(d, split)]) for d in self.domains}
+
+
+@pytest.fixture(scope="session")
+def noise_target_corpus():
+    """In memory: a pure-noise domain and a learnable ``target`` domain (see :class:`NoiseTargetCorpus`)."""
+    return NoiseTargetCorpus()

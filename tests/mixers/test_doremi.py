@@ -28,35 +28,9 @@ def test_doremi_update_eta_and_no_smoothing():
         doremi_update(np.log([0.5, 0.5]), np.array([0.1]))
 
 
-class SyntheticCorpus:
-    """In-memory corpus with the read interface MixtureSampler uses: a pure-noise domain and a
-    learnable domain (a deterministic bigram rule), vocab 32."""
-
-    vocab_size = 32
-
-    def __init__(self, n=40_000, seed=0):
-        rng = np.random.default_rng(seed)
-        self.domains = ["noise", "target"]
-        noise = rng.integers(0, 32, size=n)
-        start = rng.integers(0, 32, size=n // 64)
-        rule = [(s * 5 + 3 * np.arange(64)) % 32 for s in start]
-        self._data = {
-            ("noise", "train"): noise,
-            ("noise", "val"): rng.integers(0, 32, size=4000),
-            ("target", "train"): np.concatenate(rule),
-            ("target", "val"): np.concatenate(rule[:60]),
-        }
-
-    def tokens(self, domain, split="train"):
-        return self._data[(domain, split)]
-
-    def token_counts(self, split="train"):
-        return {d: len(self._data[(d, split)]) for d in self.domains}
-
-
-def test_doremi_moves_weight_away_from_noise():
+def test_doremi_moves_weight_away_from_noise(noise_target_corpus):
     torch.set_num_threads(1)
-    corpus = SyntheticCorpus()
+    corpus = noise_target_corpus
     # the context lists domains in another order than the corpus: results must be aligned by name
     ctx = MixingContext(
         domains=["target", "noise"], available_tokens=corpus.token_counts(), total_tokens=100_000, corpus=corpus

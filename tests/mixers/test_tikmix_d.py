@@ -194,3 +194,40 @@ def test_mixer_measures_influence_on_the_live_model():
     S = gi.matrix.T
     prev = np.full(3, 1 / 3)
     assert np.all(S @ mix.to_array(corpus.domains) >= S @ prev - 1e-6 * np.abs(S).max())
+
+
+def _train_briefly(corpus, steps=80, seq=32, bs=16, seed=0):
+    """A 1-layer GPT trained on a uniform mix of the corpus's domains, and its Adam optimizer."""
+    from mixlab.model import GPT, GPTConfig
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    model = GPT(GPTConfig(vocab_size=corpus.vocab_size, block_size=seq, n_layer=1, n_head=2, n_embd=32))
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for step in range(steps):
+        arr = corpus.train_tokens(corpus.domains[step % len(corpus.domains)])
+        starts = rng.integers(0, len(arr) - seq - 1, size=bs)
+        rows = torch.from_numpy(np.stack([arr[s : s + seq + 1] for s in starts]).astype(np.int64))
+        loss = model(rows[:, :-1], rows[:, 1:])[1]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model, opt
+
+
+@pytest.mark.parametrize("objective", ["paper", "linear"])
+def test_tikmix_d_moves_weight_away_from_noise(noise_target_corpus, objective):
+    # noise has nothing to teach about the learnable target domain: its gradients are unaligned with
+    # the target's, so Group Influence ranks it last and the mixture moves away from it
+    corpus = noise_target_corpus
+    model, opt = _train_briefly(corpus)
+    ctx = MixingContext(
+        domains=corpus.domains, available_tokens=corpus.token_counts(), total_tokens=100_000, corpus=corpus,
+        target_domains=["target"], previous=Mixture.uniform(corpus.domains), stage=1,
+        live=SimpleNamespace(model=model, optimizer=opt, seq_len=32, batch_size=8),
+    )  # fmt: skip
+    mixer = get_mixer("tikmix-d", objective=objective, tokens_per_domain=4 * 8 * 32)
+    mix = mixer.propose(ctx)
+    infl = dict(zip(mixer.last_influence_.train_domains, mixer.last_influence_.matrix[:, 0], strict=True))
+    assert infl["target"] > infl["noise"]
+    assert mix["noise"] < 0.4 < mix["target"]  # the previous (uniform) mixture had 0.5 each

@@ -49,12 +49,7 @@ def build_app() -> typer.Typer:
     )
     for name, target in COMMANDS.items():
         module_name, _, attr = target.partition(":")
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name == module_name:  # command not written yet in this checkout
-                continue
-            raise
+        module = importlib.import_module(module_name)
         obj = getattr(module, attr)
         if isinstance(obj, typer.Typer):
             app.add_typer(obj, name=name)

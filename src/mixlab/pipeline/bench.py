@@ -116,6 +116,8 @@ class ScaleSpec(BaseModel):
     """Extra settings for the dynamic pipeline (e.g. ``stages``)."""
     methods: dict[str, dict[str, Any]] = Field(default_factory=dict)
     """Per-method parameters for ``get_mixer(name, **params)``."""
+    proxy_overrides: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """Per-method extra :class:`~mixlab.train.LocalProxyRunner` keywords (e.g. ``eval_interval``)."""
 
 
 @cache
@@ -343,6 +345,8 @@ def _proxy_runner(env: _Env, method: str, key: str) -> Any:
     from mixlab.train import LocalProxyRunner
 
     p = env.scale.proxy
+    kwargs: dict[str, Any] = {"eval_batches": p.eval_batches, "device": env.config.device}
+    kwargs.update(env.scale.proxy_overrides.get(method, {}))
     return LocalProxyRunner(
         env.corpus,
         model=p.model,
@@ -353,8 +357,7 @@ def _proxy_runner(env: _Env, method: str, key: str) -> Any:
         kind="proxy",
         method=method,
         progress=False,
-        eval_batches=p.eval_batches,
-        device=env.config.device,
+        **kwargs,
     )
 
 
@@ -365,6 +368,7 @@ def _choice_path(env: _Env, method: str, params: Mapping[str, Any]) -> Path:
             "method": method,
             "params": params,
             "proxy": env.scale.proxy.model_dump(),
+            "proxy_overrides": env.scale.proxy_overrides.get(method, {}),
             "target_tokens": env.scale.target.tokens,
             "corpus": env.fingerprint,
             "targets": env.targets,
@@ -408,6 +412,13 @@ def choose_static(env: _Env, method: str) -> dict[str, Any]:
     return choice
 
 
+def _target_intervals(t: ModelSettings) -> dict[str, int]:
+    """Evaluate a target run only at its end (only the final losses are compared; evaluations would
+    cost as much as training at these sizes), checkpoint it every quarter so a killed run resumes."""
+    steps = max(1, t.tokens // (t.seq_len * t.batch_size))
+    return {"eval_interval": steps, "checkpoint_interval": max(1, steps // 4)}
+
+
 def train_target(env: _Env, method: str, schedule: Schedule, seed: int) -> dict[str, Any]:
     """Train (or reuse) the target model on ``schedule`` with ``seed``; its final per-domain losses."""
     from mixlab.train import TrainConfig, Trainer
@@ -423,7 +434,7 @@ def train_target(env: _Env, method: str, schedule: Schedule, seed: int) -> dict[
             "batch_size": t.batch_size,
             "lr": t.lr,
             "eval_batches": t.eval_batches,
-            "eval_interval": None,
+            **_target_intervals(t),
             "seed": seed,
             "max_epochs": env.config.max_epochs,
             "on_exceed": "warn",
@@ -472,6 +483,7 @@ def run_dynamic(env: _Env, method: str, seed: int) -> dict[str, Any]:
                 "batch_size": t.batch_size,
                 "lr": t.lr,
                 "eval_batches": t.eval_batches,
+                **_target_intervals(t),
                 "seed": seed,
                 "max_epochs": env.config.max_epochs,
                 "on_exceed": "warn",
