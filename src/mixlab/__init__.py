@@ -5,7 +5,14 @@ The light core types are importable at once; everything that pulls in torch live
 """
 
 from mixlab.errors import ConfigError, DataError, MixlabError, TrainingError
-from mixlab.mixture import Mixture, MixtureConstraints, Schedule, Stage, load_mixture_or_schedule, save_mixture
+from mixlab.mixture import (
+    Mixture,
+    MixtureConstraints,
+    Schedule,
+    Stage,
+    load_mixture_or_schedule,
+    save_mixture,
+)
 
 __version__ = "0.1.0"
 

@@ -13,7 +13,10 @@ from rich.console import Console
 from rich.table import Table
 
 app = typer.Typer(
-    help="Prepare and inspect corpora (the built-in corpus, or your own with `mixlab prepare`).",
+    help=(
+        "Prepare and inspect corpora (the built-in corpus, or your own with `mixlab prepare`).\n\n"
+        "Example: mixlab corpus builtin && mixlab corpus info"
+    ),
     no_args_is_help=True,
 )
 console = Console()

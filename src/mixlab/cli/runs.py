@@ -11,7 +11,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-app = typer.Typer(help="Inspect and export the runs recorded in the workspace store.", no_args_is_help=True)
+app = typer.Typer(
+    help=(
+        "Inspect and export the runs recorded in the workspace store.\n\n"
+        "Example: mixlab runs list && mixlab runs export --format parquet -o metrics.parquet"
+    ),
+    no_args_is_help=True,
+)
 console = Console()
 
 WorkspaceOpt = Annotated[str | None, typer.Option(help="Workspace folder (default $MIXLAB_WORKSPACE or ./mixlab-workspace).")]
