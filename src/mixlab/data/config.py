@@ -16,11 +16,12 @@ Example ``corpus.yaml``::
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from mixlab.errors import ConfigError
+from mixlab.utils.config import parse_config
 from mixlab.utils.io import read_yaml
 
 _DOMAIN_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
@@ -107,27 +108,6 @@ class SamplerConfig(BaseModel):
     """Most passes over any domain (or per domain); None = unlimited."""
     on_exceed: Literal["error", "warn"] = "error"
     """What happens before a domain would be repeated beyond max_epochs."""
-
-
-def format_validation_error(exc: ValidationError, where: str) -> str:
-    parts = []
-    for err in exc.errors():
-        loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
-        msg = err["msg"]
-        if err["type"] == "extra_forbidden":
-            msg = "unknown field; check the spelling"
-        elif err["type"] == "missing":
-            msg = "required field is missing"
-        parts.append(f"{where}: {loc}: {msg}")
-    return "\n".join(parts)
-
-
-def parse_config(model: type[BaseModel], data: Any, where: str) -> Any:
-    """Validate ``data`` against ``model``; a failure is a ConfigError naming ``where`` and the field."""
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, where)) from None
 
 
 def load_corpus_config(path: str | Path) -> CorpusConfig:

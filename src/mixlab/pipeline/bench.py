@@ -38,12 +38,13 @@ from typing import Any
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from mixlab.errors import ConfigError, MixlabError
 from mixlab.mixers import REGISTRY, get_mixer, mixer_class
 from mixlab.mixers.base import ComputeLedger, MixingContext, ProxyResult
 from mixlab.mixture import Mixture, Schedule
+from mixlab.utils.config import parse_config
 from mixlab.utils.io import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
 
 log = logging.getLogger(__name__)
@@ -136,10 +137,7 @@ def load_scale(name: str) -> ScaleSpec:
     scales = _scales()
     if name not in scales:
         raise ConfigError(f"unknown bench scale {name!r}; choose one of {sorted(scales)}")
-    try:
-        return ScaleSpec.model_validate(scales[name])
-    except ValidationError as exc:
-        raise ConfigError(f"bench_scales.yaml: scale {name!r} is invalid: {exc}") from None
+    return parse_config(ScaleSpec, scales[name], f"bench_scales.yaml: scale {name!r}")
 
 
 class BenchConfig(BaseModel):

@@ -22,11 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mixlab.errors import ConfigError, MixlabError
 from mixlab.mixers import ComputeLedger, MixingContext, get_mixer
 from mixlab.mixture import Mixture, Schedule
+from mixlab.utils.config import parse_config
 from mixlab.utils.io import atomic_open, atomic_write_json, read_json, read_yaml
 
 log = logging.getLogger(__name__)
@@ -76,17 +77,7 @@ class PipelineConfig(BaseModel):
 
     @classmethod
     def parse(cls, data: Any, *, where: str = "pipeline config") -> PipelineConfig:
-        if not isinstance(data, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            lines = []
-            for err in exc.errors():
-                loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
-                msg = "unknown field; check the spelling" if err["type"] == "extra_forbidden" else err["msg"]
-                lines.append(f"{where}: {loc}: {msg}")
-            raise ConfigError("\n".join(lines)) from None
+        return parse_config(cls, data, where)
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> PipelineConfig:

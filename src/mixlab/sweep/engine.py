@@ -31,10 +31,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from mixlab.errors import ConfigError, MixlabError
 from mixlab.mixture import Mixture
+from mixlab.utils.config import parse_config
 from mixlab.utils.io import atomic_write_json, atomic_write_text, read_json, resolve_under
 
 log = logging.getLogger(__name__)
@@ -88,11 +89,7 @@ class SweepConfig(BaseModel):
 
     @classmethod
     def parse(cls, data: Mapping[str, Any], *, where: str = "sweep config") -> SweepConfig:
-        try:
-            return cls.model_validate(dict(data))
-        except ValidationError as exc:
-            msgs = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-            raise ConfigError(f"{where}: {msgs}") from None
+        return parse_config(cls, dict(data), where)
 
 
 @dataclass(frozen=True)

@@ -8,10 +8,11 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from mixlab.errors import ConfigError
 from mixlab.mixture import Mixture, Schedule, load_mixture_or_schedule
+from mixlab.utils.config import parse_config
 from mixlab.utils.io import read_yaml
 
 RUN_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -127,17 +128,7 @@ class TrainConfig(BaseModel):
     @classmethod
     def parse(cls, data: Any, *, where: str = "train config") -> TrainConfig:
         """Validate a mapping; errors become a ConfigError naming ``where`` and each bad field."""
-        if not isinstance(data, dict):
-            raise ConfigError(f"{where}: expected a mapping of settings, got {type(data).__name__}")
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            lines = []
-            for err in exc.errors():
-                loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
-                msg = "unknown field; check the spelling" if err["type"] == "extra_forbidden" else err["msg"]
-                lines.append(f"{where}: {loc}: {msg}")
-            raise ConfigError("\n".join(lines)) from None
+        return parse_config(cls, data, where)
 
     @classmethod
     def from_yaml(cls, path: str | Path, key: str | None = "train") -> TrainConfig:
