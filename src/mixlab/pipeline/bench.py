@@ -633,14 +633,16 @@ def bench_table(rows: Sequence[Mapping[str, Any]], title: str = "mixlab bench") 
     """A rich table of the result rows (losses as mean ± std over seeds)."""
     from rich.table import Table
 
-    table = Table(title=title)
-    for col in ("method", "avg loss", "worst loss", "target loss", "choose FLOPs", "choose tokens", "choose s", "seeds"):
-        table.add_column(col, justify="left" if col == "method" else "right")
+    table = Table(
+        title=title, caption="losses: mean±std over seeds; FLOPs, tokens, s: compute spent choosing the mixture"
+    )
+    for col in ("method", "avg loss", "worst", "target", "FLOPs", "tokens", "s", "seeds"):
+        table.add_column(col, justify="left" if col == "method" else "right", no_wrap=True)
     for r in rows:
         table.add_row(
             str(r["method"]),
-            *(f"{r[k]:.4f} ± {r.get(k + '_std', 0.0):.4f}" for k in ("avg_loss", "worst_loss", "target_loss")),
-            f"{r['choose_flops']:.3g}",
+            *(f"{r[k]:.3f}±{r.get(k + '_std', 0.0):.3f}" for k in ("avg_loss", "worst_loss", "target_loss")),
+            f"{r['choose_flops']:.1e}",
             f"{int(r['choose_tokens']):,}",
             f"{r['choose_seconds']:.1f}",
             str(r["seeds"]),
