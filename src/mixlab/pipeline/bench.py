@@ -636,12 +636,16 @@ def bench_table(rows: Sequence[Mapping[str, Any]], title: str = "mixlab bench") 
     table = Table(
         title=title, caption="losses: mean±std over seeds; FLOPs, tokens, s: compute spent choosing the mixture"
     )
-    for col in ("method", "avg loss", "worst", "target", "FLOPs", "tokens", "s", "seeds"):
-        table.add_column(col, justify="left" if col == "method" else "right", no_wrap=True)
+    # in a narrow terminal the loss cells wrap (mean over ±std), the method names never shorten
+    table.add_column("method", no_wrap=True, min_width=max([len(str(r["method"])) for r in rows] + [6]))
+    for col in ("avg loss", "worst", "target"):
+        table.add_column(col, justify="right")
+    for col in ("FLOPs", "tokens", "s", "seeds"):
+        table.add_column(col, justify="right", no_wrap=True)
     for r in rows:
         table.add_row(
             str(r["method"]),
-            *(f"{r[k]:.3f}±{r.get(k + '_std', 0.0):.3f}" for k in ("avg_loss", "worst_loss", "target_loss")),
+            *(f"{r[k]:.3f} ±{r.get(k + '_std', 0.0):.3f}" for k in ("avg_loss", "worst_loss", "target_loss")),
             f"{r['choose_flops']:.1e}",
             f"{int(r['choose_tokens']):,}",
             f"{r['choose_seconds']:.1f}",
