@@ -253,9 +253,12 @@ def plot_bench(rows: Sequence[Mapping[str, Any]], metric: str = "avg_loss") -> F
         x = np.where(flops > 0, flops, np.nan)
         floor = np.nanmin(x) / 3
         x = np.where(np.isnan(x), floor, x)
+        labels: dict[tuple[float, float], list[str]] = {}  # methods at one point share one label
         for i, m in enumerate(methods):
             ax.errorbar(x[i], y[i], yerr=err[i], fmt="o", color=colors[m], capsize=3, label=m)
-            ax.annotate(m, (x[i], y[i]), textcoords="offset points", xytext=(5, 4), fontsize=8)
+            labels.setdefault((float(x[i]), round(float(y[i]), 6)), []).append(m)
+        for (xi, yi), names in labels.items():
+            ax.annotate(", ".join(names), (xi, yi), textcoords="offset points", xytext=(5, 4), fontsize=8)
         ax.set_xscale("log")
         ax.set_xlabel("FLOPs spent choosing the mixture (0 plotted at the left edge)")
     else:
