@@ -242,7 +242,31 @@ def solve_tikmix_d(
     return TiKMiXDSolution(best[1], best[0], use_pareto, best[2])
 
 
-class TiKMiXDMixer(Mixer):
+class InfluenceMixer(Mixer):
+    """A dynamic mixer that measures Group Influence on the live model (TiKMiX-D and TiKMiX-M).
+
+    Subclasses store ``tokens_per_domain``, ``target_tokens_per_domain``, ``seq_len``, ``batch_size``,
+    ``preconditioner``, ``projection_dim`` and ``seed`` in ``__init__``.
+    """
+
+    dynamic = True
+
+    def measure(self, ctx: MixingContext) -> Any:
+        """Group Influence of ``ctx.domains`` on ``ctx.targets`` at the live model (cost to ``ctx.compute``)."""
+        return measure_live_influence(
+            ctx,
+            tokens_per_domain=self.tokens_per_domain,
+            target_tokens_per_domain=self.target_tokens_per_domain,
+            seq_len=self.seq_len,
+            batch_size=self.batch_size,
+            preconditioner=self.preconditioner,
+            projection_dim=self.projection_dim,
+            seed=self.seed,
+            method=self.name,
+        )
+
+
+class TiKMiXDMixer(InfluenceMixer):
     """TiKMiX-D at a stage boundary: measure Group Influence on the live model, solve for w.
 
     Needs ``ctx.live`` (``model``, ``optimizer``, ``seq_len``, ``batch_size``) and ``ctx.corpus``;
@@ -251,7 +275,6 @@ class TiKMiXDMixer(Mixer):
     """
 
     name = "tikmix-d"
-    dynamic = True
 
     def __init__(
         self,
@@ -284,20 +307,6 @@ class TiKMiXDMixer(Mixer):
         self.preconditioner = preconditioner
         self.projection_dim = projection_dim
         self.seed = seed
-
-    def measure(self, ctx: MixingContext) -> Any:
-        """Group Influence of ``ctx.domains`` on ``ctx.targets`` at the live model (cost to ``ctx.compute``)."""
-        return measure_live_influence(
-            ctx,
-            tokens_per_domain=self.tokens_per_domain,
-            target_tokens_per_domain=self.target_tokens_per_domain,
-            seq_len=self.seq_len,
-            batch_size=self.batch_size,
-            preconditioner=self.preconditioner,
-            projection_dim=self.projection_dim,
-            seed=self.seed,
-            method=self.name,
-        )
 
     def solve(self, ctx: MixingContext, influence: Any) -> TiKMiXDSolution:
         cons = ctx.constraints()
@@ -400,6 +409,7 @@ def measure_live_influence(
 
 
 __all__ = [
+    "InfluenceMixer",
     "TiKMiXDMixer",
     "TiKMiXDSolution",
     "measure_live_influence",

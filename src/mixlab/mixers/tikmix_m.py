@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 
 from mixlab.errors import ConfigError, MixlabError
-from mixlab.mixers.base import Mixer, MixingContext
-from mixlab.mixers.tikmix_d import TiKMiXDMixer, measure_live_influence, normalised_influence, solve_tikmix_d
+from mixlab.mixers.base import MixingContext
+from mixlab.mixers.tikmix_d import InfluenceMixer, TiKMiXDMixer, normalised_influence, solve_tikmix_d
 from mixlab.mixture import Mixture, MixtureConstraints
 
 log = logging.getLogger(__name__)
@@ -160,12 +160,11 @@ def tikmix_m_search(
     return w_best, trace
 
 
-class TiKMiXMMixer(Mixer):
+class TiKMiXMMixer(InfluenceMixer):
     """TiKMiX-M at a stage boundary (see the module docstring). Reads ``ctx.live`` like TiKMiX-D and
     keeps ``last_influence_``, ``last_candidates_`` (X, labels), ``last_start_`` and ``last_trace_``."""
 
     name = "tikmix-m"
-    dynamic = True
 
     def __init__(
         self,
@@ -218,17 +217,7 @@ class TiKMiXMMixer(Mixer):
     def propose(self, ctx: MixingContext) -> Mixture:
         if self.n_candidates < 8:
             raise ConfigError(f"tikmix-m: n_candidates must be at least 8, got {self.n_candidates}")
-        gi = measure_live_influence(
-            ctx,
-            tokens_per_domain=self.tokens_per_domain,
-            target_tokens_per_domain=self.target_tokens_per_domain,
-            seq_len=self.seq_len,
-            batch_size=self.batch_size,
-            preconditioner=self.preconditioner,
-            projection_dim=self.projection_dim,
-            seed=self.seed,
-            method=self.name,
-        )
+        gi = self.measure(ctx)
         t0 = time.perf_counter()
         seed = ctx.seed if self.seed is None else self.seed
         cons = ctx.constraints()
