@@ -138,3 +138,31 @@ def test_dynamic_methods_run_through_the_pipeline(tiny_corpus, tmp_path, monkeyp
     )
     assert row["run_ids"][0].startswith("bench-uniform-s0-")
     assert math.isfinite(row["avg_loss"]) and row["choose_flops"] == 0
+
+
+def test_method_specs_and_lists():
+    from mixlab.pipeline.bench import parse_method_spec, split_methods
+
+    assert parse_method_spec("regmix") == ("regmix", {})
+    assert parse_method_spec("tikmix-d[pareto=false, gamma=0.5,objective=linear]") == (
+        "tikmix-d", {"pareto": False, "gamma": 0.5, "objective": "linear"}
+    )
+    assert split_methods("uniform, tikmix-d[pareto=false,gamma=0.5],regmix") == [
+        "uniform", "tikmix-d[pareto=false,gamma=0.5]", "regmix"
+    ]
+    for bad in ("tikmix-d[pareto]", "tikmix-d[=1]", "a b"):
+        with pytest.raises(ConfigError):
+            parse_method_spec(bad)
+    with pytest.raises(ConfigError, match="unknown method"):
+        BenchConfig(methods=["nope[x=1]"]).resolved()
+
+
+def test_a_method_variant_is_its_own_row(tiny_corpus, tmp_path):
+    cfg = BenchConfig(
+        scale="tiny", methods=["doremi", "doremi[steps=8]"], seeds=1, workspace=str(tmp_path / "ws"), device="cpu"
+    )
+    rows = run_bench(cfg, corpus=tiny_corpus)
+    assert [r["method"] for r in rows] == ["doremi", "doremi[steps=8]"]
+    # the variant overrides the scale's 16 steps (reference + proxy, 8 sequences of 64 tokens a step)
+    assert rows[0]["choose_tokens"] == 2 * 16 * 8 * 64 and rows[1]["choose_tokens"] == 2 * 8 * 8 * 64
+    assert rows[0]["run_ids"] != rows[1]["run_ids"]

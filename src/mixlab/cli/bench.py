@@ -11,15 +11,17 @@ import typer
 def _split(value: str | None) -> list[str] | None:
     if value is None:
         return None
-    items = [v.strip() for v in value.split(",") if v.strip()]
-    return items or None
+    from mixlab.pipeline.bench import split_methods
+
+    return split_methods(value) or None
 
 
 def bench(
     methods: Annotated[
         str | None,
         typer.Option(help="Comma-separated methods (default: uniform,natural,unimax,doremi,regmix,bimix,"
-                          "bimix-entropy-ce,tikmix-d,tikmix-m)."),
+                          "bimix-entropy-ce,tikmix-d,tikmix-m); NAME[key=value,...] benchmarks a variant "
+                          "as its own row, e.g. 'tikmix-d[pareto=false]'."),
     ] = None,
     corpus: Annotated[
         Path | None, typer.Option(help="Prepared corpus directory (default: the built-in corpus).")
@@ -51,6 +53,8 @@ def bench(
     spent choosing (FLOPs, proxy tokens, seconds). Re-running reuses finished choices and runs.
 
     Example: mixlab bench --scale tiny --methods uniform,natural,doremi --out bench.json
+
+    Example: mixlab bench --methods 'regmix,tikmix-d,tikmix-d[pareto=false]'
     """
     import logging
 

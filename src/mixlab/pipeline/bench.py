@@ -28,6 +28,7 @@ import io
 import json
 import logging
 import math
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -78,6 +79,43 @@ RESULT_KEYS: tuple[str, ...] = (
 """The keys every result object carries (the issue's list); rows also hold details after these."""
 
 CHOICE_VERSION = 1
+
+_SPEC = re.compile(r"^\s*([A-Za-z0-9_.-]+)\s*(?:\[(.*)\])?\s*$")
+
+
+def parse_method_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    """``"tikmix-d[pareto=false,gamma=0.5]"`` -> ``("tikmix-d", {"pareto": False, "gamma": 0.5})``.
+
+    A variant of a method is benchmarked as its own row under the full spec; values are read as YAML
+    scalars (numbers, true/false, strings).
+    """
+    m = _SPEC.match(spec)
+    if not m:
+        raise ConfigError(f"bench: cannot read method {spec!r}; write NAME or NAME[key=value,...]")
+    name, inner = m.group(1), m.group(2)
+    params: dict[str, Any] = {}
+    for item in (inner or "").split(","):
+        if not item.strip():
+            continue
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise ConfigError(f"bench: method {spec!r}: {item.strip()!r} is not key=value")
+        params[key.strip()] = yaml.safe_load(value.strip())
+    return name, params
+
+
+def split_methods(text: str) -> list[str]:
+    """Split a comma-separated method list, keeping commas inside ``[...]`` with their method."""
+    items, depth, cur = [], 0, ""
+    for ch in text:
+        depth += (ch == "[") - (ch == "]")
+        if ch == "," and depth == 0:
+            items.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    items.append(cur)
+    return [i.strip() for i in items if i.strip()]
 
 
 # ----------------------------------------------------------------------------- configuration
@@ -201,7 +239,7 @@ class BenchConfig(BaseModel):
             }
         )
         methods = list(self.methods) if self.methods else list(DEFAULT_METHODS)
-        unknown = [m for m in methods if m not in REGISTRY]
+        unknown = [m for m in methods if parse_method_spec(m)[0] not in REGISTRY]
         if unknown:
             raise ConfigError(f"bench: unknown method(s) {unknown}; choose from {sorted(REGISTRY)}")
         if len(set(methods)) != len(methods):
@@ -331,8 +369,10 @@ def _context(env: _Env, compute: ComputeLedger, proxy: Any) -> MixingContext:
 
 
 def _method_params(env: _Env, method: str) -> dict[str, Any]:
-    params = dict(env.scale.methods.get(method, {}))
-    if method == "doremi":
+    """The scale's parameters of the method, under those its spec names (``tikmix-d[pareto=false]``)."""
+    name, overrides = parse_method_spec(method)
+    params = dict(env.scale.methods.get(name, {})) | overrides
+    if name == "doremi":
         params.setdefault("device", env.config.device)
     return params
 
@@ -344,7 +384,7 @@ def _proxy_runner(env: _Env, method: str, key: str) -> Any:
 
     p = env.scale.proxy
     kwargs: dict[str, Any] = {"eval_batches": p.eval_batches, "device": env.config.device}
-    kwargs.update(env.scale.proxy_overrides.get(method, {}))
+    kwargs.update(env.scale.proxy_overrides.get(parse_method_spec(method)[0], {}))
     return LocalProxyRunner(
         env.corpus,
         model=p.model,
@@ -366,7 +406,7 @@ def _choice_path(env: _Env, method: str, params: Mapping[str, Any]) -> Path:
             "method": method,
             "params": params,
             "proxy": env.scale.proxy.model_dump(),
-            "proxy_overrides": env.scale.proxy_overrides.get(method, {}),
+            "proxy_overrides": env.scale.proxy_overrides.get(parse_method_spec(method)[0], {}),
             "target_tokens": env.scale.target.tokens,
             "corpus": env.fingerprint,
             "targets": env.targets,
@@ -374,7 +414,7 @@ def _choice_path(env: _Env, method: str, params: Mapping[str, Any]) -> Path:
             "seed": env.config.seed,
         }
     )
-    return env.workspace / "bench" / "choices" / f"{method}-{key}.json"
+    return env.workspace / "bench" / "choices" / f"{parse_method_spec(method)[0]}-{key}.json"
 
 
 def choose_static(env: _Env, method: str) -> dict[str, Any]:
@@ -385,7 +425,7 @@ def choose_static(env: _Env, method: str) -> dict[str, Any]:
         stored = read_json(path)
         log.info("bench: reusing the stored choice of %s (%s)", method, path.name)
         return stored
-    mixer = get_mixer(method, **params)
+    mixer = get_mixer(parse_method_spec(method)[0], **params)
     proxy = MeteredProxy(_proxy_runner(env, method, path.stem))
     ctx = _context(env, ComputeLedger(), proxy)
     t0 = time.perf_counter()
@@ -454,7 +494,7 @@ def _dynamic_run_name(env: _Env, method: str, params: Mapping[str, Any], seed: i
     key = _digest({"method": method, "params": params, "target": env.scale.target.model_dump(),
                    "dynamic": env.scale.dynamic, "corpus": env.fingerprint, "targets": env.targets,
                    "max_epochs": env.config.max_epochs, "seed": seed})
-    return f"bench-{method}-s{seed}-{key[:12]}"
+    return f"bench-{parse_method_spec(method)[0]}-s{seed}-{key[:12]}"
 
 
 def run_dynamic(env: _Env, method: str, seed: int) -> dict[str, Any]:
@@ -490,7 +530,7 @@ def run_dynamic(env: _Env, method: str, seed: int) -> dict[str, Any]:
                 "device": env.config.device,
                 "progress": env.config.progress,
             },
-            "mixer": method,
+            "mixer": parse_method_spec(method)[0],
             "mixer_params": params,
             "initial": dyn.pop("initial", "natural"),
             "max_epochs": env.config.max_epochs,
@@ -517,7 +557,8 @@ def run_method(env: _Env, method: str, on_event: Callable[[str], None] | None = 
     """Choose (static) or run the pipeline (dynamic), train the seeds, summarise: one result row."""
     seeds = [env.config.seed + i for i in range(env.scale.seeds)]
     note = on_event or (lambda msg: None)
-    if mixer_class(method).dynamic:
+    dynamic = mixer_class(parse_method_spec(method)[0]).dynamic
+    if dynamic:
         runs = []
         for s in seeds:
             note(f"{method}: dynamic pipeline, seed {s}")
@@ -549,7 +590,7 @@ def run_method(env: _Env, method: str, on_event: Callable[[str], None] | None = 
     )
     per_domain = {d: float(np.mean([f[d] for f in finals])) for d in env.domains if all(d in f for f in finals)}
     row.update(
-        dynamic=bool(mixer_class(method).dynamic),
+        dynamic=bool(dynamic),
         mixture=schedule[0]["mixture"] if len(schedule) == 1 else None,
         schedule=schedule,
         per_domain=per_domain,
@@ -701,9 +742,11 @@ __all__ = [
     "list_scales",
     "load_scale",
     "open_corpus",
+    "parse_method_spec",
     "reconcile_compute",
     "rows_to_csv",
     "run_bench",
+    "split_methods",
     "summarise",
     "train_target",
     "write_outputs",
