@@ -133,3 +133,22 @@ def test_model_fit_predict_and_recover_optimum():
 def test_loss_domain_without_proportion_is_an_error():
     with pytest.raises(DataError, match="own proportion"):
         BiMixModel().fit([{"a": 0.5, "b": 0.5}] * 6, [1, 2, 3, 4, 5, 6], [{"x": 1.0}] * 6)
+
+
+def test_share_beta_ties_the_step_exponent_and_recovers_it():
+    rng = np.random.default_rng(3)
+    truth = {"a": BiMixLaw.from_params(A=2.0, alpha=0.08, B=5.0, beta=0.5),
+             "b": BiMixLaw.from_params(A=3.0, alpha=0.03, B=2.0, beta=0.5)}
+    ra = np.repeat(rng.uniform(0.1, 0.9, 8), 10)
+    R = np.stack([ra, 1 - ra], axis=1)
+    S = np.tile(np.geomspace(100, 5000, 10), 8)
+    Y = np.stack([truth[d].predict(R[:, k], S) for k, d in enumerate("ab")], axis=1)
+    Y = Y * np.exp(rng.normal(0, 0.003, Y.shape))
+    m = BiMixModel(share_beta=True).fit(R, S, Y, domains=["a", "b"])
+    assert m.beta_ == pytest.approx(0.5, rel=0.1)
+    assert m.laws_["a"].beta_ == m.laws_["b"].beta_ == m.beta_
+    assert m.laws_["b"].alpha_ == pytest.approx(0.03, rel=0.15)
+    assert m.laws_["a"].cov_.shape == (4, 4) and m.laws_["a"].stderr_["beta"] > 0
+    pred = m.predict(np.array([[0.3, 0.7]]), 20000)[0]
+    assert pred == pytest.approx([float(truth["a"].predict(0.3, 20000)), float(truth["b"].predict(0.7, 20000))], rel=0.01)
+    assert not hasattr(BiMixModel().fit(R, S, Y, domains=["a", "b"]), "beta_")

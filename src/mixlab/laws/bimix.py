@@ -158,9 +158,21 @@ class BiMixLaw:
             )
         if self.step_weight:
             w = w * (s / s.max()) ** float(self.step_weight)
-        lr, ls, ly = np.log(r), np.log(s), np.log(y)
-        sw = np.sqrt(w)
+        self._data = (r, s, y, w)
+        resid, jac = self._residual_fns()
+        starts = self._starts(np.log(r), np.log(s), y, w)
+        res = robust_least_squares(
+            resid, starts, bounds=_LOG_BOUNDS, loss=self.loss, f_scale=self.f_scale, jac_fn=jac,
+        )
+        self.n_excluded_ = n_zero
+        self._data = (r, s, y, w)
+        self._set_fit_stats(res.theta, res.cov, res.f_scale)
+        return self
 
+    def _residual_fns(self):
+        """Weighted residuals and their Jacobian (in ``theta``) on the fitted points ``_data``."""
+        r, s, y, w = self._data
+        lr, ls, ly, sw = np.log(r), np.log(s), np.log(y), np.sqrt(w)
         if self.space == "log":
             def resid(theta):
                 return sw * (_log_predict(theta, lr, ls) - ly)
@@ -173,21 +185,17 @@ class BiMixLaw:
 
             def jac(theta):
                 return (sw * np.exp(_log_predict(theta, lr, ls)))[:, None] * _log_jacobian(theta, lr, ls)
+        return resid, jac
 
-        starts = self._starts(lr, ls, y, w)
-        res = robust_least_squares(
-            resid, starts, bounds=_LOG_BOUNDS, loss=self.loss, f_scale=self.f_scale, jac_fn=jac,
-        )
-        self._set_fitted(res.theta, res.cov)
-        pred = np.exp(_log_predict(res.theta, lr, ls))
+    def _set_fit_stats(self, theta: np.ndarray, cov: np.ndarray, f_scale: float) -> None:
+        r, s, y, _ = self._data
+        self._set_fitted(theta, cov)
+        pred = np.exp(_log_predict(self.theta_, np.log(r), np.log(s)))
         self.r2_ = _r2(y, pred)
-        self.r2_log_ = _r2(ly, np.log(pred))
+        self.r2_log_ = _r2(np.log(y), np.log(pred))
         self.mre_ = float(np.mean(np.abs(pred - y) / y))
-        self.f_scale_ = res.f_scale
+        self.f_scale_ = f_scale
         self.n_points_ = int(r.size)
-        self.n_excluded_ = n_zero
-        self._data = (r, s, y, w)
-        return self
 
     def _starts(self, lr, ls, y, w) -> list[np.ndarray]:
         """Best grid points of the variable-projection initialisation (see module docstring)."""
@@ -349,9 +357,16 @@ class BiMixModel:
     the run's mixture ``mixtures[n]`` (``[n, k]`` over ``domains``), its step ``steps[n]`` and the
     per-domain validation losses ``losses[n]`` (``[n, m]`` over ``loss_domains``, NaN = not measured).
     BiMix models a domain's loss through that same domain's proportion, so every loss domain must be
-    a mixture domain. The constructor arguments are passed to every :class:`BiMixLaw`.
+    a mixture domain. The constructor arguments other than ``share_beta`` are passed to every
+    :class:`BiMixLaw`.
 
-    Fitted attributes: ``domains_``, ``loss_domains_``, ``laws_`` (domain -> fitted BiMixLaw).
+    ``share_beta=True`` keeps the law's form but ties the step exponent: one ``beta`` for every loss
+    domain, fitted jointly with each domain's own ``A_i, alpha_i, B_i`` (stacked residuals of all
+    domains, started from the per-domain fits). All domains' curves then inform the one parameter that
+    governs extrapolation in steps, which steadies it when a single domain's curve is short or noisy.
+
+    Fitted attributes: ``domains_``, ``loss_domains_``, ``laws_`` (domain -> fitted BiMixLaw) and,
+    with ``share_beta``, ``beta_`` (the shared exponent).
     """
 
     def __init__(
@@ -363,6 +378,7 @@ class BiMixModel:
         step_weight: float = 0.0,
         min_points: int = 6,
         min_step: float = 0.0,
+        share_beta: bool = False,
     ) -> None:
         self.loss = loss
         self.f_scale = f_scale
@@ -371,6 +387,7 @@ class BiMixModel:
         self.step_weight = step_weight
         self.min_points = min_points
         self.min_step = min_step
+        self.share_beta = share_beta
 
     def _law_params(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in _LAW_PARAMS}
@@ -406,9 +423,47 @@ class BiMixModel:
             law = BiMixLaw(**self._law_params())
             law.fit(R[ok, i], s[ok], Y[ok, j], None if w is None else w[ok], name=f"loss domain {d!r}")
             self.laws_[d] = law
+        if self.share_beta:
+            self.beta_ = self._fit_shared_beta([self.laws_[d] for d in ldoms])
         self.domains_ = doms
         self.loss_domains_ = ldoms
         return self
+
+    def _fit_shared_beta(self, laws: list[BiMixLaw]) -> float:
+        """Refit ``laws`` jointly with one step exponent; ``theta = [(log A, log alpha, log B) per law,
+        log beta]``. Starts: the per-law fits with beta at their (weighted by points) mean log and at
+        each law's own value. Each law gets its sub-vector and the matching covariance block."""
+        m = len(laws)
+        fns = [law._residual_fns() for law in laws]
+        sizes = [law.n_points_ for law in laws]
+
+        def split(theta):
+            return [np.r_[theta[3 * k: 3 * k + 3], theta[-1]] for k in range(m)]
+
+        def resid(theta):
+            return np.concatenate([f(t) for (f, _), t in zip(fns, split(theta), strict=True)])
+
+        def jac(theta):
+            J = np.zeros((sum(sizes), 3 * m + 1))
+            row = 0
+            for k, ((_, jf), t) in enumerate(zip(fns, split(theta), strict=True)):
+                Jk = jf(t)
+                J[row: row + sizes[k], 3 * k: 3 * k + 3] = Jk[:, :3]
+                J[row: row + sizes[k], -1] = Jk[:, 3]
+                row += sizes[k]
+            return J
+
+        base = np.concatenate([law.theta_[:3] for law in laws])
+        log_betas = np.array([law.theta_[3] for law in laws])
+        cands = [float(np.average(log_betas, weights=sizes)), *log_betas.tolist()]
+        starts = [np.r_[base, b] for b in cands[: max(1, int(self.n_init))]]
+        lo = np.r_[np.tile(_LOG_BOUNDS[0][:3], m), _LOG_BOUNDS[0][3]]
+        hi = np.r_[np.tile(_LOG_BOUNDS[1][:3], m), _LOG_BOUNDS[1][3]]
+        res = robust_least_squares(resid, starts, bounds=(lo, hi), loss=self.loss, f_scale=self.f_scale, jac_fn=jac)
+        for k, law in enumerate(laws):
+            idx = [3 * k, 3 * k + 1, 3 * k + 2, 3 * m]
+            law._set_fit_stats(split(res.theta)[k], res.cov[np.ix_(idx, idx)], res.f_scale)
+        return float(np.exp(res.theta[-1]))
 
     def _mix(self, mixtures: Any) -> np.ndarray:
         _check_fitted(self, "laws_")
