@@ -166,3 +166,8 @@ def test_a_method_variant_is_its_own_row(tiny_corpus, tmp_path):
     # the variant overrides the scale's 16 steps (reference + proxy, 8 sequences of 64 tokens a step)
     assert rows[0]["choose_tokens"] == 2 * 16 * 8 * 64 and rows[1]["choose_tokens"] == 2 * 8 * 8 * 64
     assert rows[0]["run_ids"] != rows[1]["run_ids"]
+    from rich.console import Console
+
+    console = Console(record=True, width=140)
+    console.print(bench_table(rows))
+    assert "doremi[steps=8]" in console.export_text()  # not swallowed as rich markup

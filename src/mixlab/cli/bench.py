@@ -59,6 +59,7 @@ def bench(
     import logging
 
     from rich.console import Console
+    from rich.markup import escape
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from mixlab.pipeline.bench import BenchConfig, bench_table, run_bench, write_outputs
@@ -90,13 +91,13 @@ def bench(
         task = bar.add_task("", total=len(method_list))
 
         def on_event(msg: str) -> None:
-            bar.update(task, description=msg)
+            bar.update(task, description=escape(msg))
             log.info(msg)
 
         def on_method(name: str, row: dict | None, error: str | None) -> None:
             bar.advance(task)
             if error:
-                console.print(f"[yellow]skipped {name}:[/] {error}")
+                console.print(f"[yellow]skipped {escape(name)}:[/] {escape(error)}")
 
         rows = run_bench(cfg, on_event=on_event, on_method=on_method)
     console.print(bench_table(rows, title=f"mixlab bench ({scale})"))

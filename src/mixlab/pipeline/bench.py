@@ -673,6 +673,7 @@ def _fmt(x: Any) -> str:
 def bench_table(rows: Sequence[Mapping[str, Any]], title: str = "mixlab bench") -> Any:
     """A rich table of the result rows (losses as mean ± std over seeds)."""
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(
         title=title, caption="losses: mean±std over seeds; FLOPs, tokens, s: compute spent choosing the mixture"
@@ -685,7 +686,7 @@ def bench_table(rows: Sequence[Mapping[str, Any]], title: str = "mixlab bench") 
         table.add_column(col, justify="right", no_wrap=True)
     for r in rows:
         table.add_row(
-            str(r["method"]),
+            Text(str(r["method"])),  # plain text: a variant's "[key=value]" is not rich markup
             *(f"{r[k]:.3f} ±{r.get(k + '_std', 0.0):.3f}" for k in ("avg_loss", "worst_loss", "target_loss")),
             f"{r['choose_flops']:.1e}",
             f"{int(r['choose_tokens']):,}",
