@@ -104,6 +104,11 @@ def parse_method_spec(spec: str) -> tuple[str, dict[str, Any]]:
     return name, params
 
 
+def _registry_name(spec: str) -> str:
+    """The method a spec runs: ``"tikmix-d"`` for ``"tikmix-d[pareto=false]"``."""
+    return parse_method_spec(spec)[0]
+
+
 def split_methods(text: str) -> list[str]:
     """Split a comma-separated method list, keeping commas inside ``[...]`` with their method."""
     items, depth, cur = [], 0, ""
@@ -239,7 +244,7 @@ class BenchConfig(BaseModel):
             }
         )
         methods = list(self.methods) if self.methods else list(DEFAULT_METHODS)
-        unknown = [m for m in methods if parse_method_spec(m)[0] not in REGISTRY]
+        unknown = [m for m in methods if _registry_name(m) not in REGISTRY]
         if unknown:
             raise ConfigError(f"bench: unknown method(s) {unknown}; choose from {sorted(REGISTRY)}")
         if len(set(methods)) != len(methods):
@@ -384,7 +389,7 @@ def _proxy_runner(env: _Env, method: str, key: str) -> Any:
 
     p = env.scale.proxy
     kwargs: dict[str, Any] = {"eval_batches": p.eval_batches, "device": env.config.device}
-    kwargs.update(env.scale.proxy_overrides.get(parse_method_spec(method)[0], {}))
+    kwargs.update(env.scale.proxy_overrides.get(_registry_name(method), {}))
     return LocalProxyRunner(
         env.corpus,
         model=p.model,
@@ -406,7 +411,7 @@ def _choice_path(env: _Env, method: str, params: Mapping[str, Any]) -> Path:
             "method": method,
             "params": params,
             "proxy": env.scale.proxy.model_dump(),
-            "proxy_overrides": env.scale.proxy_overrides.get(parse_method_spec(method)[0], {}),
+            "proxy_overrides": env.scale.proxy_overrides.get(_registry_name(method), {}),
             "target_tokens": env.scale.target.tokens,
             "corpus": env.fingerprint,
             "targets": env.targets,
@@ -414,7 +419,7 @@ def _choice_path(env: _Env, method: str, params: Mapping[str, Any]) -> Path:
             "seed": env.config.seed,
         }
     )
-    return env.workspace / "bench" / "choices" / f"{parse_method_spec(method)[0]}-{key}.json"
+    return env.workspace / "bench" / "choices" / f"{_registry_name(method)}-{key}.json"
 
 
 def choose_static(env: _Env, method: str) -> dict[str, Any]:
@@ -425,7 +430,7 @@ def choose_static(env: _Env, method: str) -> dict[str, Any]:
         stored = read_json(path)
         log.info("bench: reusing the stored choice of %s (%s)", method, path.name)
         return stored
-    mixer = get_mixer(parse_method_spec(method)[0], **params)
+    mixer = get_mixer(_registry_name(method), **params)
     proxy = MeteredProxy(_proxy_runner(env, method, path.stem))
     ctx = _context(env, ComputeLedger(), proxy)
     t0 = time.perf_counter()
@@ -494,7 +499,7 @@ def _dynamic_run_name(env: _Env, method: str, params: Mapping[str, Any], seed: i
     key = _digest({"method": method, "params": params, "target": env.scale.target.model_dump(),
                    "dynamic": env.scale.dynamic, "corpus": env.fingerprint, "targets": env.targets,
                    "max_epochs": env.config.max_epochs, "seed": seed})
-    return f"bench-{parse_method_spec(method)[0]}-s{seed}-{key[:12]}"
+    return f"bench-{_registry_name(method)}-s{seed}-{key[:12]}"
 
 
 def run_dynamic(env: _Env, method: str, seed: int) -> dict[str, Any]:
@@ -530,7 +535,7 @@ def run_dynamic(env: _Env, method: str, seed: int) -> dict[str, Any]:
                 "device": env.config.device,
                 "progress": env.config.progress,
             },
-            "mixer": parse_method_spec(method)[0],
+            "mixer": _registry_name(method),
             "mixer_params": params,
             "initial": dyn.pop("initial", "natural"),
             "max_epochs": env.config.max_epochs,
@@ -557,7 +562,7 @@ def run_method(env: _Env, method: str, on_event: Callable[[str], None] | None = 
     """Choose (static) or run the pipeline (dynamic), train the seeds, summarise: one result row."""
     seeds = [env.config.seed + i for i in range(env.scale.seeds)]
     note = on_event or (lambda msg: None)
-    dynamic = mixer_class(parse_method_spec(method)[0]).dynamic
+    dynamic = mixer_class(_registry_name(method)).dynamic
     if dynamic:
         runs = []
         for s in seeds:
