@@ -165,7 +165,6 @@ class BiMixLaw:
             resid, starts, bounds=_LOG_BOUNDS, loss=self.loss, f_scale=self.f_scale, jac_fn=jac,
         )
         self.n_excluded_ = n_zero
-        self._data = (r, s, y, w)
         self._set_fit_stats(res.theta, res.cov, res.f_scale)
         return self
 
