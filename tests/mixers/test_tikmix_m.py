@@ -11,7 +11,7 @@ from scipy.stats import spearmanr
 from mixlab.errors import MixlabError
 from mixlab.influence import GroupInfluence
 from mixlab.mixers import MixingContext, ProxyResult, get_mixer
-from mixlab.mixers.tikmix_d import solve_tikmix_d
+from mixlab.mixers.tikmix_d import normalised_influence, paper_objective, solve_tikmix_d
 from mixlab.mixers.tikmix_m import _Surrogate, influence_scores, latin_hypercube_candidates
 from mixlab.mixture import Mixture, MixtureConstraints
 
@@ -46,6 +46,15 @@ def test_labels_are_linear_in_the_mixture():
     np.testing.assert_allclose(mixed, 0.3 * s[0] + 0.7 * s[1], rtol=1e-9)
     bal = influence_scores(W, MATRIX, c, label="balanced", alpha=2.0)
     np.testing.assert_allclose(bal, s - 2.0 * (W @ S_hat.T).std(axis=1), rtol=1e-6)
+
+
+def test_objective_label_is_minus_the_tikmix_d_objective():
+    c = np.ones(3) / 3
+    W = np.random.default_rng(1).dirichlet(np.ones(4), size=6)
+    got = influence_scores(W, MATRIX, c, label="objective", alpha=0.5, gamma=2.0)
+    S_hat = normalised_influence(MATRIX)
+    want = [-paper_objective(w, S_hat, c, 0.5, 1.0, 2.0) for w in W]
+    np.testing.assert_allclose(got, want, rtol=1e-9)
 
 
 def test_lhs_candidates_are_feasible_and_around_the_prior():

@@ -10,7 +10,9 @@ TiKMiX (arXiv 2508.17677, Sec. 3.3 and Algorithm 1), as read in ``docs/methods.m
    region the search explores (0 turns this off).
 2. **Labels.** The aggregate Group Influence of each candidate, by linearity from the measured matrix
    (no further backward pass): P_hat = S_hat w as in TiKMiX-D (Eq. 9), label ``sum`` =
-   sum_j m c_j P_hat_j, or ``balanced`` = that - alpha * std(P_hat). Optionally (``proxy_runs`` > 0
+   sum_j m c_j P_hat_j, ``balanced`` = that - alpha * std(P_hat), or ``objective`` = that + gamma * H(w)
+   (TiKMiX-D's Eq. 10 objective, negated: its entropy term keeps the search off the simplex's corners,
+   where a linear label drives it). Optionally (``proxy_runs`` > 0
    and a proxy runner in the context) the first candidates are also trained as proxies; a second
    surrogate predicts their mean target loss and the score becomes z(influence) - loss_weight * z(loss).
 3. **Surrogate.** LightGBM (the predictors package's ``tikmix-m`` configuration when available).
@@ -35,7 +37,7 @@ from mixlab.mixture import Mixture, MixtureConstraints
 
 log = logging.getLogger(__name__)
 
-LABELS = ("sum", "balanced")
+LABELS = ("sum", "balanced", "objective")
 
 
 def influence_scores(
@@ -45,15 +47,22 @@ def influence_scores(
     *,
     label: str = "sum",
     alpha: float = 1.0,
+    gamma: float = 1.0,
 ) -> np.ndarray:
-    """Aggregate influence of each row of ``W`` (mixtures over training domains), by linearity."""
+    """Aggregate influence of each row of ``W`` (mixtures over training domains), by linearity.
+
+    ``sum``: sum_j m c_j P_hat_j; ``balanced``: that minus ``alpha`` std(P_hat); ``objective``: that
+    plus ``gamma`` H(w), i.e. minus TiKMiX-D's Eq. 10 objective (without the Pareto constraint)."""
     if label not in LABELS:
         raise ConfigError(f"unknown TiKMiX-M label {label!r}; choose one of {list(LABELS)}")
     P = np.atleast_2d(W) @ normalised_influence(influence).T  # [n, targets]
     c = np.asarray(target_weights, float)
     score = P @ (len(c) * c / c.sum())
-    if label == "balanced":
+    if label in ("balanced", "objective"):
         score = score - alpha * P.std(axis=1)
+    if label == "objective":
+        Wc = np.clip(np.atleast_2d(W), 1e-12, None)
+        score = score - gamma * (Wc * np.log(Wc)).sum(axis=1)
     return score
 
 
@@ -173,6 +182,7 @@ class TiKMiXMMixer(InfluenceMixer):
         interval_scale: float = 0.5,
         label: str = "sum",
         alpha: float = 1.0,
+        gamma: float = 1.0,
         search_rounds: int = 10,
         search_samples: int = 1000,
         top_k: int = 32,
@@ -196,6 +206,7 @@ class TiKMiXMMixer(InfluenceMixer):
         self.interval_scale = interval_scale
         self.label = label
         self.alpha = alpha
+        self.gamma = gamma
         self.search_rounds = search_rounds
         self.search_samples = search_samples
         self.top_k = top_k
@@ -247,7 +258,7 @@ class TiKMiXMMixer(InfluenceMixer):
                     [local, dirichlet_feasible(rng, start, strength, self.n_local_candidates, cons)]
                 )
             X = np.vstack([X, local[: self.n_local_candidates]])
-        y = influence_scores(X, gi.matrix, c, label=self.label, alpha=self.alpha)
+        y = influence_scores(X, gi.matrix, c, label=self.label, alpha=self.alpha, gamma=self.gamma)
         infl_model = _Surrogate(seed, self.n_estimators).fit(X, y)
         predict = infl_model.predict
         if self.proxy_runs > 0:
