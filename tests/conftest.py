@@ -98,6 +98,16 @@ def tiny_corpus(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def builtin_dir(tmp_path_factory):
+    """The built-in corpus prepared once per test session (a few seconds) in a temporary cache."""
+    from mixlab.data.builtin import prepare_builtin
+
+    out = tmp_path_factory.mktemp("builtin")
+    prepare_builtin(out)
+    return out
+
+
+@pytest.fixture(scope="session")
 def byte_tokenizer():
     from mixlab.data import ByteTokenizer
 

@@ -2,17 +2,8 @@
 
 from __future__ import annotations
 
-import pytest
-
 from mixlab.data import Corpus, MixtureSampler, builtin_corpus, prepare_builtin
 from mixlab.data.builtin import _capped, builtin_spec
-
-
-@pytest.fixture(scope="module")
-def builtin_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("builtin")
-    prepare_builtin(out)
-    return out
 
 
 def test_builtin_has_at_least_five_domains_with_provenance(builtin_dir):

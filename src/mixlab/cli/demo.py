@@ -13,6 +13,9 @@ def demo(
     tokens: int = typer.Option(1_500_000, help="Training tokens per run."),
     stages: int = typer.Option(3, help="Number of mixture stages of the dynamic run."),
     mixer: str = typer.Option("tikmix-d", help="Method that re-chooses the mixture at each stage."),
+    influence_tokens: int = typer.Option(
+        32_768, help="Tokens per domain (and per target) that each Group Influence measurement reads."
+    ),
     seed: int = typer.Option(0, help="Seed of every run."),
     cache_dir: Path = typer.Option(None, help="Where the built-in corpus is prepared (default: user cache)."),
 ) -> None:
@@ -20,7 +23,8 @@ def demo(
 
     Prepares the built-in corpus (no network), trains a tiny GPT whose mixture is re-chosen from Group
     Influence at each stage boundary, trains the same model on the uniform and natural mixtures for
-    the same budget, and prints the mixture per stage and the per-domain validation losses.
+    the same budget, prints the mixture per stage and the per-domain validation losses, and writes
+    the HTML report of the dynamic run.
     Re-running resumes and reuses finished runs.
 
     Example: mixlab demo --tokens 500000 --stages 2
@@ -31,7 +35,10 @@ def demo(
     from mixlab.pipeline.demo import run_demo
 
     console = Console()
-    res = run_demo(workspace, model=model, tokens=tokens, stages=stages, mixer=mixer, seed=seed, cache_dir=cache_dir)
+    res = run_demo(
+        workspace, model=model, tokens=tokens, stages=stages, mixer=mixer, influence_tokens=influence_tokens,
+        seed=seed, cache_dir=cache_dir,
+    )
     domains = list(res.pipeline.stages[0]["mixture"])
     mix = Table(title=f"{mixer}: mixture per stage")
     mix.add_column("stage")
@@ -52,5 +59,8 @@ def demo(
         loss.add_row(d, *(("[bold green]" if runs[n][d] == best else "") + f"{runs[n][d]:.4f}" for n in runs))
     loss.add_row("[bold]average", *(f"[bold]{sum(r.values()) / len(r):.4f}" for r in runs.values()))
     console.print(loss)
-    console.print(f"runs, store and report inputs: {res.workspace}  (dynamic run: {res.pipeline.run_dir})")
-    console.print(f"next: mixlab report {res.pipeline.run_dir}")
+    from mixlab.report.html import write_report
+
+    page = write_report(res.pipeline.run_dir)
+    console.print(f"runs and run store: {res.workspace}  (dynamic run: {res.pipeline.run_dir})")
+    console.print(f"report (mixture per stage, loss curves, Group Influence): {page}")
