@@ -3,6 +3,8 @@
 - :class:`BiMixLaw` / :class:`BiMixModel`: BiMix, ``L_i = A_i / r_i^alpha_i * (B_i / s^beta_i + C_i)``
   (arXiv 2405.14908), per domain / over all modelled domains, with extrapolation, uncertainty and the
   optimal mixture at a target step.
+- :class:`BiMixTransferModel`: an additional law, BiMix with an effective proportion
+  ``r_eff,i = r_i + sum_{j != i} tau_ij r_j`` (``tau >= 0``, cross-domain transfer) in place of ``r_i``.
 - :class:`DataMixingLaw`: ``L_j = c_j + k_j exp(t_j . r)`` (arXiv 2403.16952), ``fit(X, y)`` /
   ``predict(X)`` / ``optimize``.
 - :mod:`mixlab.laws.entropy`: BiMix's training-free entropy proxies (SE, JE, CE, VNE).
@@ -10,10 +12,11 @@
 """
 
 from mixlab.laws.bimix import BiMixLaw, BiMixModel, NotFittedError
+from mixlab.laws.bimix_transfer import BiMixTransferModel
 from mixlab.laws.dml import DataMixingLaw
 from mixlab.laws.entropy import EntropyResult, corpus_entropies, domain_entropy, entropy_mixture
 
 __all__ = [
-    "BiMixLaw", "BiMixModel", "DataMixingLaw", "EntropyResult", "NotFittedError",
+    "BiMixLaw", "BiMixModel", "BiMixTransferModel", "DataMixingLaw", "EntropyResult", "NotFittedError",
     "corpus_entropies", "domain_entropy", "entropy_mixture",
 ]
