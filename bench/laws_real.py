@@ -123,12 +123,15 @@ def fit_plain(runs, train):
     return BiMixModel(space="linear", loss="huber", n_init=3).fit(R, S, Y, domains=G)
 
 
-def fit_mixlab(runs, train):
+def fit_selected(model_cls, runs, train):
+    """A ``model_cls`` law (mixlab BiMix or BiMix + transfer) whose step weight, warm-up cut and shared
+    beta are chosen on the training runs only: every grid point is fitted on steps <= 0.3 x last and
+    scored at the last step <= 0.5 x last; the best is refitted on steps <= 0.5 x last."""
     R_in, S_in, Y_in = long_table(runs, train, 0.3)
     best = None
     for share, p, ms in itertools.product(GRID_SHARE_BETA, GRID_STEP_WEIGHT, GRID_MIN_STEP):
         try:
-            inner = BiMixModel(step_weight=p, min_step=ms, share_beta=share).fit(R_in, S_in, Y_in, domains=G)
+            inner = model_cls(step_weight=p, min_step=ms, share_beta=share).fit(R_in, S_in, Y_in, domains=G)
         except MixlabError:
             continue
         score = mre_at(bimix_predictor(inner), runs, train, 0.5)
@@ -136,26 +139,7 @@ def fit_mixlab(runs, train):
             best = (score, p, ms, share)
     score, p, ms, share = best
     R, S, Y = long_table(runs, train, 0.5)
-    model = BiMixModel(step_weight=p, min_step=ms, share_beta=share).fit(R, S, Y, domains=G)
-    return model, {"step_weight": p, "min_step": ms, "share_beta": share, "inner_mre": score}
-
-
-def fit_transfer(runs, train):
-    """``BiMix + transfer`` (additional law) with exactly mixlab BiMix's selection: the same grid and
-    the same inner score on the training runs only (fit on steps <= 0.3 x last, scored at <= 0.5 x last)."""
-    R_in, S_in, Y_in = long_table(runs, train, 0.3)
-    best = None
-    for share, p, ms in itertools.product(GRID_SHARE_BETA, GRID_STEP_WEIGHT, GRID_MIN_STEP):
-        try:
-            inner = BiMixTransferModel(step_weight=p, min_step=ms, share_beta=share).fit(R_in, S_in, Y_in, domains=G)
-        except MixlabError:
-            continue
-        score = mre_at(bimix_predictor(inner), runs, train, 0.5)
-        if best is None or score < best[0]:
-            best = (score, p, ms, share)
-    score, p, ms, share = best
-    R, S, Y = long_table(runs, train, 0.5)
-    model = BiMixTransferModel(step_weight=p, min_step=ms, share_beta=share).fit(R, S, Y, domains=G)
+    model = model_cls(step_weight=p, min_step=ms, share_beta=share).fit(R, S, Y, domains=G)
     return model, {"step_weight": p, "min_step": ms, "share_beta": share, "inner_mre": score}
 
 
@@ -213,9 +197,9 @@ def main(argv: list[str] | None = None) -> int:
         plain = fit_plain(runs, train)
         t_plain = time.perf_counter() - t0
         t0 = time.perf_counter()
-        mixlab, chosen = fit_mixlab(runs, train)
+        mixlab, chosen = fit_selected(BiMixModel, runs, train)
         t_mixlab = time.perf_counter() - t0
-        transfer, chosen_tr = fit_transfer(runs, train)
+        transfer, chosen_tr = fit_selected(BiMixTransferModel, runs, train)
         dml = dml_predictions(runs, train, held)
         rows[size] = {
             "held": held,

@@ -27,7 +27,7 @@ import numpy as np
 
 from mixlab.errors import ConfigError, DataError
 from mixlab.laws._nls import robust_least_squares
-from mixlab.laws.bimix import _LOG_BOUNDS, BiMixLaw, _check_fitted, as_matrix
+from mixlab.laws.bimix import _LAW_PARAMS, _LOG_BOUNDS, BiMixLaw, _check_fitted, as_matrix
 from mixlab.mixture import Mixture
 
 TAU_MAX = 10.0
@@ -95,10 +95,7 @@ class BiMixTransferModel:
         self.tau_max = tau_max
 
     def _law_params(self) -> dict[str, Any]:
-        return {
-            "loss": self.loss, "f_scale": self.f_scale, "n_init": self.n_init, "space": self.space,
-            "step_weight": self.step_weight, "min_points": self.min_points, "min_step": self.min_step,
-        }
+        return {k: getattr(self, k) for k in _LAW_PARAMS}
 
     def fit(
         self,
