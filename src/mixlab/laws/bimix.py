@@ -349,6 +349,35 @@ def as_matrix(rows: Any, domains: Sequence[str] | None, what: str) -> tuple[np.n
     return arr, list(domains)
 
 
+def long_table_inputs(
+    mixtures: Any,
+    steps: Any,
+    losses: Any,
+    domains: Sequence[str] | None,
+    loss_domains: Sequence[str] | None,
+    *,
+    why: str,
+) -> tuple[np.ndarray, list[str], np.ndarray, np.ndarray, list[str]]:
+    """Check and align a law's long table: ``(R [n, k], domains, steps [n], Y [n, m], loss domains)``.
+
+    Every loss domain must be a mixture domain (``why`` says, in the error, why the law needs that).
+    """
+    R, doms = as_matrix(mixtures, domains, "mixtures")
+    if loss_domains is None and isinstance(losses, np.ndarray):
+        loss_domains = doms
+    Y, ldoms = as_matrix(losses, loss_domains, "losses")
+    s = np.asarray(steps, dtype=float).ravel()
+    if not (R.shape[0] == Y.shape[0] == s.size):
+        raise DataError(f"mixtures ({R.shape[0]} rows), steps ({s.size}) and losses ({Y.shape[0]}) differ in length")
+    missing = [d for d in ldoms if d not in doms]
+    if missing:
+        raise DataError(
+            f"loss domain(s) {missing} have no proportion column; {why}, so each loss domain must be one of "
+            f"the mixture domains {doms}"
+        )
+    return R, doms, s, Y, ldoms
+
+
 class BiMixModel:
     """One :class:`BiMixLaw` per modelled domain, fitted from proxy runs' loss curves.
 
@@ -401,19 +430,9 @@ class BiMixModel:
         loss_domains: Sequence[str] | None = None,
         sample_weight: Any = None,
     ) -> BiMixModel:
-        R, doms = as_matrix(mixtures, domains, "mixtures")
-        if loss_domains is None and isinstance(losses, np.ndarray):
-            loss_domains = doms
-        Y, ldoms = as_matrix(losses, loss_domains, "losses")
-        s = np.asarray(steps, dtype=float).ravel()
-        if not (R.shape[0] == Y.shape[0] == s.size):
-            raise DataError(f"mixtures ({R.shape[0]} rows), steps ({s.size}) and losses ({Y.shape[0]}) differ in length")
-        missing = [d for d in ldoms if d not in doms]
-        if missing:
-            raise DataError(
-                f"loss domain(s) {missing} have no proportion column; BiMix models a domain's loss through its "
-                f"own proportion, so each loss domain must be one of the mixture domains {doms}"
-            )
+        R, doms, s, Y, ldoms = long_table_inputs(
+            mixtures, steps, losses, domains, loss_domains, why="BiMix models a domain's loss through its own proportion"
+        )
         w = None if sample_weight is None else np.asarray(sample_weight, dtype=float).ravel()
         self.laws_: dict[str, BiMixLaw] = {}
         for j, d in enumerate(ldoms):

@@ -27,7 +27,7 @@ import numpy as np
 
 from mixlab.errors import ConfigError, DataError
 from mixlab.laws._nls import robust_least_squares
-from mixlab.laws.bimix import _LAW_PARAMS, _LOG_BOUNDS, BiMixLaw, _check_fitted, as_matrix
+from mixlab.laws.bimix import _LAW_PARAMS, _LOG_BOUNDS, BiMixLaw, _check_fitted, as_matrix, long_table_inputs
 from mixlab.mixture import Mixture
 
 TAU_MAX = 10.0
@@ -109,19 +109,9 @@ class BiMixTransferModel:
     ) -> BiMixTransferModel:
         if not float(self.tau_max) > 0:
             raise ConfigError(f"tau_max must be positive, got {self.tau_max}")
-        R, doms = as_matrix(mixtures, domains, "mixtures")
-        if loss_domains is None and isinstance(losses, np.ndarray):
-            loss_domains = doms
-        Y, ldoms = as_matrix(losses, loss_domains, "losses")
-        s = np.asarray(steps, dtype=float).ravel()
-        if not (R.shape[0] == Y.shape[0] == s.size):
-            raise DataError(f"mixtures ({R.shape[0]} rows), steps ({s.size}) and losses ({Y.shape[0]}) differ in length")
-        missing = [d for d in ldoms if d not in doms]
-        if missing:
-            raise DataError(
-                f"loss domain(s) {missing} have no proportion column; the transfer law extends BiMix's own-proportion "
-                f"term, so each loss domain must be one of the mixture domains {doms}"
-            )
+        R, doms, s, Y, ldoms = long_table_inputs(
+            mixtures, steps, losses, domains, loss_domains, why="the transfer law extends BiMix's own-proportion term"
+        )
         if len(doms) < 2:
             raise DataError("the transfer law needs at least two mixture domains")
         if np.any(~np.isfinite(R)) or np.any(R < 0):
