@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 
 import numpy as np
 import pytest
@@ -48,6 +49,16 @@ def test_fit_predict_plot(runs_csv, tmp_path):
     assert float(rows[0]["loss_web"]) == pytest.approx(LAWS["web"].predict(0.4, 5000), rel=0.01)
     assert float(rows[0]["loss_code"]) == pytest.approx(LAWS["code"].predict(0.6, 5000), rel=0.01)
     assert png.stat().st_size > 1000 and js.is_file()
+
+
+def test_run_effects_and_share_beta_options(runs_csv, tmp_path):
+    js = tmp_path / "law.json"
+    res = _invoke("fit-law", "--data", runs_csv, "--run-effects", "--share-beta", "--save", js)
+    assert res.exit_code == 0, res.output
+    fits = json.loads(js.read_text())["fits"]
+    assert fits["web"]["params"]["beta"] == fits["code"]["params"]["beta"]
+    assert fits["web"]["params"]["beta"] == pytest.approx(0.47, abs=0.05)
+    assert fits["code"]["params"]["alpha"] == pytest.approx(0.2, rel=0.1)
 
 
 def test_dml_law(runs_csv, tmp_path):

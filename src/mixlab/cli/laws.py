@@ -30,7 +30,7 @@ class Measure(str, Enum):
     vne = "vne"
 
 
-def _fit_bimix(table):
+def _fit_bimix(table, *, share_beta: bool = False, run_effects: bool = False):
     from mixlab.laws.bimix import BiMixModel
 
     missing = [d for d in table.loss_domains if d not in table.domains]
@@ -39,7 +39,8 @@ def _fit_bimix(table):
             f"{table.path}: loss column(s) {[f'loss_{d}' for d in missing]} have no matching r_ column; BiMix models "
             f"a domain's loss through its own proportion (domains with r_ columns: {table.domains}); use --law dml"
         )
-    return BiMixModel().fit(table.R, table.steps, table.Y, domains=table.domains, loss_domains=table.loss_domains)
+    model = BiMixModel(share_beta=share_beta, run_effects=run_effects)
+    return model.fit(table.R, table.steps, table.Y, domains=table.domains, loss_domains=table.loss_domains)
 
 
 def _bimix_table(model) -> Table:
@@ -152,6 +153,17 @@ def fit_law(
     out: Annotated[Path | None, typer.Option("--out", help="Where to write the predictions (CSV).")] = None,
     plot: Annotated[Path | None, typer.Option("--plot", help="Save a plot of observed points and fitted curves.")] = None,
     save: Annotated[Path | None, typer.Option("--save", help="Save the fitted coefficients as JSON.")] = None,
+    share_beta: Annotated[
+        bool, typer.Option("--share-beta", help="BiMix: one step exponent for all domains, fitted jointly.")
+    ] = False,
+    run_effects: Annotated[
+        bool,
+        typer.Option(
+            "--run-effects",
+            help="BiMix: fit the step term within runs (rows with the same proportions are one run), so a "
+            "run's loss level that the law does not explain cannot bend the extrapolation in steps.",
+        ),
+    ] = False,
 ) -> None:
     """Fit a mixing law on any table of proxy-run losses, print its fit statistics, predict, plot.
 
@@ -180,7 +192,7 @@ def fit_law(
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         if law is LawName.bimix:
-            model = _fit_bimix(table)
+            model = _fit_bimix(table, share_beta=share_beta, run_effects=run_effects)
             console.print(_bimix_table(model))
             params = {d: model.laws_[d].to_dict() for d in model.loss_domains_}
         else:

@@ -31,6 +31,7 @@ import numpy as np
 
 from mixlab.errors import ConfigError, DataError, MixlabError
 from mixlab.laws._nls import robust_least_squares
+from mixlab.laws._run_effects import RunBlock, fit_proportion_term, fit_step_terms, run_index
 from mixlab.laws._simplex import minimize_on_simplex, resolve_constraints
 from mixlab.mixture import Mixture, MixtureConstraints
 
@@ -82,6 +83,10 @@ class BiMixLaw:
     min_points : fewer usable points than this raise :class:`~mixlab.errors.DataError`.
     min_step : points evaluated before this step are dropped (warm-up, where the loss does not follow
         a power law in steps yet).
+    run_effects : fit the step term within runs (``fit(..., runs=...)`` names each point's proxy run):
+        each run gets a free offset while ``B, beta`` are fitted, then ``A, alpha`` are fitted to the
+        offsets (:mod:`mixlab.laws._run_effects`). A run's deviation from ``A / r^alpha`` then cannot
+        bend the step term. The law's form is unchanged.
 
     Fitted attributes: ``A_, alpha_, B_, beta_, C_`` (``C_ = 1``, the gauge), ``params_`` (dict),
     ``theta_`` (log-parameters), ``cov_`` (their covariance), ``stderr_`` (standard errors of the
@@ -98,6 +103,7 @@ class BiMixLaw:
         step_weight: float = 0.0,
         min_points: int = 6,
         min_step: float = 0.0,
+        run_effects: bool = False,
     ) -> None:
         self.loss = loss
         self.f_scale = f_scale
@@ -106,6 +112,7 @@ class BiMixLaw:
         self.step_weight = step_weight
         self.min_points = min_points
         self.min_step = min_step
+        self.run_effects = run_effects
 
     def _prepare(self, r, s, y, sample_weight, name: str):
         r = np.asarray(r, dtype=float).ravel()
@@ -133,17 +140,24 @@ class BiMixLaw:
             )
             warnings.warn(msg, stacklevel=3)
             log.warning(msg)
-        keep = ~zero
-        return r[keep], s[keep], y[keep], w[keep], int(zero.sum())
+        return r, s, y, w, ~zero
 
-    def fit(self, r, s, loss, sample_weight=None, *, name: str = "domain") -> BiMixLaw:
-        """Fit from observations ``(r_i, s, L_i)``; ``name`` only labels error messages."""
+    def fit(self, r, s, loss, sample_weight=None, *, runs=None, name: str = "domain") -> BiMixLaw:
+        """Fit from observations ``(r_i, s, L_i)``; ``runs`` labels each point's proxy run (needed by
+        ``run_effects``, ignored otherwise); ``name`` only labels error messages."""
         if self.space not in ("log", "linear"):
             raise ConfigError(f"BiMixLaw space must be 'log' or 'linear', got {self.space!r}")
-        r, s, y, w, n_zero = self._prepare(r, s, loss, sample_weight, name)
+        r, s, y, w, keep = self._prepare(r, s, loss, sample_weight, name)
+        if self.run_effects:
+            if runs is None:
+                raise ConfigError(f"{name}: run_effects=True needs runs=, the proxy run of each point")
+            runs = np.asarray(runs)
+            if runs.shape[0] != keep.size:
+                raise DataError(f"{name}: runs has {runs.shape[0]} labels for {keep.size} points")
+        n_zero = int((~keep).sum())
         if self.min_step:
-            late = s >= float(self.min_step)
-            r, s, y, w = r[late], s[late], y[late], w[late]
+            keep &= s >= float(self.min_step)
+        r, s, y, w = r[keep], s[keep], y[keep], w[keep]
         if r.size < max(self.min_points, 5):
             raise DataError(
                 f"{name}: only {r.size} usable point(s) (proportion > 0) to fit BiMix's 4 free coefficients; "
@@ -159,14 +173,36 @@ class BiMixLaw:
         if self.step_weight:
             w = w * (s / s.max()) ** float(self.step_weight)
         self._data = (r, s, y, w)
+        self.n_excluded_ = n_zero
+        if self.run_effects:
+            self._runs = run_index(runs[keep])
+            if self.space != "log":
+                raise ConfigError(f"{name}: run_effects fits log L (run offsets are multiplicative); use space='log'")
+            self._fit_within([self], share_beta=False, loss=self.loss, f_scale=self.f_scale, n_init=self.n_init)
+            return self
         resid, jac = self._residual_fns()
         starts = self._starts(np.log(r), np.log(s), y, w)
         res = robust_least_squares(
             resid, starts, bounds=_LOG_BOUNDS, loss=self.loss, f_scale=self.f_scale, jac_fn=jac,
         )
-        self.n_excluded_ = n_zero
         self._set_fit_stats(res.theta, res.cov, res.f_scale)
         return self
+
+    @staticmethod
+    def _fit_within(laws: list[BiMixLaw], *, share_beta: bool, loss: str, f_scale, n_init: int) -> None:
+        """Within-run fit of ``laws`` (each already holding ``_data`` and ``_runs``), optionally with
+        one shared step exponent; see :mod:`mixlab.laws._run_effects`."""
+        blocks = []
+        for law in laws:
+            r, s, y, w = law._data
+            blocks.append(RunBlock(np.log(r), np.log(s), np.log(y), w, law._runs))
+        steps = fit_step_terms(blocks, share_beta=share_beta, loss=loss, f_scale=f_scale, n_init=n_init)
+        for law, block, (lb, lbeta, u, cov_step) in zip(laws, blocks, steps, strict=True):
+            prop, cov_prop = fit_proportion_term(block, u, name="run offsets")
+            cov = np.zeros((4, 4))
+            cov[:2, :2] = cov_prop
+            cov[2:, 2:] = cov_step
+            law._set_fit_stats(np.r_[prop, lb, lbeta], cov, float("nan"))
 
     def _residual_fns(self):
         """Weighted residuals and their Jacobian (in ``theta``) on the fitted points ``_data``."""
@@ -282,6 +318,7 @@ class BiMixLaw:
         rr, ss, yy, ww = self._data
         rng = np.random.default_rng(seed)
         params = {**self.get_params(), "n_init": 2, "step_weight": 0.0, "min_step": 0.0}
+        runs = getattr(self, "_runs", None)
         out = []
         for _ in range(int(n_boot)):
             idx = rng.integers(0, rr.size, rr.size)
@@ -291,7 +328,7 @@ class BiMixLaw:
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    law.fit(rr[idx], ss[idx], yy[idx], ww[idx])
+                    law.fit(rr[idx], ss[idx], yy[idx], ww[idx], runs=None if runs is None else runs[idx])
             except (MixlabError, FloatingPointError):
                 continue
             out.append(law.predict(r, s))
@@ -300,7 +337,7 @@ class BiMixLaw:
         return np.stack(out)
 
     def get_params(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in _LAW_PARAMS}
+        return {k: getattr(self, k) for k in (*_LAW_PARAMS, "run_effects")}
 
     def to_dict(self) -> dict[str, Any]:
         _check_fitted(self, "theta_")
@@ -393,6 +430,12 @@ class BiMixModel:
     domains, started from the per-domain fits). All domains' curves then inform the one parameter that
     governs extrapolation in steps, which steadies it when a single domain's curve is short or noisy.
 
+    ``run_effects=True`` fits every law within runs (:class:`BiMixLaw`'s ``run_effects``): the step
+    term from the shape of each run's own curve, then ``A_i, alpha_i`` from the runs' offsets. Use it
+    when the runs' losses depend on more of the mixture than the law's own proportion (cross-domain
+    transfer) and long runs cover only some mixtures: pooled, those effects bend the fitted step term.
+    With ``share_beta`` the within-run step fits share one exponent.
+
     Fitted attributes: ``domains_``, ``loss_domains_``, ``laws_`` (domain -> fitted BiMixLaw) and,
     with ``share_beta``, ``beta_`` (the shared exponent).
     """
@@ -407,6 +450,7 @@ class BiMixModel:
         min_points: int = 6,
         min_step: float = 0.0,
         share_beta: bool = False,
+        run_effects: bool = False,
     ) -> None:
         self.loss = loss
         self.f_scale = f_scale
@@ -416,9 +460,10 @@ class BiMixModel:
         self.min_points = min_points
         self.min_step = min_step
         self.share_beta = share_beta
+        self.run_effects = run_effects
 
     def _law_params(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in _LAW_PARAMS}
+        return {**{k: getattr(self, k) for k in _LAW_PARAMS}, "run_effects": self.run_effects}
 
     def fit(
         self,
@@ -429,19 +474,31 @@ class BiMixModel:
         domains: Sequence[str] | None = None,
         loss_domains: Sequence[str] | None = None,
         sample_weight: Any = None,
+        runs: Any = None,
     ) -> BiMixModel:
+        """Fit one law per loss domain from the long table (see the class docstring). ``runs`` labels
+        each row's proxy run for ``run_effects``; by default rows with the same mixture are one run."""
         R, doms, s, Y, ldoms = long_table_inputs(
             mixtures, steps, losses, domains, loss_domains, why="BiMix models a domain's loss through its own proportion"
         )
         w = None if sample_weight is None else np.asarray(sample_weight, dtype=float).ravel()
+        if runs is None:
+            runs = run_index(R)
+        runs = np.asarray(runs)
+        if runs.shape[0] != R.shape[0]:
+            raise DataError(f"runs has {runs.shape[0]} labels for {R.shape[0]} rows of the long table")
         self.laws_: dict[str, BiMixLaw] = {}
         for j, d in enumerate(ldoms):
             ok = np.isfinite(Y[:, j])
             i = doms.index(d)
             law = BiMixLaw(**self._law_params())
-            law.fit(R[ok, i], s[ok], Y[ok, j], None if w is None else w[ok], name=f"loss domain {d!r}")
+            law.fit(R[ok, i], s[ok], Y[ok, j], None if w is None else w[ok], runs=runs[ok], name=f"loss domain {d!r}")
             self.laws_[d] = law
-        if self.share_beta:
+        if self.share_beta and self.run_effects:
+            laws = [self.laws_[d] for d in ldoms]
+            BiMixLaw._fit_within(laws, share_beta=True, loss=self.loss, f_scale=self.f_scale, n_init=self.n_init)
+            self.beta_ = laws[0].beta_
+        elif self.share_beta:
             self.beta_ = self._fit_shared_beta([self.laws_[d] for d in ldoms])
         self.domains_ = doms
         self.loss_domains_ = ldoms
