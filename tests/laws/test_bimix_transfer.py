@@ -7,6 +7,8 @@ import pytest
 
 from mixlab.errors import DataError
 from mixlab.laws import BiMixModel, BiMixTransferModel, NotFittedError
+from mixlab.laws.bimix import BiMixLaw
+from mixlab.mixture import MixtureConstraints
 
 DOMS = ["a", "b", "c"]
 A = np.array([2.0, 3.0, 1.5])
@@ -80,3 +82,40 @@ def test_loss_domain_without_proportion_is_an_error():
     R, s, Y = _data(TAU)
     with pytest.raises(DataError, match="no proportion column"):
         BiMixTransferModel().fit(R, s, Y, domains=DOMS, loss_domains=["a", "b", "z"])
+
+
+def _objective(R, tau, c, step):
+    return _law(R, np.full(len(R), step), tau) @ c
+
+
+def test_optimize_matches_plain_bimix_at_tau_zero_and_beats_a_dense_search():
+    R, s, Y = _data(TAU, seed=4)
+    m = BiMixTransferModel().fit(R, s, Y, domains=DOMS)
+    c = np.array([0.5, 0.3, 0.2])
+    weights = dict(zip(DOMS, c, strict=True))
+    best = m.optimize(20000, weights=weights).to_array(DOMS)
+    # the fitted law's own objective at the optimum is below every point of a dense random search
+    grid = np.random.default_rng(0).dirichlet(np.ones(3), 20000)
+    pred = m.predict(grid, 20000) @ c
+    assert m.predict(best[None], 20000)[0] @ c <= pred.min() + 1e-9
+    # and close to the true law's optimum (the law was fitted from noisy samples)
+    true_best = grid[np.argmin(_objective(grid, TAU, c, 20000))]
+    assert np.abs(best - true_best).max() < 0.05
+    # with tau = 0 the transfer law is BiMix, and its optimum is BiMix's closed form
+    m.tau_[:] = 0.0
+    plain = BiMixModel()
+    plain.domains_, plain.loss_domains_ = DOMS, DOMS
+    plain.laws_ = {d: BiMixLaw.from_params(m.A_[j], m.alpha_[j], m.B_[j], m.beta_[j]) for j, d in enumerate(DOMS)}
+    assert np.allclose(m.optimize(20000, weights=weights).to_array(DOMS), plain.closed_form(20000, weights), atol=1e-5)
+
+
+def test_optimize_respects_bounds_and_moves_weight_to_the_domain_others_learn_from():
+    R, s, Y = _data(TAU, seed=5)
+    m = BiMixTransferModel().fit(R, s, Y, domains=DOMS)
+    cons = MixtureConstraints(tuple(DOMS), np.array([0.0, 0.0, 0.25]), np.array([0.5, 1.0, 1.0]))
+    w = m.optimize(20000, constraints=cons).to_array(DOMS)
+    assert w.sum() == pytest.approx(1.0) and w[0] <= 0.5 + 1e-9 and w[2] >= 0.25 - 1e-9
+    # b's loss gains from c (tau 0.5): more transfer into b makes c worth more than without it
+    no_transfer = BiMixTransferModel().fit(R, s, Y, domains=DOMS)
+    no_transfer.tau_[:] = 0.0
+    assert m.optimize(20000).to_array(DOMS)[2] > no_transfer.optimize(20000).to_array(DOMS)[2]

@@ -85,6 +85,33 @@ def test_bimix_mixer_errors():
         get_mixer("bimix", proxy_tokens=2_000_000, eval_every=1000).propose(_ctx(BiMixCurves(_true_model())))
 
 
+class TransferLaw:
+    """BiMix + transfer with known coefficients: books' loss also falls with the web share."""
+
+    A = np.array([3.0, 1.5, 2.5])
+    ALPHA = np.array([0.05, 0.20, 0.10])
+    B = np.array([40.0, 80.0, 20.0])
+    BETA = np.array([0.45, 0.5, 0.35])
+    TAU = np.array([[0.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.6, 0.0, 0.0]])
+
+    def predict(self, mixtures, tokens):
+        R = np.atleast_2d([m.to_array(DOMS) if isinstance(m, Mixture) else m for m in mixtures])
+        r_eff = R + R @ self.TAU.T
+        return self.A * r_eff**-self.ALPHA * (self.B * float(tokens) ** -self.BETA + 1.0)
+
+
+def test_bimix_mixer_with_the_transfer_law_finds_that_laws_optimum():
+    true = TransferLaw()
+    ctx = _ctx(BiMixCurves(true))
+    mix = get_mixer("bimix", proxy_tokens=2_000_000, n_runs=10, transfer=True).propose(ctx)
+    grid = np.random.default_rng(0).dirichlet(np.ones(3), 40000)
+    best = grid[np.argmin(true.predict(grid, ctx.total_tokens).sum(axis=1))]
+    assert np.allclose(mix.to_array(DOMS), best, atol=0.02)
+    plain = get_mixer("bimix", proxy_tokens=2_000_000, n_runs=10).propose(_ctx(BiMixCurves(true)))
+    # plain BiMix reads books' gain from web as books' own: it gives books more than the optimum
+    assert plain["books"] > mix["books"] + 0.03
+
+
 class DMLFinals:
     """A ProxyRunner double whose final losses follow a known Data Mixing Law."""
 

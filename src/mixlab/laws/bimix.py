@@ -386,6 +386,21 @@ def as_matrix(rows: Any, domains: Sequence[str] | None, what: str) -> tuple[np.n
     return arr, list(domains)
 
 
+def objective_weights(loss_domains: Sequence[str], weights: Mapping[str, float] | None) -> dict[str, float]:
+    """The weights ``c_i`` of ``sum_i c_i L_i`` by loss domain: equal when ``None``, else checked
+    (known domains, >= 0, positive sum); domains left out of ``weights`` get 0."""
+    ldoms = list(loss_domains)
+    if weights is None:
+        return {d: 1.0 / len(ldoms) for d in ldoms}
+    unknown = [d for d in weights if d not in ldoms]
+    if unknown:
+        raise ConfigError(f"weights name domain(s) {unknown} that the law does not model ({ldoms})")
+    c = {d: float(weights.get(d, 0.0)) for d in ldoms}
+    if any(v < 0 for v in c.values()) or sum(c.values()) <= 0:
+        raise ConfigError("objective weights must be >= 0 with a positive sum")
+    return c
+
+
 def long_table_inputs(
     mixtures: Any,
     steps: Any,
@@ -565,12 +580,7 @@ class BiMixModel:
 
     def _objective_terms(self, step: float, weights: Mapping[str, float] | None):
         ldoms = self.loss_domains_
-        c = {d: 1.0 / len(ldoms) for d in ldoms} if weights is None else {d: float(weights.get(d, 0.0)) for d in ldoms}
-        unknown = [] if weights is None else [d for d in weights if d not in ldoms]
-        if unknown:
-            raise ConfigError(f"weights name domain(s) {unknown} that the law does not model ({ldoms})")
-        if any(v < 0 for v in c.values()) or sum(c.values()) <= 0:
-            raise ConfigError("objective weights must be >= 0 with a positive sum")
+        c = objective_weights(ldoms, weights)
         k = len(self.domains_)
         cvec = np.zeros(k)
         alpha = np.zeros(k)

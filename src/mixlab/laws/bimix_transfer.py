@@ -20,15 +20,24 @@ space, late-point weight and warm-up cut as :class:`~mixlab.laws.bimix.BiMixLaw`
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from mixlab.errors import ConfigError, DataError
 from mixlab.laws._nls import robust_least_squares
-from mixlab.laws.bimix import _LAW_PARAMS, _LOG_BOUNDS, BiMixLaw, _check_fitted, as_matrix, long_table_inputs
-from mixlab.mixture import Mixture
+from mixlab.laws._simplex import minimize_on_simplex, resolve_constraints
+from mixlab.laws.bimix import (
+    _LAW_PARAMS,
+    _LOG_BOUNDS,
+    BiMixLaw,
+    _check_fitted,
+    as_matrix,
+    long_table_inputs,
+    objective_weights,
+)
+from mixlab.mixture import Mixture, MixtureConstraints
 
 TAU_MAX = 10.0
 _TAU_STARTS = (0.03, 0.1, 0.3)
@@ -257,6 +266,50 @@ class BiMixTransferModel:
         step_term = self.B_[None, :] * s[:, None] ** -self.beta_[None, :] + self.C_[None, :]
         out = self.A_[None, :] * np.exp(-self.alpha_[None, :] * log_r) * step_term
         return np.where(r_eff > 0, out, np.inf)
+
+    def optimize(
+        self,
+        step: float,
+        weights: Mapping[str, float] | None = None,
+        constraints: MixtureConstraints | None = None,
+    ) -> Mixture:
+        """The mixture minimising ``sum_j c_j L_j`` at ``step`` under the simplex, bounds and caps.
+
+        With ``r_eff = E r`` (``E`` = each loss domain's own column plus its ``tau`` row) the objective
+        is ``sum_j c_j K_j (E r)_j^-alpha_j`` with ``K_j = A_j (B_j s^-beta_j + C_j)``: a convex function
+        of a linear map of ``r``, so the SLSQP optimum (analytic gradient ``E^T g``) is the global one.
+        There is no closed form once a ``tau`` is positive. ``weights`` and ``constraints`` mean what
+        they mean for :meth:`BiMixModel.optimize <mixlab.laws.bimix.BiMixModel.optimize>`.
+        """
+        _check_fitted(self, "tau_")
+        if step <= 0:
+            raise ConfigError(f"target step must be positive, got {step}")
+        cons = resolve_constraints(self.domains_, constraints)
+        c = np.array(list(objective_weights(self.loss_domains_, weights).values()))
+        K = self.A_ * (self.B_ * float(step) ** -self.beta_ + self.C_)
+        own = np.zeros_like(self.tau_)
+        own[np.arange(len(self.loss_domains_)), [self.domains_.index(d) for d in self.loss_domains_]] = 1.0
+        E = own + self.tau_
+        act = c > 0
+        lower = cons.lower.copy()
+        lower[own[act].argmax(axis=1)] = np.maximum(lower[own[act].argmax(axis=1)], 1e-12)
+
+        def fun(r):
+            r_eff = E[act] @ r
+            if np.any(r_eff <= 0):
+                return float("inf")
+            return float(np.sum(c[act] * K[act] * r_eff ** -self.alpha_[act]))
+
+        def jac(r):
+            r_eff = np.maximum(E[act] @ r, 1e-300)
+            return E[act].T @ (-c[act] * K[act] * self.alpha_[act] * r_eff ** (-self.alpha_[act] - 1))
+
+        k = len(self.domains_)
+        uniform = np.full(k, 1.0 / k)
+        weighted = own[act].T @ c[act] + 1e-3
+        r = minimize_on_simplex(fun, jac, uniform, lower, cons.upper, extra_starts=[weighted / weighted.sum()])
+        self.optimize_method_ = "numerical"
+        return Mixture.from_weights(np.clip(r, 0, None), self.domains_)
 
     def get_params(self) -> dict[str, Any]:
         return {**self._law_params(), "share_beta": self.share_beta, "tau_max": self.tau_max}

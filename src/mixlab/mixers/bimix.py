@@ -25,6 +25,7 @@ import numpy as np
 
 from mixlab.errors import ConfigError, MixlabError
 from mixlab.laws.bimix import BiMixModel
+from mixlab.laws.bimix_transfer import BiMixTransferModel
 from mixlab.mixers.base import Mixer, MixingContext, ProxyResult
 from mixlab.mixture import Mixture
 
@@ -74,7 +75,10 @@ class BiMixMixer(Mixer):
     of the context's total budget); ``eval_every`` proxy steps between evaluations (the runner's
     default when ``None``; the law needs >= 3 evaluations per run); ``tilt``, ``min_weight`` shape the
     design (module doc); ``target_tokens`` overrides the length the optimum is computed for (default
-    the context's remaining tokens); ``law`` holds extra :class:`BiMixModel` arguments.
+    the context's remaining tokens); ``law`` holds extra arguments of the law's estimator;
+    ``transfer=True`` fits :class:`~mixlab.laws.bimix_transfer.BiMixTransferModel` (BiMix whose
+    proportion term also counts the other domains' shares, an additional law, not the paper's) in
+    place of :class:`BiMixModel` and optimises it numerically.
 
     After ``propose``: ``model_`` (the fitted law), ``results_`` (the proxy runs).
     """
@@ -90,6 +94,7 @@ class BiMixMixer(Mixer):
         min_weight: float = 0.02,
         target_tokens: int | None = None,
         law: dict[str, Any] | None = None,
+        transfer: bool = False,
     ) -> None:
         self.n_runs = n_runs
         self.proxy_tokens = proxy_tokens
@@ -98,6 +103,7 @@ class BiMixMixer(Mixer):
         self.min_weight = min_weight
         self.target_tokens = target_tokens
         self.law = law
+        self.transfer = transfer
 
     def propose(self, ctx: MixingContext) -> Mixture:
         if ctx.proxy is None:
@@ -130,7 +136,8 @@ class BiMixMixer(Mixer):
                 raise MixlabError(
                     f"bimix needs each proxy run evaluated at >= 3 steps, got {n_steps}: set eval_every smaller"
                 )
-            self.model_ = BiMixModel(**(self.law or {})).fit(R, S, Y, domains=domains, loss_domains=targets)
+            estimator = BiMixTransferModel if self.transfer else BiMixModel
+            self.model_ = estimator(**(self.law or {})).fit(R, S, Y, domains=domains, loss_domains=targets)
             target = float(self.target_tokens or ctx.remaining)
             weights = ctx.target_weight_vector()
             mixture = self.model_.optimize(target, weights={d: weights[d] for d in targets}, constraints=cons)
