@@ -36,7 +36,7 @@ symbolic-group curves extrapolate worst; it is not part of this benchmark.
 
 A shared step exponent (``share_beta``, chosen by the inner score) fixes most of the 160M symbolic
 miss (per-group beta extrapolated symbolic too flat: 2.6% -> 0.9%) but the inner score keeps per-group
-exponents on 70M, whose prose miss is the transfer above: every exact-BiMix candidate of the grid stays
+exponents on 70M, whose prose miss is the transfer above: every pooled exact-BiMix candidate of the grid stays
 at or above 0.78% there. The effective-proportion extension ``r_eff,i = r_i + sum_j tau_ij r_j``
 (``tau >= 0``) in BiMix's own-proportion term is the additional row ``BiMix + transfer``
 (:class:`mixlab.laws.bimix_transfer.BiMixTransferModel`), its ``step_weight``, ``min_step`` and
