@@ -117,8 +117,10 @@ def test_bench_cli_help_and_bad_method():
 
     from mixlab.cli.main import build_app, main
 
-    result = CliRunner().invoke(build_app(), ["bench", "--help"])
+    result = CliRunner().invoke(build_app(), ["bench", "--help"], env={"COLUMNS": "240"})
     assert result.exit_code == 0 and "mixlab bench --scale tiny" in result.output
+    # rich markup must not swallow the variant syntax
+    assert "tikmix-d[pareto=false]" in result.output and "NAME[key=value,...]" in result.output
     with pytest.raises(SystemExit) as exc:
         main(["bench", "--methods", "nope"])
     assert exc.value.code == 2

@@ -20,8 +20,8 @@ def bench(
     methods: Annotated[
         str | None,
         typer.Option(help="Comma-separated methods (default: uniform,natural,unimax,doremi,regmix,bimix,"
-                          "bimix-entropy-ce,tikmix-d,tikmix-m); NAME[key=value,...] benchmarks a variant "
-                          "as its own row, e.g. 'tikmix-d[pareto=false]'."),
+                          "bimix-entropy-ce,tikmix-d,tikmix-m); NAME\\[key=value,...] benchmarks a variant "
+                          "as its own row, e.g. 'tikmix-d\\[pareto=false]'."),
     ] = None,
     corpus: Annotated[
         Path | None, typer.Option(help="Prepared corpus directory (default: the built-in corpus).")
@@ -54,7 +54,7 @@ def bench(
 
     Example: mixlab bench --scale tiny --methods uniform,natural,doremi --out bench.json
 
-    Example: mixlab bench --methods 'regmix,tikmix-d,tikmix-d[pareto=false]'
+    Example: mixlab bench --methods 'regmix,tikmix-d,tikmix-d\\[pareto=false]'
     """
     import logging
 
