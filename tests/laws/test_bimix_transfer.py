@@ -119,3 +119,9 @@ def test_optimize_respects_bounds_and_moves_weight_to_the_domain_others_learn_fr
     no_transfer = BiMixTransferModel().fit(R, s, Y, domains=DOMS)
     no_transfer.tau_[:] = 0.0
     assert m.optimize(20000).to_array(DOMS)[2] > no_transfer.optimize(20000).to_array(DOMS)[2]
+
+
+def test_too_few_distinct_mixtures_is_a_clear_error():
+    R, s, Y = _data(TAU, n_runs=4)
+    with pytest.raises(DataError, match="needs at least 5"):
+        BiMixTransferModel().fit(R, s, Y, domains=DOMS)

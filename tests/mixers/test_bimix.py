@@ -103,7 +103,10 @@ class TransferLaw:
 def test_bimix_mixer_with_the_transfer_law_finds_that_laws_optimum():
     true = TransferLaw()
     ctx = _ctx(BiMixCurves(true))
+    runner = ctx.proxy
     mix = get_mixer("bimix", proxy_tokens=2_000_000, n_runs=10, transfer=True).propose(ctx)
+    floor = np.min([m.to_array(DOMS) for m in runner.calls], axis=0)
+    assert np.all(mix.to_array(DOMS) >= floor - 1e-9)  # never below the shares the proxies covered
     grid = np.random.default_rng(0).dirichlet(np.ones(3), 40000)
     best = grid[np.argmin(true.predict(grid, ctx.total_tokens).sum(axis=1))]
     assert np.allclose(mix.to_array(DOMS), best, atol=0.02)

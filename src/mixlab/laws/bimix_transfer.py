@@ -140,6 +140,13 @@ class BiMixTransferModel:
             self.base_laws_[d] = base
             keep = ok & (R[:, i] > 0) & (s >= float(self.min_step or 0.0))
             others = [q for q in range(len(doms)) if q != i]
+            n_mix = np.unique(R[keep], axis=0).shape[0]
+            if n_mix < len(doms) + 2:
+                raise DataError(
+                    f"loss domain {d!r}: the transfer law fits {len(doms) + 1} mixture coefficients (A, alpha and "
+                    f"{len(others)} transfers) from {n_mix} distinct mixtures; it needs at least {len(doms) + 2}: "
+                    "add proxy runs with other mixtures (the bimix mixer: n_runs)"
+                )
             w = w_all[keep]
             if self.step_weight:
                 w = w * (s[keep] / s[keep].max()) ** float(self.step_weight)

@@ -27,7 +27,7 @@ from mixlab.errors import ConfigError, MixlabError
 from mixlab.laws.bimix import BiMixModel
 from mixlab.laws.bimix_transfer import BiMixTransferModel
 from mixlab.mixers.base import Mixer, MixingContext, ProxyResult
-from mixlab.mixture import Mixture
+from mixlab.mixture import Mixture, MixtureConstraints
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,10 @@ class BiMixMixer(Mixer):
     the context's remaining tokens); ``law`` holds extra arguments of the law's estimator;
     ``transfer=True`` fits :class:`~mixlab.laws.bimix_transfer.BiMixTransferModel` (BiMix whose
     proportion term also counts the other domains' shares, an additional law, not the paper's) in
-    place of :class:`BiMixModel` and optimises it numerically.
+    place of :class:`BiMixModel` and optimises it numerically. That law has ``k + 1`` mixture
+    coefficients per domain, so its default is ``2k`` proxy runs, and its optimum is kept within the
+    proportions the proxies covered (each domain at least its smallest proxy share): below them a
+    fitted transfer would be extrapolated to a domain left out altogether.
 
     After ``propose``: ``model_`` (the fitted law), ``results_`` (the proxy runs).
     """
@@ -117,7 +120,7 @@ class BiMixMixer(Mixer):
                 f"training domains {domains}: use dml or regmix for other targets"
             )
         cons = ctx.constraints()
-        n_runs = self.n_runs or len(domains) + 1
+        n_runs = self.n_runs or (2 * len(domains) if self.transfer else len(domains) + 1)
         tokens = int(self.proxy_tokens or max(ctx.total_tokens // 10, 1))
         design = design_mixtures(domains, n_runs, tilt=self.tilt, min_weight=self.min_weight, seed=ctx.seed)
         results = []
@@ -140,6 +143,9 @@ class BiMixMixer(Mixer):
             self.model_ = estimator(**(self.law or {})).fit(R, S, Y, domains=domains, loss_domains=targets)
             target = float(self.target_tokens or ctx.remaining)
             weights = ctx.target_weight_vector()
+            if self.transfer:
+                covered = np.minimum(cons.upper, np.min([r.mixture.to_array(domains) for r in results], axis=0))
+                cons = MixtureConstraints(cons.domains, np.maximum(cons.lower, covered), cons.upper)
             mixture = self.model_.optimize(target, weights={d: weights[d] for d in targets}, constraints=cons)
         self.results_ = results
         log.info("bimix optimum at %.3g tokens: %s", target, mixture)
