@@ -73,3 +73,13 @@ def test_run_effects_needs_run_labels():
     _, r, s, y, _ = _biased_runs()
     with pytest.raises(ConfigError, match="runs="):
         BiMixLaw(run_effects=True).fit(r, s, y)
+
+
+def test_bootstrap_resamples_whole_runs():
+    _, r, s, y, runs = _biased_runs(seed=2)
+    law = BiMixLaw(run_effects=True).fit(r, s, y, runs=runs)
+    draws = law.bootstrap_predictions(np.array([0.3]), np.array([50000.0]), n_boot=30, seed=0)
+    assert draws.shape == (30, 1) and np.all(np.isfinite(draws))
+    pred, lo, hi = law.predict_interval([0.3], [50000], method="bootstrap", n_boot=30, level=0.9)
+    assert lo[0] < pred[0] < hi[0]
+    assert np.std(draws) > 0  # resampled runs give different fits

@@ -311,7 +311,9 @@ class BiMixLaw:
         raise ConfigError(f"uncertainty method must be 'delta' or 'bootstrap', got {method!r}")
 
     def bootstrap_predictions(self, r, s, *, n_boot: int = 200, seed: int = 0) -> np.ndarray:
-        """Predictions ``[n_boot, *shape]`` of laws refitted on points resampled with replacement."""
+        """Predictions ``[n_boot, *shape]`` of laws refitted on points resampled with replacement (with
+        ``run_effects``: whole runs resampled, each draw of a run its own run, since a run's points are
+        not independent of each other)."""
         _check_fitted(self, "theta_")
         if not hasattr(self, "_data"):
             raise NotFittedError("bootstrap needs a law fitted from data, not one built from parameters")
@@ -320,15 +322,21 @@ class BiMixLaw:
         params = {**self.get_params(), "n_init": 2, "step_weight": 0.0, "min_step": 0.0}
         runs = getattr(self, "_runs", None)
         out = []
+        members = None if runs is None else [np.nonzero(runs == g)[0] for g in range(int(runs.max()) + 1)]
         for _ in range(int(n_boot)):
-            idx = rng.integers(0, rr.size, rr.size)
+            if members is None:
+                idx, labels = rng.integers(0, rr.size, rr.size), None
+            else:
+                draw = rng.integers(0, len(members), len(members))
+                idx = np.concatenate([members[g] for g in draw])
+                labels = np.repeat(np.arange(draw.size), [members[g].size for g in draw])
             if np.unique(ss[idx]).size < 3 or np.unique(rr[idx]).size < 2:
                 continue
             law = type(self)(**params)
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    law.fit(rr[idx], ss[idx], yy[idx], ww[idx], runs=None if runs is None else runs[idx])
+                    law.fit(rr[idx], ss[idx], yy[idx], ww[idx], runs=labels)
             except (MixlabError, FloatingPointError):
                 continue
             out.append(law.predict(r, s))
