@@ -64,6 +64,11 @@ def test_bimix_mixer_recovers_the_laws_optimum():
     assert ctx.compute.tokens == 2_000_000 * (len(DOMS) + 1) and ctx.compute.flops > 0
     # the recovered optimum differs from uniform, so the test has teeth
     assert not np.allclose(mix.to_array(DOMS), 1 / 3, atol=0.05)
+    # the within-run fit, passed through law={...}, finds the same optimum on curves the law fits exactly
+    within = get_mixer("bimix", proxy_tokens=2_000_000, law={"run_effects": True})
+    mix_within = within.propose(_ctx(BiMixCurves(true)))
+    assert within.model_.laws_["web"].run_effects
+    assert np.allclose(mix_within.to_array(DOMS), expected.to_array(DOMS), atol=0.02)
 
 
 def test_bimix_mixer_respects_bounds_and_target_weights():
