@@ -176,6 +176,7 @@ class BiMixLaw:
         self.n_excluded_ = n_zero
         if self.run_effects:
             self._runs = run_index(runs[keep])
+            self._name = name
             if self.space != "log":
                 raise ConfigError(f"{name}: run_effects fits log L (run offsets are multiplicative); use space='log'")
             self._fit_within([self], share_beta=False, loss=self.loss, f_scale=self.f_scale, n_init=self.n_init)
@@ -198,7 +199,7 @@ class BiMixLaw:
             blocks.append(RunBlock(np.log(r), np.log(s), np.log(y), w, law._runs))
         steps = fit_step_terms(blocks, share_beta=share_beta, loss=loss, f_scale=f_scale, n_init=n_init)
         for law, block, (lb, lbeta, u, cov_step) in zip(laws, blocks, steps, strict=True):
-            prop, cov_prop = fit_proportion_term(block, u, name="run offsets")
+            prop, cov_prop = fit_proportion_term(block, u, name=getattr(law, "_name", "domain"))
             cov = np.zeros((4, 4))
             cov[:2, :2] = cov_prop
             cov[2:, 2:] = cov_step
