@@ -53,8 +53,8 @@ shows the end of the learning-rate schedule, where the outer task predicts. Put 
 grid it would pick pooled on 70M (inner 0.645% vs 0.661%) and within-run on 160M (0.905% vs
 1.084%): 0.90% / 1.46%, the worse of both. So both rows are reported, and the last line stays the
 pooled fit. The split holds over the whole grid, even when a setting is picked by its held-out error:
-within-run stays at 0.61-0.67% on 70M and at or above 1.02% on 160M, and pooled stays at or above
-0.78% on 70M.
+within-run gets 0.61-0.66% on 70M (1.6% with neither the late-point weight nor the warm-up cut)
+and stays at or above 1.02% on 160M, and pooled stays at or above 0.78% on 70M.
 
 Run: ``python bench/laws_real.py [--data ../shared/data/mixinglaws]``. Last line ``bimix_mre_pct=...``
 (the worse of the two sizes for mixlab's BiMix).
