@@ -36,6 +36,7 @@ from mixlab.laws.bimix import (
     as_matrix,
     long_table_inputs,
     objective_weights,
+    refit_with_shared_beta,
 )
 from mixlab.mixture import Mixture, MixtureConstraints
 
@@ -187,48 +188,18 @@ class BiMixTransferModel:
         return resid, jac
 
     def _fit_shared_beta(self, fits: list[dict[str, Any]]) -> float:
-        """Refit every domain jointly with one step exponent, as :meth:`BiMixModel._fit_shared_beta`:
-        ``theta = [(log A, log alpha, log B, tau...) per domain, log beta]``, started from the
-        per-domain fits with beta at their point-weighted mean log and at each domain's own value."""
-        fns = [self._residual_fns(f["data"]) for f in fits]
-        sizes = [f["data"][0].size for f in fits]
-        local = [f["theta"].size - 1 for f in fits]
-        offs = np.r_[0, np.cumsum(local)].astype(int)
-
-        def split(theta):
-            out = []
-            for k in range(len(fits)):
-                loc = theta[offs[k]: offs[k + 1]]
-                out.append(np.r_[loc[:3], theta[-1], loc[3:]])
-            return out
-
-        def resid(theta):
-            return np.concatenate([f(t) for (f, _), t in zip(fns, split(theta), strict=True)])
-
-        def jac(theta):
-            J = np.zeros((sum(sizes), offs[-1] + 1))
-            row = 0
-            for k, ((_, jf), t) in enumerate(zip(fns, split(theta), strict=True)):
-                Jk = jf(t)
-                J[row: row + sizes[k], offs[k]: offs[k] + 3] = Jk[:, :3]
-                J[row: row + sizes[k], offs[k] + 3: offs[k + 1]] = Jk[:, 4:]
-                J[row: row + sizes[k], -1] = Jk[:, 3]
-                row += sizes[k]
-            return J
-
-        base = np.concatenate([np.r_[f["theta"][:3], f["theta"][4:]] for f in fits])
-        log_betas = np.array([f["theta"][3] for f in fits])
-        cands = [float(np.average(log_betas, weights=sizes)), *log_betas.tolist()]
-        starts = [np.r_[base, b] for b in cands[: max(1, int(self.n_init))]]
-        los, his = zip(*(self._bounds(len(f["others"])) for f in fits), strict=True)
-        lo = np.r_[np.concatenate([np.r_[b[:3], b[4:]] for b in los]), _LOG_BOUNDS[0][3]]
-        hi = np.r_[np.concatenate([np.r_[b[:3], b[4:]] for b in his]), _LOG_BOUNDS[1][3]]
-        res = robust_least_squares(resid, starts, bounds=(lo, hi), loss=self.loss, f_scale=self.f_scale, jac_fn=jac)
-        for k, f in enumerate(fits):
-            idx = [offs[k], offs[k] + 1, offs[k] + 2, offs[-1], *range(offs[k] + 3, offs[k + 1])]
-            f["theta"] = split(res.theta)[k]
-            f["cov"] = res.cov[np.ix_(idx, idx)]
-        return float(np.exp(res.theta[-1]))
+        """Refit every domain jointly with one step exponent, as :meth:`BiMixModel._fit_shared_beta`
+        (:func:`~mixlab.laws.bimix.refit_with_shared_beta`; each domain's transfers stay its own)."""
+        thetas, covs, _ = refit_with_shared_beta(
+            [self._residual_fns(f["data"]) for f in fits],
+            [f["theta"] for f in fits],
+            [f["data"][0].size for f in fits],
+            [self._bounds(len(f["others"])) for f in fits],
+            loss=self.loss, f_scale=self.f_scale, n_init=self.n_init,
+        )
+        for f, theta, cov in zip(fits, thetas, covs, strict=True):
+            f["theta"], f["cov"] = theta, cov
+        return float(np.exp(thetas[0][3]))
 
     def _set_fitted(self, fits: list[dict[str, Any]]) -> None:
         m, k = len(self.loss_domains_), len(self.domains_)
