@@ -145,8 +145,26 @@ class BiMixLaw:
     def fit(self, r, s, loss, sample_weight=None, *, runs=None, name: str = "domain") -> BiMixLaw:
         """Fit from observations ``(r_i, s, L_i)``; ``runs`` labels each point's proxy run (needed by
         ``run_effects``, ignored otherwise); ``name`` only labels error messages."""
+        self._load(r, s, loss, sample_weight, runs=runs, name=name)
+        if self.run_effects:
+            self._fit_within([self], share_beta=False, loss=self.loss, f_scale=self.f_scale, n_init=self.n_init)
+            return self
+        r, s, y, w = self._data
+        resid, jac = self._residual_fns()
+        starts = self._starts(np.log(r), np.log(s), y, w)
+        res = robust_least_squares(
+            resid, starts, bounds=_LOG_BOUNDS, loss=self.loss, f_scale=self.f_scale, jac_fn=jac,
+        )
+        self._set_fit_stats(res.theta, res.cov, res.f_scale)
+        return self
+
+    def _load(self, r, s, loss, sample_weight, *, runs, name: str) -> None:
+        """Check the observations and keep the points the fit uses as ``_data = (r, s, y, w)`` (with
+        ``run_effects`` also their run indices ``_runs``); ``fit`` without the solve."""
         if self.space not in ("log", "linear"):
             raise ConfigError(f"BiMixLaw space must be 'log' or 'linear', got {self.space!r}")
+        if self.run_effects and self.space != "log":
+            raise ConfigError(f"{name}: run_effects fits log L (run offsets are multiplicative); use space='log'")
         r, s, y, w, keep = self._prepare(r, s, loss, sample_weight, name)
         if self.run_effects:
             if runs is None:
@@ -177,17 +195,6 @@ class BiMixLaw:
         if self.run_effects:
             self._runs = run_index(runs[keep])
             self._name = name
-            if self.space != "log":
-                raise ConfigError(f"{name}: run_effects fits log L (run offsets are multiplicative); use space='log'")
-            self._fit_within([self], share_beta=False, loss=self.loss, f_scale=self.f_scale, n_init=self.n_init)
-            return self
-        resid, jac = self._residual_fns()
-        starts = self._starts(np.log(r), np.log(s), y, w)
-        res = robust_least_squares(
-            resid, starts, bounds=_LOG_BOUNDS, loss=self.loss, f_scale=self.f_scale, jac_fn=jac,
-        )
-        self._set_fit_stats(res.theta, res.cov, res.f_scale)
-        return self
 
     @staticmethod
     def _fit_within(laws: list[BiMixLaw], *, share_beta: bool, loss: str, f_scale, n_init: int) -> None:
@@ -568,14 +575,17 @@ class BiMixModel:
         runs = np.asarray(runs)
         if runs.shape[0] != R.shape[0]:
             raise DataError(f"runs has {runs.shape[0]} labels for {R.shape[0]} rows of the long table")
+        joint_within = self.share_beta and self.run_effects
         self.laws_: dict[str, BiMixLaw] = {}
         for j, d in enumerate(ldoms):
             ok = np.isfinite(Y[:, j])
             i = doms.index(d)
             law = BiMixLaw(**self._law_params())
-            law.fit(R[ok, i], s[ok], Y[ok, j], None if w is None else w[ok], runs=runs[ok], name=f"loss domain {d!r}")
+            # a joint within-run fit starts from a grid, not from each law's own fit: load, don't solve
+            step = law._load if joint_within else law.fit
+            step(R[ok, i], s[ok], Y[ok, j], None if w is None else w[ok], runs=runs[ok], name=f"loss domain {d!r}")
             self.laws_[d] = law
-        if self.share_beta and self.run_effects:
+        if joint_within:
             laws = [self.laws_[d] for d in ldoms]
             BiMixLaw._fit_within(laws, share_beta=True, loss=self.loss, f_scale=self.f_scale, n_init=self.n_init)
             self.beta_ = laws[0].beta_
