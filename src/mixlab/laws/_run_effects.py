@@ -60,11 +60,16 @@ def _step_log(lb: float, beta: float, ls: np.ndarray) -> np.ndarray:
     return np.logaddexp(0.0, lb - beta * ls)
 
 
-def _run_mean(block: RunBlock, x: np.ndarray) -> np.ndarray:
-    """Weighted mean of ``x`` over each point's run, broadcast back to the points."""
+def _run_means(block: RunBlock, x: np.ndarray) -> np.ndarray:
+    """Weighted mean of ``x`` over each run, ``[n_runs]``."""
     num = np.bincount(block.run, weights=block.w * x, minlength=block.n_runs)
     den = np.bincount(block.run, weights=block.w, minlength=block.n_runs)
-    return (num / np.maximum(den, 1e-300))[block.run]
+    return num / np.maximum(den, 1e-300)
+
+
+def _run_mean(block: RunBlock, x: np.ndarray) -> np.ndarray:
+    """Weighted mean of ``x`` over each point's run, broadcast back to the points."""
+    return _run_means(block, x)[block.run]
 
 
 def fit_step_terms(
@@ -81,12 +86,14 @@ def fit_step_terms(
     n_beta = 1 if share_beta else m
 
     def pieces(theta):
+        """``(k, block, log B (column k), column of its log beta, log beta)`` per block."""
         for k, b in enumerate(blocks):
-            yield k, b, theta[k], theta[m + (0 if share_beta else k)]
+            beta_col = m + (0 if share_beta else k)
+            yield k, b, theta[k], beta_col, theta[beta_col]
 
     def resid(theta):
         out = []
-        for _, b, lb, lbeta in pieces(theta):
+        for _, b, lb, _, lbeta in pieces(theta):
             rest = b.ly - _step_log(lb, np.exp(lbeta), b.ls)
             out.append(np.sqrt(b.w) * (_run_mean(b, rest) - rest))
         return np.concatenate(out)
@@ -94,14 +101,14 @@ def fit_step_terms(
     def jac(theta):
         J = np.zeros((sum(b.ly.size for b in blocks), m + n_beta))
         row = 0
-        for k, b, lb, lbeta in pieces(theta):
+        for k, b, lb, beta_col, lbeta in pieces(theta):
             beta = np.exp(lbeta)
             sig = 1.0 / (1.0 + np.exp(-(lb - beta * b.ls)))
             d_lb, d_lbeta = sig, -sig * beta * b.ls
             rows = slice(row, row + b.ly.size)
             sw = np.sqrt(b.w)
             J[rows, k] = sw * (d_lb - _run_mean(b, d_lb))
-            J[rows, m + (0 if share_beta else k)] = sw * (d_lbeta - _run_mean(b, d_lbeta))
+            J[rows, beta_col] = sw * (d_lbeta - _run_mean(b, d_lbeta))
             row += b.ly.size
         return J
 
@@ -116,10 +123,9 @@ def fit_step_terms(
     hi = np.r_[np.full(m, _LB_BOUNDS[1]), np.full(n_beta, _LBETA_BOUNDS[1])]
     res = robust_least_squares(resid, starts, bounds=(lo, hi), loss=loss, f_scale=f_scale, jac_fn=jac)
     out = []
-    for k, b, lb, lbeta in pieces(res.theta):
-        u = np.bincount(b.run, weights=b.w * (b.ly - _step_log(lb, np.exp(lbeta), b.ls)), minlength=b.n_runs)
-        u /= np.maximum(np.bincount(b.run, weights=b.w, minlength=b.n_runs), 1e-300)
-        idx = [k, m + (0 if share_beta else k)]
+    for k, b, lb, beta_col, lbeta in pieces(res.theta):
+        u = _run_means(b, b.ly - _step_log(lb, np.exp(lbeta), b.ls))
+        idx = [k, beta_col]
         out.append((float(lb), float(lbeta), u, res.cov[np.ix_(idx, idx)]))
     return out
 
