@@ -225,14 +225,23 @@ class BiMixTransferModel:
             self.mre_[d] = float(np.mean(np.abs(pred - y) / y))
             self.n_points_[d] = int(y.size)
 
+    def _own_columns(self) -> np.ndarray:
+        """Each loss domain's column among ``domains_``, ``[m]``."""
+        return np.array([self.domains_.index(d) for d in self.loss_domains_])
+
+    def _effect_matrix(self) -> np.ndarray:
+        """``E`` ``[m, k]`` with ``r_eff = E r``: each loss domain's own column plus its ``tau`` row."""
+        E = self.tau_.copy()
+        E[np.arange(len(self.loss_domains_)), self._own_columns()] += 1.0
+        return E
+
     def effective_proportions(self, mixtures: Any) -> np.ndarray:
         """``r_eff`` ``[n, m]`` (columns = ``loss_domains_``) for ``n`` mixtures."""
         _check_fitted(self, "tau_")
         if isinstance(mixtures, (Mixture, dict)):
             mixtures = [mixtures]
         R, _ = as_matrix(mixtures, self.domains_, "mixtures")
-        own = np.stack([R[:, self.domains_.index(d)] for d in self.loss_domains_], axis=1)
-        return own + R @ self.tau_.T
+        return R @ self._effect_matrix().T
 
     def predict(self, mixtures: Any, steps: Any) -> np.ndarray:
         """Predicted losses ``[n, m]`` (columns = ``loss_domains_``) for ``n`` mixtures at ``steps`` (one
@@ -265,12 +274,11 @@ class BiMixTransferModel:
         cons = resolve_constraints(self.domains_, constraints)
         c = np.array(list(objective_weights(self.loss_domains_, weights).values()))
         K = self.A_ * (self.B_ * float(step) ** -self.beta_ + self.C_)
-        own = np.zeros_like(self.tau_)
-        own[np.arange(len(self.loss_domains_)), [self.domains_.index(d) for d in self.loss_domains_]] = 1.0
-        E = own + self.tau_
+        E = self._effect_matrix()
         act = c > 0
+        own_act = self._own_columns()[act]
         lower = cons.lower.copy()
-        lower[own[act].argmax(axis=1)] = np.maximum(lower[own[act].argmax(axis=1)], 1e-12)
+        lower[own_act] = np.maximum(lower[own_act], 1e-12)
 
         def fun(r):
             r_eff = E[act] @ r
@@ -284,7 +292,7 @@ class BiMixTransferModel:
 
         k = len(self.domains_)
         uniform = np.full(k, 1.0 / k)
-        weighted = own[act].T @ c[act] + 1e-3
+        weighted = np.bincount(own_act, weights=c[act], minlength=k) + 1e-3
         r = minimize_on_simplex(fun, jac, uniform, lower, cons.upper, extra_starts=[weighted / weighted.sum()])
         self.optimize_method_ = "numerical"
         return Mixture.from_weights(np.clip(r, 0, None), self.domains_)
