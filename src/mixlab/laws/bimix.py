@@ -159,8 +159,9 @@ class BiMixLaw:
         return self
 
     def _load(self, r, s, loss, sample_weight, *, runs, name: str) -> None:
-        """Check the observations and keep the points the fit uses as ``_data = (r, s, y, w)`` (with
-        ``run_effects`` also their run indices ``_runs``); ``fit`` without the solve."""
+        """Check the observations and keep the points the fit uses as ``_data = (r, s, y, w)`` (``w``
+        with the late-point weight), their positions in the input as ``_rows`` and, with
+        ``run_effects``, their run indices ``_runs``; ``fit`` without the solve."""
         if self.space not in ("log", "linear"):
             raise ConfigError(f"BiMixLaw space must be 'log' or 'linear', got {self.space!r}")
         if self.run_effects and self.space != "log":
@@ -191,6 +192,7 @@ class BiMixLaw:
         if self.step_weight:
             w = w * (s / s.max()) ** float(self.step_weight)
         self._data = (r, s, y, w)
+        self._rows = np.nonzero(keep)[0]
         self.n_excluded_ = n_zero
         if self.run_effects:
             self._runs = run_index(runs[keep])

@@ -139,19 +139,17 @@ class BiMixTransferModel:
                 R[ok, i], s[ok], Y[ok, j], None if sample_weight is None else w_all[ok], name=f"loss domain {d!r}"
             )
             self.base_laws_[d] = base
-            keep = ok & (R[:, i] > 0) & (s >= float(self.min_step or 0.0))
+            rows = np.nonzero(ok)[0][base._rows]  # the points the BiMix fit kept (r > 0, past min_step)
             others = [q for q in range(len(doms)) if q != i]
-            n_mix = np.unique(R[keep], axis=0).shape[0]
+            n_mix = np.unique(R[rows], axis=0).shape[0]
             if n_mix < len(doms) + 2:
                 raise DataError(
                     f"loss domain {d!r}: the transfer law fits {len(doms) + 1} mixture coefficients (A, alpha and "
                     f"{len(others)} transfers) from {n_mix} distinct mixtures; it needs at least {len(doms) + 2}: "
                     "add proxy runs with other mixtures (the bimix mixer: n_runs)"
                 )
-            w = w_all[keep]
-            if self.step_weight:
-                w = w * (s[keep] / s[keep].max()) ** float(self.step_weight)
-            data = (R[keep, i], R[np.ix_(keep, others)], np.log(s[keep]), Y[keep, j], w)
+            r_own, s_kept, y, w = base._data
+            data = (r_own, R[np.ix_(rows, others)], np.log(s_kept), y, w)
             resid, jac = self._residual_fns(data)
             starts = [np.r_[base.theta_, np.full(len(others), t)] for t in (0.0, *_TAU_STARTS)]
             res = robust_least_squares(resid, starts, bounds=self._bounds(len(others)), loss=self.loss,
