@@ -4,7 +4,6 @@ import math
 import pytest
 
 from mixlab.errors import ConfigError, MixlabError
-from mixlab.mixers.base import ComputeLedger
 from mixlab.pipeline.bench import (
     RESULT_KEYS,
     BenchConfig,
@@ -14,6 +13,7 @@ from mixlab.pipeline.bench import (
     summarise,
     write_outputs,
 )
+from mixlab.proxy import ComputeLedger
 
 
 def test_summarise_means_and_stds():

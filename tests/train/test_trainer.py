@@ -157,7 +157,7 @@ def test_hf_model_trains_through_trainer(tiny_corpus, tmp_path):
 
 
 def test_proxy_runner_trains_then_reuses(tiny_corpus, tmp_path, monkeypatch):
-    from mixlab.mixers.base import ProxyRunner
+    from mixlab.proxy import ProxyRunner
 
     runner = LocalProxyRunner(tiny_corpus, model="nano-100k", seq_len=32, batch_size=4, lr=3e-3,
                               workspace=tmp_path / "ws", eval_batches=1)

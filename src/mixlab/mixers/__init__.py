@@ -10,7 +10,8 @@ import importlib
 from typing import Any
 
 from mixlab.errors import ConfigError
-from mixlab.mixers.base import ComputeLedger, Mixer, MixingContext, ProxyResult, ProxyRunner
+from mixlab.mixers.base import Mixer, MixingContext
+from mixlab.proxy import ComputeLedger, ProxyResult, ProxyRunner
 
 REGISTRY: dict[str, str] = {
     "uniform": "mixlab.mixers.baselines:UniformMixer",

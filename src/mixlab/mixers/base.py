@@ -11,75 +11,13 @@ stores its parameters, as in scikit-learn), and add one line to ``REGISTRY`` in 
 
 from __future__ import annotations
 
-import contextlib
-import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar
 
 from mixlab.mixture import Mixture, MixtureConstraints
-
-
-@dataclass
-class ComputeLedger:
-    """What a method spent choosing its mixture: FLOPs (6 * params * tokens for training, 2x-3x that
-    for influence passes, as each method reports), tokens processed by proxy models, wall seconds."""
-
-    flops: float = 0.0
-    tokens: int = 0
-    seconds: float = 0.0
-
-    def add(self, *, flops: float = 0.0, tokens: int = 0, seconds: float = 0.0) -> None:
-        self.flops += float(flops)
-        self.tokens += int(tokens)
-        self.seconds += float(seconds)
-
-    @contextlib.contextmanager
-    def timed(self) -> Iterator[None]:
-        t0 = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.seconds += time.perf_counter() - t0
-
-    def to_dict(self) -> dict[str, float]:
-        return {"flops": self.flops, "tokens": self.tokens, "seconds": self.seconds}
-
-
-@dataclass
-class ProxyResult:
-    """The outcome of one proxy training run.
-
-    ``curve[step][domain]`` is the validation loss per domain at each evaluated step; ``final`` is the
-    last evaluation. ``tokens`` and ``flops`` are what the run consumed.
-    """
-
-    mixture: Mixture
-    curve: dict[int, dict[str, float]]
-    tokens: int
-    flops: float
-    seconds: float = 0.0
-    run_id: str | None = None
-
-    @property
-    def final(self) -> dict[str, float]:
-        return self.curve[max(self.curve)]
-
-
-@runtime_checkable
-class ProxyRunner(Protocol):
-    """Trains small proxy models for methods that need them (RegMix, BiMix, DoReMi's reference)."""
-
-    def train(
-        self,
-        mixture: Mixture,
-        *,
-        tokens: int,
-        seed: int = 0,
-        eval_every: int | None = None,
-        name: str | None = None,
-    ) -> ProxyResult: ...
+from mixlab.proxy import ComputeLedger, ProxyRunner
 
 
 @dataclass

@@ -26,8 +26,9 @@ import numpy as np
 from mixlab.errors import ConfigError, MixlabError
 from mixlab.laws.bimix import BiMixModel
 from mixlab.laws.bimix_transfer import BiMixTransferModel
-from mixlab.mixers.base import Mixer, MixingContext, ProxyResult
+from mixlab.mixers.base import Mixer, MixingContext
 from mixlab.mixture import Mixture, MixtureConstraints
+from mixlab.proxy import ProxyResult
 
 log = logging.getLogger(__name__)
 

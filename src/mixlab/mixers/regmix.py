@@ -25,8 +25,9 @@ from typing import Any
 import numpy as np
 
 from mixlab.errors import MixlabError
-from mixlab.mixers.base import Mixer, MixingContext, ProxyResult
+from mixlab.mixers.base import Mixer, MixingContext
 from mixlab.mixture import Mixture
+from mixlab.proxy import ProxyResult
 
 log = logging.getLogger(__name__)
 

@@ -43,8 +43,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mixlab.errors import ConfigError, MixlabError
 from mixlab.mixers import REGISTRY, get_mixer, mixer_class
-from mixlab.mixers.base import ComputeLedger, MixingContext, ProxyResult
+from mixlab.mixers.base import MixingContext
 from mixlab.mixture import Mixture, Schedule
+from mixlab.proxy import ComputeLedger, ProxyResult
 from mixlab.utils.config import parse_config
 from mixlab.utils.io import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
 

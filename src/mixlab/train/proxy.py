@@ -6,8 +6,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from mixlab.mixers.base import ProxyResult
 from mixlab.mixture import Mixture
+from mixlab.proxy import ProxyResult
 from mixlab.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
