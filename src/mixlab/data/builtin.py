@@ -39,7 +39,7 @@ def builtin_spec() -> dict[str, Any]:
 
 
 def default_builtin_dir() -> Path:
-    """``<user cache dir>/mixlab/builtin-v<version>`` (platformdirs), e.g. ``~/.cache/mixlab/builtin-v1``."""
+    """``<user cache dir>/mixlab/builtin-v<version>`` (platformdirs), e.g. ``~/.cache/mixlab/builtin-v2``."""
     import platformdirs
 
     return Path(platformdirs.user_cache_dir("mixlab")) / f"builtin-v{builtin_spec()['version']}"
@@ -139,9 +139,10 @@ def scancode_licences() -> Iterator[str]:
 
 
 def python_stdlib() -> Iterator[str]:
-    """This interpreter's standard-library ``.py`` files (not tests, not site-packages)."""
+    """This interpreter's standard-library ``.py`` files (not tests, not site-packages, and not
+    ``pydoc_data``: its documentation text is the built-in downstream target, see ``data/targets.py``)."""
     root = Path(sysconfig.get_paths()["stdlib"])
-    skip = {"site-packages", "dist-packages", "test", "tests", "idle_test", "__pycache__", "lib2to3"}
+    skip = {"site-packages", "dist-packages", "test", "tests", "idle_test", "__pycache__", "lib2to3", "pydoc_data"}
     files = [f for f in root.rglob("*.py") if not skip.intersection(f.relative_to(root).parts)]
     for f in _ordered(files, root):
         with contextlib.suppress(UnicodeDecodeError):

@@ -142,7 +142,7 @@ class _ShardWriter:
         self.fh.close()
 
 
-def _encode_docs(tok: Tokenizer, docs: Iterator[str], eos: int) -> Iterator[np.ndarray]:
+def encode_documents(tok: Tokenizer, docs: Iterator[str], eos: int) -> Iterator[np.ndarray]:
     """Token ids of each non-empty document followed by EOS."""
     if isinstance(tok, ByteTokenizer):
         for d in docs:
@@ -184,7 +184,7 @@ def _build_domain(
     all_path = ddir / "all.tmp"
     content = hashlib.sha256()
     writer = _ShardWriter(all_path, dtype)
-    for ids in _encode_docs(tok, _hashing(docs, content), tok.eos_id):
+    for ids in encode_documents(tok, _hashing(docs, content), tok.eos_id):
         if ids.size and int(ids.max()) >= tok.vocab_size:
             raise DataError(f"domain {name!r}: token id {int(ids.max())} >= vocab_size {tok.vocab_size}")
         writer.add(ids)
