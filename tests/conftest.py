@@ -13,6 +13,23 @@ import torch
 
 torch.set_num_threads(1)
 
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--skip-slow",
+        action="store_true",
+        help="skip the end-to-end tests marked slow (demo, torchrun, Ray, kill-and-resume, sweeps); CI runs them",
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    if not config.getoption("--skip-slow"):
+        return
+    skip = pytest.mark.skip(reason="slow end-to-end test; run without --skip-slow (CI does)")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
 _WORDS = (
     "the of and to in a is that for it as was with be by on not he this are or his from at which but have "
     "an had they you were their one all we can her has there been if more when will would who so no time "

@@ -7,6 +7,7 @@ import sys
 import textwrap
 
 import numpy as np
+import pytest
 import torch
 
 SETUP = textwrap.dedent(
@@ -43,6 +44,7 @@ WORKER = SETUP + textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_ddp_matches_single_process(tmp_path):
     from mixlab.influence import compute_group_influence
 

@@ -1,8 +1,10 @@
+import pytest
 from typer.testing import CliRunner
 
 from mixlab.cli.main import build_app
 
 
+@pytest.mark.slow
 def test_demo_runs_end_to_end_and_writes_its_report(builtin_dir, tmp_path):
     ws = tmp_path / "demo"
     args = ["demo", "--workspace", str(ws), "--cache-dir", str(builtin_dir), "--model", "nano-100k",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import yaml
 from typer.testing import CliRunner
 
@@ -9,6 +10,7 @@ from mixlab.cli.main import build_app
 from mixlab.predictors.data import load_sweep
 
 
+@pytest.mark.slow
 def test_sweep_cli_runs_then_skips(tiny_corpus, tmp_path):
     cfg = tmp_path / "sweep.yaml"
     cfg.write_text(yaml.safe_dump({"train": {"eval_batches": 1, "warmup": 1, "device": "cpu"}, "max_epochs": None}))

@@ -39,6 +39,7 @@ def _calls(ws: Path) -> list[int]:
     return sorted(int(p.name.split("-")[0]) for p in (ws / "calls").iterdir())
 
 
+@pytest.mark.slow
 def test_local_sweep_kill_and_resume(tiny_corpus, tmp_path):
     ws = tmp_path / "ws"
     sweep = Sweep(_config(tiny_corpus, ws))
@@ -85,6 +86,7 @@ def test_killed_run_is_retried(tiny_corpus, tmp_path):
     assert _calls(ws) == [0, 1, 1]
 
 
+@pytest.mark.slow
 def test_ray_two_run_sweep(tiny_corpus, tmp_path):
     ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'mixlab[ray]')")
     ws = tmp_path / "ws"

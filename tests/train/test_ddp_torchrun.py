@@ -49,6 +49,7 @@ def _cfg(tmp_path, **kw):
 
 @pytest.mark.skipif(shutil.which("torchrun") is None and not Path(sys.executable).with_name("torchrun").exists(),
                     reason="torchrun not installed")
+@pytest.mark.slow
 def test_torchrun_two_processes_match_single_process(tiny_corpus, tmp_path):
     # single process: 2 micro-batches of 4 per step = the same global stream as 2 ranks x 4
     single = Trainer(_cfg(tmp_path, grad_accum=2, run_name="single"), corpus=tiny_corpus).fit()

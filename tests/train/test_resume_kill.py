@@ -48,6 +48,7 @@ def _cfg():
                        lr=3e-3, warmup=3, eval_interval=5, checkpoint_interval=4, eval_batches=1, progress=False)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode,kill_step,expect_latest", [("mid-step", 14, 12), ("in-save", 16, 12)])
 def test_sigkill_and_resume_reproduces_uninterrupted_curve(tiny_corpus, tmp_path, mode, kill_step, expect_latest):
     cfg = _cfg()
