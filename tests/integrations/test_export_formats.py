@@ -13,7 +13,14 @@ import yaml
 from typer.testing import CliRunner
 
 from mixlab import ConfigError, Mixture, Schedule, load_mixture_or_schedule, save_mixture
-from mixlab.integrations.export import FORMATS, export_mixture, parse_prefixes
+from mixlab.integrations.export import (
+    FORMATS,
+    ExportOptions,
+    export_mixture,
+    parse_prefixes,
+    sample_probabilities,
+    write_export_files,
+)
 
 MIX = Mixture({"web": 0.5, "code": 1 / 3, "books": 1 / 6, "empty": 0.0})
 SCHED = Schedule.from_pairs([(0, MIX), (250, {"web": 0.1, "code": 0.9}), (900, {"books": 1.0})])
@@ -95,9 +102,17 @@ def test_nemo_yaml() -> None:
 
 
 class _Stream:
-    def __init__(self, *, remote: str | None = None, local: str | None = None, proportion: float) -> None:
+    def __init__(
+        self,
+        *,
+        remote: str | None = None,
+        local: str | None = None,
+        split: str | None = None,
+        proportion: float,
+    ) -> None:
         self.location = remote or local
         self.remote = remote
+        self.split = split
         self.proportion = proportion
 
 
@@ -110,69 +125,148 @@ def _eval_python(text: str, names: dict[str, object]) -> dict[str, object]:
     return ns
 
 
+# mean tokens per document: books are 10x longer than code
+LENGTHS = {"web": 400.0, "code": 100.0, "books": 1000.0, "empty": 50.0}
+OPTS = ExportOptions(tokens_per_sample=LENGTHS, split="train")
+
+
+def _token_shares(probs: dict[str, float]) -> dict[str, float]:
+    """Expected token share when samples are drawn with ``probs`` and have the mean lengths above."""
+    tok = {d: p * LENGTHS[d] for d, p in probs.items()}
+    total = sum(tok.values())
+    return {d: v / total for d, v in tok.items()}
+
+
+def test_sample_probabilities_reproduce_token_shares() -> None:
+    probs = sample_probabilities(MIX, LENGTHS)
+    assert sum(probs.values()) == pytest.approx(1.0)
+    assert probs["code"] > probs["web"] > probs["books"]  # short documents are drawn more often
+    _assert_close(_token_shares(probs), {d: w for d, w in MIX.weights.items() if w > 0})
+    with pytest.raises(ConfigError, match="draws samples"):
+        export_mixture(MIX, "hf")
+    with pytest.raises(ConfigError, match="no mean tokens"):
+        sample_probabilities(MIX, {"web": 1.0})
+
+
 def test_mosaic_python_streams() -> None:
-    text = export_mixture(SCHED, "mosaic", prefixes=PREFIXES)
+    text = export_mixture(SCHED, "mosaic", prefixes=PREFIXES, options=OPTS)
     assert text.startswith("from streaming import Stream")
     ns = _eval_python(text, {"Stream": _Stream})
+    yaml_docs = list(
+        yaml.safe_load_all(export_mixture(SCHED, "mosaic-yaml", prefixes=PREFIXES, options=OPTS))
+    )
     for k, stage in enumerate(SCHED.stages):
         streams = ns[f"streams_stage_{k}"]
-        _assert_close({s.location: s.proportion for s in streams}, _expected(stage.mixture))
-        for s in streams:
-            assert (s.remote is not None) == s.location.startswith("s3://")
-    single = _eval_python(export_mixture(MIX, "mosaic", prefixes=PREFIXES), {"Stream": _Stream})
-    _assert_close({s.location: s.proportion for s in single["streams"]}, _expected(MIX))
-
-
-def test_mosaic_yaml_streams() -> None:
-    docs = list(yaml.safe_load_all(export_mixture(SCHED, "mosaic-yaml", prefixes=PREFIXES)))
-    for doc, stage in zip(docs, SCHED.stages, strict=True):
-        streams = doc["train_loader"]["dataset"]["streams"]
-        got = {name: s["proportion"] for name, s in streams.items()}
+        by_domain = {d: s for d, s in zip(_positive_domains(stage.mixture), streams, strict=True)}
+        got = _token_shares({d: s.proportion for d, s in by_domain.items()})
         _assert_close(got, {d: w for d, w in stage.mixture.weights.items() if w > 0})
-        for name, s in streams.items():
-            assert s.get("remote", s.get("local")) == _prefix(name)
+        for d, s in by_domain.items():
+            assert (s.remote is not None) == s.location.startswith("s3://")
+            assert s.location == _prefix(d)
+            # the same split and proportion in the Python and the YAML form
+            ys = yaml_docs[k]["train_loader"]["dataset"]["streams"][d]
+            assert s.split == ys["split"] == "train"
+            assert s.proportion == pytest.approx(ys["proportion"], rel=1e-12)
 
 
-def test_olmo_source_mixture() -> None:
-    (doc,) = yaml.safe_load_all(export_mixture(MIX, "olmo", prefixes=PREFIXES))
-    sources = doc["source_mixture_config"]["source_configs"]
-    got = {s["source_name"]: s["target_ratio"] for s in sources}
-    _assert_close(got, {d: w for d, w in MIX.weights.items() if w > 0})
-    assert sum(s["target_ratio"] for s in sources) == pytest.approx(1.0, abs=1e-9)
-    assert {s["source_name"]: s["paths"] for s in sources}["code"] == [PREFIXES["code"]]
+def _positive_domains(mix: Mixture) -> list[str]:
+    return [d for d, w in mix.weights.items() if w > 0]
 
 
-def test_hf_interleave_snippet_and_real_interleave(tmp_path) -> None:
-    text = export_mixture(SCHED, "hf", prefixes=PREFIXES)
+def test_mosaic_epoch_size_caps_every_stream() -> None:
+    docs = {"web": 1000, "code": 50, "books": 400}
+    opts = ExportOptions(tokens_per_sample=LENGTHS, samples=docs, max_epochs=2.0)
+    (doc,) = yaml.safe_load_all(export_mixture(MIX, "mosaic-yaml", options=opts))
+    ds = doc["train_loader"]["dataset"]
+    drawn = {d: s["proportion"] * ds["epoch_size"] for d, s in ds["streams"].items()}
+    assert all(drawn[d] <= 2.0 * docs[d] + 1e-6 for d in drawn)
+    assert max(drawn[d] / (2.0 * docs[d]) for d in drawn) == pytest.approx(
+        1.0, abs=0.01
+    )  # epoch_size is floored
+
+
+def test_olmo_source_mixture_dataset_config() -> None:
+    opts = ExportOptions(max_epochs={"web": 2.5, "code": 0.5}, global_batch_tokens=1024, total_tokens=10**6)
+    (doc,) = yaml.safe_load_all(export_mixture(MIX, "olmo", prefixes=PREFIXES, options=opts))
+    assert doc["requested_tokens"] == 10**6 and doc["global_batch_size"] == 1024
+    sources = {s["source_name"]: s for s in doc["source_list"]["sources"]}
+    _assert_close(
+        {d: s["target_ratio"] for d, s in sources.items()}, {d: w for d, w in MIX.weights.items() if w > 0}
+    )
+    assert sources["web"]["max_repetition_ratio"] == 2.5 and sources["web"]["max_source_fraction"] == 1.0
+    assert sources["code"]["max_repetition_ratio"] == 1.0 and sources["code"]["max_source_fraction"] == 0.5
+    assert sources["books"]["max_repetition_ratio"] == 1.0 and sources["code"]["paths"] == [PREFIXES["code"]]
+    with pytest.raises(ConfigError, match="global-batch-tokens"):
+        export_mixture(MIX, "olmo")
+    # a schedule: each stage requests its own steps' tokens; the last one what is left of --tokens
+    docs = list(yaml.safe_load_all(export_mixture(SCHED, "olmo", options=opts)))
+    assert [d["requested_tokens"] for d in docs] == [250 * 1024, 650 * 1024, 10**6 - 900 * 1024]
+
+
+def test_schedule_in_one_object_formats_is_one_file_per_stage(tmp_path) -> None:
+    opts = ExportOptions(global_batch_tokens=8, total_tokens=10_000)
+    paths = write_export_files(SCHED, "olmo", tmp_path / "mix.yaml", options=opts)
+    assert [p.name for p in paths] == ["mix.yaml", "mix.stage0.yaml", "mix.stage1.yaml", "mix.stage2.yaml"]
+    plan = paths[0].read_text()
+    assert _stage_headers(plan) == [(0, 0, "250"), (1, 250, "900"), (2, 900, "end")]
+    assert "mix.stage1.yaml" in plan and "resume" in plan
+    for p, stage in zip(paths[1:], SCHED.stages, strict=True):
+        doc = yaml.safe_load(p.read_text())  # a single document, as OLMo-core's from_yaml reads it
+        got = {s["source_name"]: s["target_ratio"] for s in doc["source_list"]["sources"]}
+        _assert_close(got, {d: w for d, w in stage.mixture.weights.items() if w > 0})
+    paths = write_export_files(SCHED, "megatron-json", tmp_path / "blend.json")
+    for p, stage in zip(paths[1:], SCHED.stages, strict=True):
+        train = json.loads(p.read_text())["train"]
+        _assert_close(_pairs(train), {f"{d}_train": w for d, w in stage.mixture.weights.items() if w > 0})
+    with pytest.raises(ConfigError, match="one file per stage"):
+        export_mixture(SCHED, "megatron-json")
+
+
+def test_nemo2_paths() -> None:
+    ns = _eval_python(export_mixture(SCHED, "nemo2", prefixes=PREFIXES), {})
+    for k, stage in enumerate(SCHED.stages):
+        paths = ns[f"paths_stage_{k}"]
+        assert set(paths) == {"train", "validation", "test"}
+        got = {paths["train"][i + 1]: paths["train"][i] for i in range(0, len(paths["train"]), 2)}
+        _assert_close(got, {f"{p}_train": w for p, w in _expected(stage.mixture).items()})
+
+
+def test_hf_interleave_snippet() -> None:
+    opts = ExportOptions(
+        tokens_per_sample=LENGTHS, samples={"web": 10, "code": 10, "books": 10}, max_epochs=1.5
+    )
+    text = export_mixture(SCHED, "hf", prefixes=PREFIXES, options=opts)
     calls: list[dict] = []
 
+    class _Stream:
+        def __init__(self, name: str) -> None:
+            self.name, self.ops = name, []
+
+        def repeat(self, n: int) -> _Stream:
+            self.ops.append(("repeat", n))
+            return self
+
+        def take(self, n: int) -> _Stream:
+            self.ops.append(("take", n))
+            return self
+
     def interleave_datasets(datasets, probabilities, seed, stopping_strategy):
-        calls.append({"names": list(datasets), "p": probabilities, "stop": stopping_strategy})
+        calls.append({"streams": list(datasets), "p": probabilities, "stop": stopping_strategy})
         return calls[-1]
 
     ns = _eval_python(
-        text, {"interleave_datasets": interleave_datasets, "load_dataset": lambda name, **kw: name}
+        text, {"interleave_datasets": interleave_datasets, "load_dataset": lambda n, **kw: _Stream(n)}
     )
     assert len(calls) == 3
     for k, stage in enumerate(SCHED.stages):
         call = ns[f"mixed_stage_{k}"]
-        _assert_close(dict(zip(call["names"], call["p"], strict=True)), _expected(stage.mixture))
-
-    # The single-mixture snippet also runs against the real datasets library on local data.
-    datasets = pytest.importorskip("datasets")
-    local = {}
-    for d in ("web", "code", "books"):
-        ds = datasets.Dataset.from_dict({"text": [f"{d}-{i}" for i in range(200)]})
-        local[d] = ds.to_iterable_dataset()
-    text = export_mixture(MIX, "hf", prefixes={d: d for d in local})
-    ns = _eval_python(
-        text,
-        {"interleave_datasets": datasets.interleave_datasets, "load_dataset": lambda name, **kw: local[name]},
-    )
-    drawn = [row["text"].split("-")[0] for _, row in zip(range(600), ns["mixed"], strict=False)]
-    freq = {d: drawn.count(d) / len(drawn) for d in local}
-    assert freq["web"] == pytest.approx(0.5, abs=0.08)
-    assert freq["books"] == pytest.approx(1 / 6, abs=0.06)
+        assert call["stop"] == "first_exhausted"  # a capped domain ends the mixture
+        assert all(s.ops == [("repeat", 2), ("take", 15)] for s in call["streams"])
+        domains = _positive_domains(stage.mixture)
+        got = _token_shares(dict(zip(domains, call["p"], strict=True)))
+        _assert_close(got, {d: w for d, w in stage.mixture.weights.items() if w > 0})
+    uncapped = export_mixture(MIX, "hf", options=ExportOptions(tokens_per_sample=LENGTHS))
+    assert "stopping_strategy='all_exhausted'" in uncapped and ".repeat(" not in uncapped
 
 
 @pytest.mark.parametrize("fmt", ["json", "yaml"])
@@ -185,8 +279,9 @@ def test_plain_formats_round_trip(tmp_path, fmt) -> None:
 
 
 def test_every_format_is_covered_and_bad_input_is_explained() -> None:
+    opts = ExportOptions(tokens_per_sample=LENGTHS, global_batch_tokens=8, total_tokens=800)
     for fmt in FORMATS:
-        assert export_mixture(MIX, fmt).strip()
+        assert export_mixture(MIX, fmt, options=opts).strip()
     with pytest.raises(ConfigError, match="unknown export format"):
         export_mixture(MIX, "parquet")
     with pytest.raises(ConfigError, match="does not have"):

@@ -1,40 +1,61 @@
 """Write a mixlab mixture or schedule in the formats large training stacks read.
 
-A mixture is only useful inside the user's real training run, so ``export_mixture`` renders it as:
+A mixlab mixture is a set of **token** shares. ``export_mixture`` renders it as:
 
 ==================  ==========================================================================
 ``megatron``        Megatron-LM / NeMo command-line blend: ``--data-path w1 prefix1 w2 prefix2 ...``
 ``megatron-split``  the per-split form: ``--train-data-path ... --valid-data-path ... --test-data-path ...``
-``nemo``            NeMo YAML: ``model.data.data_prefix`` as ``{train, validation, test}`` weight/prefix lists
-``mosaic``          MosaicML streaming: Python code building ``Stream(remote|local=..., proportion=...)``
+``megatron-json``   the JSON file read by Megatron's ``--per-split-data-args-path`` (``{train, valid, test}``)
+``nemo``            NeMo 1.x YAML: ``model.data.data_prefix`` as ``{train, validation, test}`` weight/prefix lists
+``nemo2``           NeMo 2 Python: ``PreTrainingDataModule(paths={"train": [...], ...})``
+``mosaic``          MosaicML streaming Python: ``Stream(remote|local=..., split=..., proportion=...)``
 ``mosaic-yaml``     MosaicML / llm-foundry YAML: ``train_loader.dataset.streams.<name>.proportion``
-``olmo``            OLMo-core source-mixture YAML: ``source_mixture_config.source_configs[*].target_ratio``
+``olmo``            OLMo-core ``SourceMixtureDatasetConfig`` YAML (``source_list.sources[*].target_ratio``),
+                    loadable with ``SourceMixtureDatasetConfig.from_yaml``
 ``hf``              Hugging Face ``datasets.interleave_datasets(probabilities=[...])`` Python snippet
 ``json`` / ``yaml`` mixlab's own file format (reads back with :func:`mixlab.load_mixture_or_schedule`)
 ==================  ==========================================================================
+
+**Token shares versus sample shares.** Megatron/NeMo blends draw fixed-length packed sequences and
+OLMo-core's ``target_ratio`` counts tokens, so there the weights are the token shares as they are.
+``interleave_datasets`` and Mosaic ``Stream(proportion=...)`` draw *documents* (samples), so a
+domain whose documents are long gets more tokens than its probability. Those two formats need the
+mean tokens per sample of each domain (``tokens_per_sample``, measured from a prepared corpus with
+``mixlab export --corpus DIR``, or given); the sample probability is then
+``p_i = (w_i / L_i) / sum_j (w_j / L_j)``, which makes the expected token share ``p_i L_i / sum_j p_j L_j``
+equal to ``w_i``. Without the lengths these formats are refused (pass one number when every sample has
+the same length, e.g. pre-tokenized fixed-length MDS shards).
+
+**Epoch caps.** ``max_epochs`` (one number or per domain) becomes OLMo-core's ``max_repetition_ratio``
+(and ``max_source_fraction`` below one epoch); for ``hf`` each domain's stream is repeated up to its
+cap and ``stopping_strategy="first_exhausted"`` ends the mixture when a domain reaches it; for Mosaic,
+when the number of samples per domain is known, ``epoch_size`` is set so that no stream is drawn
+beyond its cap. Megatron/NeMo blends repeat a dataset as often as the blend needs: the export says so.
 
 Each domain is written with a *prefix* (a data path): ``prefixes={"web": "/data/web_text_document"}``;
 a domain without one uses its name. In the per-split forms a prefix may contain ``{split}`` (replaced
 by ``train``/``valid``/``test``); otherwise ``_<split>`` is appended.
 
-A :class:`~mixlab.mixture.Schedule` becomes one blend per stage; every text format except JSON
-introduces stage k with the comment line ``# mixlab stage k: steps A-B`` (``B`` is exclusive, or
-``end`` for the last stage unless ``total_steps`` is given), and the YAML formats put each stage in
-its own YAML document (``---``). None of these stacks switches blends by itself: run stage k for its
-step range, then resume with stage k+1's blend (or use mixlab's own trainer / the Hugging Face
-callback in :mod:`mixlab.integrations.hf`, which switch live).
+**Schedules.** A :class:`~mixlab.mixture.Schedule` becomes one blend per stage; every text format except
+JSON introduces stage k with the comment line ``# mixlab stage k: steps A-B`` (``B`` is exclusive, or
+``end`` for the last stage unless ``total_steps`` is given) followed by what to run at that boundary.
+None of these stacks switches blends by itself: train stage k up to step B, stop, and resume from that
+checkpoint with stage k+1's blend (or use mixlab's own trainer / the Hugging Face callback in
+:mod:`mixlab.integrations.hf`, which switch live). The file formats that a library loads as one
+object (``olmo``, ``megatron-json``) are written one file per stage by :func:`write_export`.
 
 Domains with weight 0 are left out of every blend except JSON/YAML (Megatron cannot build an index
-for an empty share, and ``interleave_datasets(stopping_strategy="all_exhausted")`` never ends when a
-dataset has probability 0).
+for an empty share, OLMo-core requires ``target_ratio > 0``).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 import shlex
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -46,18 +67,53 @@ from mixlab.utils.io import atomic_write_text
 FORMATS: dict[str, str] = {
     "megatron": "Megatron-LM/NeMo blend: --data-path w1 prefix1 w2 prefix2 ...",
     "megatron-split": "Megatron-LM per-split blend: --train-data-path/--valid-data-path/--test-data-path",
-    "nemo": "NeMo YAML: model.data.data_prefix {train, validation, test}",
-    "mosaic": "MosaicML streaming Python: Stream(remote|local=..., proportion=...)",
+    "megatron-json": "Megatron-LM --per-split-data-args-path JSON: {train, valid, test}",
+    "nemo": "NeMo 1.x YAML: model.data.data_prefix {train, validation, test}",
+    "nemo2": "NeMo 2 Python: PreTrainingDataModule(paths={train, validation, test})",
+    "mosaic": "MosaicML streaming Python: Stream(remote|local=..., split=..., proportion=...)",
     "mosaic-yaml": "MosaicML/llm-foundry YAML: train_loader.dataset.streams.<name>.proportion",
-    "olmo": "OLMo-core source-mixture YAML: source_configs[*].target_ratio",
+    "olmo": "OLMo-core SourceMixtureDatasetConfig YAML: source_list.sources[*].target_ratio",
     "hf": "Hugging Face datasets.interleave_datasets(probabilities=[...]) Python snippet",
     "json": "mixlab JSON ({'mixture': ...} or {'schedule': [...]})",
     "yaml": "mixlab YAML ({'mixture': ...} or {'schedule': [...]})",
 }
+SAMPLE_FORMATS = frozenset({"hf", "mosaic", "mosaic-yaml"})
+"""Formats whose weights are per-sample probabilities (converted from token shares)."""
+PER_STAGE_FILE_FORMATS = frozenset({"olmo", "megatron-json"})
+"""Formats a library loads as a single object: a schedule is written one file per stage."""
 
 SPLITS = ("train", "valid", "test")
 _URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 _WEIGHT_DIGITS = 12
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """What a format needs beyond the weights (all optional; a format that needs one says so).
+
+    ``tokens_per_sample``: mean tokens per sample (document) of each domain, for the sample formats.
+    ``samples``: number of samples (documents) per domain, to size Mosaic's ``epoch_size`` and HF's
+    fractional epoch caps. ``max_epochs``: most passes over a domain (one number or per domain).
+    ``global_batch_tokens`` / ``total_tokens``: OLMo-core's ``global_batch_size`` (in tokens) and the
+    run's token budget (``requested_tokens``; per stage from its step range when ``total_steps`` is set).
+    ``split``: Mosaic's ``split`` (the sub-directory of each stream; the same in both Mosaic forms).
+    """
+
+    tokens_per_sample: Mapping[str, float] | None = None
+    samples: Mapping[str, int] | None = None
+    max_epochs: float | Mapping[str, float] | None = None
+    global_batch_tokens: int | None = None
+    total_tokens: int | None = None
+    split: str | None = None
+    seed: int = 0
+
+    def epochs(self, domain: str) -> float | None:
+        if self.max_epochs is None:
+            return None
+        if isinstance(self.max_epochs, Mapping):
+            v = self.max_epochs.get(domain)
+            return None if v is None else float(v)
+        return float(self.max_epochs)
 
 
 def parse_prefixes(items: list[str] | None) -> dict[str, str]:
@@ -100,33 +156,84 @@ def _positive(mixture: Mixture) -> list[tuple[str, float]]:
     return [(d, w) for d, w in mixture.weights.items() if w > 0]
 
 
+def sample_probabilities(mixture: Mixture, tokens_per_sample: Mapping[str, float]) -> dict[str, float]:
+    """Per-sample draw probabilities that give ``mixture`` as *token* shares: ``p_i ∝ w_i / L_i``.
+
+    ``L_i`` is the mean tokens per sample of domain i; drawing samples with ``p`` gives the expected
+    token share ``p_i L_i / sum_j p_j L_j = w_i``. Domains with weight 0 are left out.
+    """
+    pairs = _positive(mixture)
+    missing = [d for d, _ in pairs if d not in tokens_per_sample]
+    if missing:
+        raise ConfigError(f"no mean tokens per sample for domain(s) {missing}; measure them with --corpus")
+    bad = [d for d, _ in pairs if not float(tokens_per_sample[d]) > 0]
+    if bad:
+        raise ConfigError(f"mean tokens per sample must be > 0, got 0 or less for {bad}")
+    raw = {d: w / float(tokens_per_sample[d]) for d, w in pairs}
+    total = sum(raw.values())
+    return {d: v / total for d, v in raw.items()}
+
+
 def _split_prefix(prefix: str, split: str) -> str:
     return prefix.replace("{split}", split) if "{split}" in prefix else f"{prefix}_{split}"
 
 
-def _stage_comment(k: int, rng: tuple[int, int | None]) -> str:
+def _stage_comment(k: int, rng: tuple[int, int | None], n_stages: int, fmt: str) -> str:
     end = "end" if rng[1] is None else str(rng[1])
-    return f"# mixlab stage {k}: steps {rng[0]}-{end}"
+    line = f"# mixlab stage {k}: steps {rng[0]}-{end}"
+    if n_stages == 1:
+        return line
+    if k + 1 < n_stages:
+        how = {
+            "megatron": "train with this blend until --train-iters",
+            "megatron-split": "train with this blend until --train-iters",
+            "megatron-json": "train with this file until --train-iters",
+            "nemo": "train with this data_prefix until trainer.max_steps=",
+            "nemo2": "train with these paths until max_steps=",
+            "olmo": "train with this mixture until step",
+        }.get(fmt, "train with this mixture until step")
+        line += (
+            f"\n# at the boundary: {how} {rng[1]}, save a checkpoint, then resume from it with stage {k + 1}"
+        )
+    else:
+        line += (
+            "\n# last stage: resume from the previous stage's checkpoint with this blend and train to the end"
+        )
+    return line
+
+
+def _blend_list(pairs: list[tuple[str, float]], prefixes: Mapping[str, str], split: str | None) -> list[str]:
+    out: list[str] = []
+    for d, w in pairs:
+        prefix = prefixes.get(d, d)
+        out += [_weight(w), prefix if split is None else _split_prefix(prefix, split)]
+    return out
 
 
 def _blend_args(pairs: list[tuple[str, float]], prefixes: Mapping[str, str], split: str | None) -> str:
-    parts: list[str] = []
-    for d, w in pairs:
-        prefix = prefixes.get(d, d)
-        parts += [_weight(w), shlex.quote(prefix if split is None else _split_prefix(prefix, split))]
-    return " ".join(parts)
+    return " ".join(shlex.quote(x) for x in _blend_list(pairs, prefixes, split))
 
 
-def _megatron(mixture: Mixture, prefixes: Mapping[str, str]) -> str:
+_REPEAT_NOTE = (
+    "# Megatron/NeMo repeat a dataset as often as the blend needs; a max_epochs cap is not enforced here."
+)
+
+
+def _megatron(mixture: Mixture, prefixes: Mapping[str, str], opts: ExportOptions) -> str:
     return f"--data-path {_blend_args(_positive(mixture), prefixes, None)}"
 
 
-def _megatron_split(mixture: Mixture, prefixes: Mapping[str, str]) -> str:
+def _megatron_split(mixture: Mixture, prefixes: Mapping[str, str], opts: ExportOptions) -> str:
     pairs = _positive(mixture)
     return " \\\n".join(f"--{split}-data-path {_blend_args(pairs, prefixes, split)}" for split in SPLITS)
 
 
-def _nemo(mixture: Mixture, prefixes: Mapping[str, str]) -> str:
+def _megatron_json(mixture: Mixture, prefixes: Mapping[str, str], opts: ExportOptions) -> str:
+    pairs = _positive(mixture)
+    return json.dumps({split: _blend_list(pairs, prefixes, split) for split in SPLITS}, indent=2)
+
+
+def _nemo(mixture: Mixture, prefixes: Mapping[str, str], opts: ExportOptions) -> str:
     pairs = _positive(mixture)
 
     def flat(split: str) -> list[float | str]:
@@ -145,84 +252,179 @@ def _nemo(mixture: Mixture, prefixes: Mapping[str, str]) -> str:
     return yaml.safe_dump(doc, sort_keys=False).rstrip("\n")
 
 
-def _stream_location(prefix: str) -> dict[str, str]:
-    return {"remote": prefix} if _URL.match(prefix) else {"local": prefix}
-
-
-def _mosaic(mixture: Mixture, prefixes: Mapping[str, str], var: str = "streams") -> str:
-    lines = [f"{var} = ["]
-    for d, w in _positive(mixture):
-        loc = ", ".join(f"{k}={v!r}" for k, v in _stream_location(prefixes.get(d, d)).items())
-        lines.append(f"    Stream({loc}, proportion={_weight(w)}),  # {d}")
-    lines.append("]")
-    return "\n".join(lines)
-
-
-def _mosaic_yaml(mixture: Mixture, prefixes: Mapping[str, str]) -> str:
-    streams = {
-        d: {**_stream_location(prefixes.get(d, d)), "split": "train", "proportion": float(_weight(w))}
-        for d, w in _positive(mixture)
-    }
-    doc = {"train_loader": {"name": "text", "dataset": {"streams": streams}}}
-    return yaml.safe_dump(doc, sort_keys=False).rstrip("\n")
-
-
-def _olmo(mixture: Mixture, prefixes: Mapping[str, str]) -> str:
-    sources = [
-        {
-            "source_name": d,
-            "target_ratio": float(_weight(w)),
-            "paths": [prefixes.get(d, d)],
-            "max_repetitions": 1.0,
-        }
-        for d, w in _positive(mixture)
-    ]
-    doc = {"source_mixture_config": {"source_configs": sources}}
-    return yaml.safe_dump(doc, sort_keys=False).rstrip("\n")
-
-
-def _hf(mixture: Mixture, prefixes: Mapping[str, str], var: str = "mixed") -> str:
+def _nemo2(mixture: Mixture, prefixes: Mapping[str, str], opts: ExportOptions, var: str = "paths") -> str:
     pairs = _positive(mixture)
-    names = ", ".join(repr(prefixes.get(d, d)) for d, _ in pairs)
-    probs = ", ".join(_weight(w) for _, w in pairs)
-    domains = ", ".join(repr(d) for d, _ in pairs)
+
+    def flat(split: str) -> str:
+        items = []
+        for d, w in pairs:
+            items += [_weight(w), repr(_split_prefix(prefixes.get(d, d), split))]
+        return "[" + ", ".join(items) + "]"
+
     return "\n".join(
         [
-            f"{var} = interleave_datasets(",
-            f"    [load_dataset(name, split='train', streaming=True) for name in [{names}]],",
-            f"    probabilities=[{probs}],  # domains: {domains}",
-            "    seed=0,",
-            "    stopping_strategy='all_exhausted',",
-            ")",
+            f"{var} = {{",
+            f"    'train': {flat('train')},",
+            f"    'validation': {flat('valid')},",
+            f"    'test': {flat('test')},",
+            "}",
         ]
     )
 
 
-_RENDER: dict[str, Callable[[Mixture, Mapping[str, str]], str]] = {
+def _stream_location(prefix: str) -> dict[str, str]:
+    return {"remote": prefix} if _URL.match(prefix) else {"local": prefix}
+
+
+def _mosaic_epoch_size(probs: Mapping[str, float], opts: ExportOptions) -> int | None:
+    """Largest epoch (in samples) that draws no stream beyond its ``max_epochs`` cap, when known."""
+    if opts.max_epochs is None or opts.samples is None:
+        return None
+    sizes = []
+    for d, p in probs.items():
+        k = opts.epochs(d)
+        if k is not None and d in opts.samples:
+            sizes.append(k * int(opts.samples[d]) / p)
+    return int(math.floor(min(sizes))) if sizes else None
+
+
+def _mosaic_streams(mixture: Mixture, prefixes: Mapping[str, str], opts: ExportOptions) -> dict[str, dict]:
+    probs = _probabilities(mixture, opts, "mosaic")
+    out = {}
+    for d, p in probs.items():
+        s: dict[str, object] = dict(_stream_location(prefixes.get(d, d)))
+        if opts.split is not None:
+            s["split"] = opts.split
+        s["proportion"] = float(_weight(p))
+        out[d] = s
+    return out
+
+
+def _mosaic(mixture: Mixture, prefixes: Mapping[str, str], opts: ExportOptions, var: str = "streams") -> str:
+    lines = [f"{var} = ["]
+    for d, s in _mosaic_streams(mixture, prefixes, opts).items():
+        args = ", ".join(f"{k}={v!r}" for k, v in s.items())
+        lines.append(f"    Stream({args}),  # {d}: token share {_weight(mixture[d])}")
+    lines.append("]")
+    size = _mosaic_epoch_size(_probabilities(mixture, opts, "mosaic"), opts)
+    if size is not None:
+        lines.append(f"{var}_epoch_size = {size}  # samples: no stream is drawn beyond its max_epochs")
+    return "\n".join(lines)
+
+
+def _mosaic_yaml(mixture: Mixture, prefixes: Mapping[str, str], opts: ExportOptions) -> str:
+    dataset: dict[str, object] = {"streams": _mosaic_streams(mixture, prefixes, opts)}
+    size = _mosaic_epoch_size(_probabilities(mixture, opts, "mosaic-yaml"), opts)
+    if size is not None:
+        dataset["epoch_size"] = size
+    doc = {"train_loader": {"name": "text", "dataset": dataset}}
+    return yaml.safe_dump(doc, sort_keys=False).rstrip("\n")
+
+
+def _olmo(
+    mixture: Mixture, prefixes: Mapping[str, str], opts: ExportOptions, requested_tokens: int | None = None
+) -> str:
+    if opts.global_batch_tokens is None or requested_tokens is None:
+        raise ConfigError(
+            "the olmo format is a full SourceMixtureDatasetConfig: give --global-batch-tokens (OLMo-core's "
+            "global_batch_size, in tokens) and --tokens (the run's token budget) or --total-steps"
+        )
+    sources = []
+    for d, w in _positive(mixture):
+        k = opts.epochs(d)
+        src: dict[str, object] = {
+            "source_name": d,
+            "target_ratio": float(_weight(w)),
+            "paths": [prefixes.get(d, d)],
+            "max_repetition_ratio": 1.0 if k is None else float(max(1.0, k)),
+            "max_source_fraction": 1.0 if k is None else float(min(1.0, k)),
+        }
+        sources.append(src)
+    doc = {
+        "source_list": {"sources": sources},
+        "requested_tokens": int(requested_tokens),
+        "global_batch_size": int(opts.global_batch_tokens),
+        "seed": int(opts.seed),
+    }
+    return yaml.safe_dump(doc, sort_keys=False).rstrip("\n")
+
+
+def _hf(mixture: Mixture, prefixes: Mapping[str, str], opts: ExportOptions, var: str = "mixed") -> str:
+    probs = _probabilities(mixture, opts, "hf")
+    capped = opts.max_epochs is not None
+    lines = [f"{var} = interleave_datasets(", "    ["]
+    for d in probs:
+        expr = f"load_dataset({prefixes.get(d, d)!r}, split='train', streaming=True)"
+        k = opts.epochs(d)
+        if k is not None:
+            n = (opts.samples or {}).get(d)
+            if n is not None:
+                expr += f".repeat({math.ceil(k)}).take({int(math.floor(k * int(n)))})"
+            else:
+                expr += f".repeat({math.ceil(k)})"
+        lines.append(f"        {expr},  # {d}: token share {_weight(mixture[d])}")
+    lines += [
+        "    ],",
+        f"    probabilities=[{', '.join(_weight(p) for p in probs.values())}],",
+        f"    seed={int(opts.seed)},",
+        f"    stopping_strategy={'first_exhausted' if capped else 'all_exhausted'!r},",
+        ")",
+    ]
+    return "\n".join(lines)
+
+
+def _probabilities(mixture: Mixture, opts: ExportOptions, fmt: str) -> dict[str, float]:
+    if opts.tokens_per_sample is None:
+        raise ConfigError(
+            f"the {fmt} format draws samples (documents), not tokens: give each domain's mean tokens per "
+            "sample so that the probabilities reproduce the token shares (mixlab export --corpus DIR measures "
+            "them from a prepared corpus; --tokens-per-sample N when every sample has N tokens)"
+        )
+    return sample_probabilities(mixture, opts.tokens_per_sample)
+
+
+_RENDER: dict[str, Callable[[Mixture, Mapping[str, str], ExportOptions], str]] = {
     "megatron": _megatron,
     "megatron-split": _megatron_split,
+    "megatron-json": _megatron_json,
     "nemo": _nemo,
     "mosaic-yaml": _mosaic_yaml,
-    "olmo": _olmo,
 }
 _YAML_FORMATS = {"nemo", "mosaic-yaml", "olmo"}
+_HEADERS = {
+    "mosaic": "from streaming import Stream, StreamingDataset\n",
+    "hf": "from datasets import interleave_datasets, load_dataset\n",
+    "nemo2": "from nemo.collections.llm.gpt.data import PreTrainingDataModule\n",
+}
 
 
-def export_mixture(
+def _requested_tokens(rng: tuple[int, int | None], opts: ExportOptions) -> int | None:
+    if opts.global_batch_tokens is None:
+        return None
+    if rng[1] is not None:
+        return (rng[1] - rng[0]) * opts.global_batch_tokens
+    if opts.total_tokens is not None:
+        left = opts.total_tokens - rng[0] * opts.global_batch_tokens
+        if left <= 0:
+            raise ConfigError(
+                f"--tokens {opts.total_tokens} is used up before the last stage starts at step {rng[0]}"
+            )
+        return left
+    return None
+
+
+def export_stages(
     obj: Mixture | Schedule,
     fmt: str,
     *,
     prefixes: Mapping[str, str] | None = None,
     total_steps: int | None = None,
-) -> str:
-    """Render ``obj`` in format ``fmt`` (a key of :data:`FORMATS`) and return the text.
-
-    ``prefixes`` maps a domain to its data path in the target stack (default: the domain name);
-    naming a domain that is in neither the mixture nor the schedule is an error (a typo would
-    otherwise silently export the wrong path).
-    """
-    if fmt not in FORMATS:
-        raise ConfigError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    options: ExportOptions | None = None,
+) -> list[str]:
+    """Render each stage of ``obj`` on its own (a header comment, then the format's body)."""
+    if fmt not in FORMATS or fmt in ("json", "yaml"):
+        raise ConfigError(f"unknown per-stage export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    opts = options or ExportOptions()
     stages = _stages(obj)
     prefixes = dict(prefixes or {})
     known = {d for s in stages for d in s.mixture.domains}
@@ -232,8 +434,50 @@ def export_mixture(
             f"--prefix names domain(s) {unknown} that the mixture does not have; it has {sorted(known)}"
         )
     ranges = _step_ranges(stages, total_steps)
+    many = len(stages) > 1
+    blocks: list[str] = []
+    for k, (stage, rng) in enumerate(zip(stages, ranges, strict=True)):
+        suffix = f"_stage_{k}" if many else ""
+        if fmt == "mosaic":
+            body = _mosaic(stage.mixture, prefixes, opts, var=f"streams{suffix}")
+        elif fmt == "hf":
+            body = _hf(stage.mixture, prefixes, opts, var=f"mixed{suffix}")
+        elif fmt == "nemo2":
+            body = _nemo2(stage.mixture, prefixes, opts, var=f"paths{suffix}")
+        elif fmt == "olmo":
+            body = _olmo(stage.mixture, prefixes, opts, _requested_tokens(rng, opts))
+        else:
+            body = _RENDER[fmt](stage.mixture, prefixes, opts)
+        comment = _stage_comment(k, rng, len(stages), fmt)
+        if fmt == "megatron-json":  # JSON has no comments: the stage file's name carries the stage
+            blocks.append(body)
+        else:
+            if fmt in ("megatron", "megatron-split", "nemo", "nemo2") and k == 0:
+                comment += "\n" + _REPEAT_NOTE
+            blocks.append(f"{comment}\n{body}")
+    return blocks
 
+
+def export_mixture(
+    obj: Mixture | Schedule,
+    fmt: str,
+    *,
+    prefixes: Mapping[str, str] | None = None,
+    total_steps: int | None = None,
+    options: ExportOptions | None = None,
+) -> str:
+    """Render ``obj`` in format ``fmt`` (a key of :data:`FORMATS`) and return the text.
+
+    ``prefixes`` maps a domain to its data path in the target stack (default: the domain name);
+    naming a domain that is in neither the mixture nor the schedule is an error (a typo would
+    otherwise silently export the wrong path). ``options`` carries what the sample formats and
+    OLMo-core need (see :class:`ExportOptions`); a format missing one raises a ConfigError saying which.
+    """
+    if fmt not in FORMATS:
+        raise ConfigError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     if fmt in ("json", "yaml"):
+        stages = _stages(obj)
+        ranges = _step_ranges(stages, total_steps)
         payload = (
             {"schedule": Schedule(stages).to_list()}
             if isinstance(obj, Schedule)
@@ -243,30 +487,44 @@ def export_mixture(
             return json.dumps(payload, indent=2) + "\n"
         text = yaml.safe_dump(payload, sort_keys=False)
         if isinstance(obj, Schedule):
-            text = "# " + "; ".join(_stage_comment(k, r)[2:] for k, r in enumerate(ranges)) + "\n" + text
+            heads = [_stage_comment(k, r, 1, fmt)[2:] for k, r in enumerate(ranges)]
+            text = "# " + "; ".join(heads) + "\n" + text
         return text
-
-    blocks: list[str] = []
-    many = len(stages) > 1
-    for k, (stage, rng) in enumerate(zip(stages, ranges, strict=True)):
-        if fmt == "mosaic":
-            body = _mosaic(stage.mixture, prefixes, var=f"streams_stage_{k}" if many else "streams")
-        elif fmt == "hf":
-            body = _hf(stage.mixture, prefixes, var=f"mixed_stage_{k}" if many else "mixed")
-        else:
-            body = _RENDER[fmt](stage.mixture, prefixes)
-        blocks.append(f"{_stage_comment(k, rng)}\n{body}")
-
-    header = {
-        "mosaic": "from streaming import Stream, StreamingDataset\n",
-        "hf": "from datasets import interleave_datasets, load_dataset\n",
-    }.get(fmt, "")
+    blocks = export_stages(obj, fmt, prefixes=prefixes, total_steps=total_steps, options=options)
+    many = len(blocks) > 1
+    header = _HEADERS.get(fmt, "")
+    if fmt == "megatron-json":
+        if many:
+            raise ConfigError(
+                "megatron-json holds one blend; a schedule is written one file per stage: give --out FILE"
+            )
+        return blocks[0] + "\n"
     sep = "\n---\n" if fmt in _YAML_FORMATS else "\n\n"
     text = header + ("\n" if header else "") + sep.join(blocks) + "\n"
     if fmt == "mosaic":
         first = "streams_stage_0" if many else "streams"
-        text += f"\n# dataset = StreamingDataset(streams={first}, batch_size=<per-device batch size>)\n"
+        size = f"{first}_epoch_size" if f"{first}_epoch_size =" in text else "None"
+        text += (
+            f"\n# dataset = StreamingDataset(streams={first}, epoch_size={size}, "
+            "batch_size=<per-device batch size>)\n"
+        )
+    if fmt == "nemo2":
+        first = "paths_stage_0" if many else "paths"
+        text += (
+            f"\n# data = PreTrainingDataModule(paths={first}, seq_length=..., micro_batch_size=..., "
+            "global_batch_size=...)\n"
+        )
     return text
+
+
+def stage_paths(out: str | Path, n_stages: int) -> list[Path]:
+    """``blend.yaml`` -> ``blend.stage0.yaml``, ``blend.stage1.yaml``, ... (one file per stage)."""
+    p = Path(out)
+    if n_stages == 1:
+        return [p]
+    suffix = "".join(p.suffixes[-1:])
+    stem = p.name[: len(p.name) - len(suffix)] if suffix else p.name
+    return [p.with_name(f"{stem}.stage{k}{suffix}") for k in range(n_stages)]
 
 
 def write_export(text: str, out: str | Path) -> Path:
@@ -276,4 +534,45 @@ def write_export(text: str, out: str | Path) -> Path:
     return path
 
 
-__all__ = ["FORMATS", "export_mixture", "parse_prefixes", "write_export"]
+def write_export_files(
+    obj: Mixture | Schedule,
+    fmt: str,
+    out: str | Path,
+    *,
+    prefixes: Mapping[str, str] | None = None,
+    total_steps: int | None = None,
+    options: ExportOptions | None = None,
+) -> list[Path]:
+    """Write ``obj`` in ``fmt`` to ``out``; a schedule in a one-object format becomes one file per stage.
+
+    For ``olmo`` and ``megatron-json`` each stage file is what the library loads as it is
+    (``SourceMixtureDatasetConfig.from_yaml``, ``--per-split-data-args-path``); ``out`` itself then
+    holds the plan: which file to train with for which steps.
+    """
+    if fmt not in PER_STAGE_FILE_FORMATS or isinstance(obj, Mixture) or len(_stages(obj)) == 1:
+        text = export_mixture(obj, fmt, prefixes=prefixes, total_steps=total_steps, options=options)
+        return [write_export(text, out)]
+    blocks = export_stages(obj, fmt, prefixes=prefixes, total_steps=total_steps, options=options)
+    paths = stage_paths(out, len(blocks))
+    ranges = _step_ranges(_stages(obj), total_steps)
+    plan = []
+    for k, (path, block, rng) in enumerate(zip(paths, blocks, ranges, strict=True)):
+        write_export(block + "\n", path)
+        plan.append(_stage_comment(k, rng, len(blocks), fmt) + f"\n# file: {path.name}")
+    write_export("\n".join(plan) + "\n", out)
+    return [Path(out), *paths]
+
+
+__all__ = [
+    "FORMATS",
+    "PER_STAGE_FILE_FORMATS",
+    "SAMPLE_FORMATS",
+    "ExportOptions",
+    "export_mixture",
+    "export_stages",
+    "parse_prefixes",
+    "sample_probabilities",
+    "stage_paths",
+    "write_export",
+    "write_export_files",
+]
