@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mixlab.errors import ConfigError, MixlabError
+from mixlab.errors import MixlabError
 from mixlab.laws.bimix import BiMixLaw, BiMixModel
 from mixlab.mixers import MixingContext, ProxyResult, get_mixer
 from mixlab.mixture import Mixture
@@ -84,10 +84,33 @@ def test_bimix_mixer_respects_bounds_and_target_weights():
 def test_bimix_mixer_errors():
     with pytest.raises(MixlabError, match="proxy"):
         get_mixer("bimix").propose(_ctx(None))
-    with pytest.raises(ConfigError, match="not training domains"):
-        get_mixer("bimix").propose(_ctx(BiMixCurves(_true_model()), target_domains=["other"]))
+    with pytest.raises(MixlabError, match="report no loss"):
+        get_mixer("bimix", proxy_tokens=2_000_000).propose(_ctx(BiMixCurves(_true_model()), target_domains=["other"]))
     with pytest.raises(MixlabError, match=">= 3 steps"):
         get_mixer("bimix", proxy_tokens=2_000_000, eval_every=1000).propose(_ctx(BiMixCurves(_true_model())))
+
+
+class DocsCurves(BiMixCurves):
+    """Also reports an evaluation-only target whose loss is 0.5 + 0.6 L_web + 0.4 L_books."""
+
+    def train(self, mixture, **kw):
+        res = super().train(mixture, **kw)
+        for row in res.curve.values():
+            row["target:docs"] = 0.5 + 0.6 * row["web"] + 0.4 * row["books"]
+        return res
+
+
+def test_bimix_carries_an_evaluation_only_target_over_to_domain_weights():
+    """The stated rule: nonnegative least squares of the target's per-step deviations on the domains'
+    recovers the combination (0.6 web + 0.4 books), and BiMix optimises that weighted domain loss."""
+    true = _true_model()
+    mixer = get_mixer("bimix", proxy_tokens=2_000_000)
+    ctx = _ctx(DocsCurves(true), target_domains=["target:docs"])
+    mix = mixer.propose(ctx)
+    assert mixer.target_rule_ == pytest.approx({"web": 0.6, "code": 0.0, "books": 0.4}, abs=1e-6)
+    expected = true.optimize(ctx.total_tokens, weights={"web": 0.6, "code": 0.0, "books": 0.4})
+    assert np.allclose(mix.to_array(DOMS), expected.to_array(DOMS), atol=0.01)
+    assert not np.allclose(mix.to_array(DOMS), true.optimize(ctx.total_tokens).to_array(DOMS), atol=0.02)
 
 
 class TransferLaw:

@@ -103,3 +103,17 @@ def test_kill_and_resume_reproduces_schedule(tiny_corpus, tmp_path):
     assert resumed["schedule"] == full["schedule"]
     assert resumed["final"] == full["final"]
     assert len(full["schedule"]) == 3
+
+
+def test_tikmix_d_optimises_an_evaluation_only_target(tiny_corpus, tmp_path):
+    """With a target set the run evaluates the target, and TiKMiX-D's influence columns are its keys."""
+    docs = tmp_path / "docs.txt"
+    docs.write_text("\n\n".join(f"The value of item {i} is {i * 7} and it is returned." for i in range(300)))
+    cfg = PipelineConfig(train=_train(tiny_corpus, tmp_path, tokens=32 * 8 * 8), mixer="tikmix-d", stages=2,
+                         mixer_params={"tokens_per_domain": 512}, targets=[str(docs), "domain:code=0.5"])
+    res = run_pipeline(cfg, corpus=tiny_corpus)
+    assert "target:docs" in res.final and "code" in res.final
+    rec = json.loads((res.run_dir / "stages" / "stage_1" / "record.json").read_text())
+    assert rec["influence"]["target_domains"] == ["target:docs", "code"]
+    with pytest.raises(ConfigError, match="not both"):
+        PipelineConfig.parse({"train": {}, "targets": ["a.txt"], "target_domains": ["code"]})

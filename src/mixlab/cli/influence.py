@@ -65,6 +65,11 @@ def influence(
     targets: Annotated[
         str | None, typer.Option(help="Comma-separated target (validation) domains; default all.")
     ] = None,
+    target: Annotated[
+        list[str] | None,
+        typer.Option("--target", help="PATH[=WEIGHT] (repeatable): an evaluation-only target (text file or "
+                                      "directory, builtin:pydoc, domain:NAME) measured as a column; replaces --targets."),
+    ] = None,
     preconditioner: Annotated[
         str, typer.Option(help="identity, adam, diag-gn, kfac, ekfac or exact (small models).")
     ] = "adam",
@@ -85,6 +90,8 @@ def influence(
     with standard errors; entries with |z| < 2 are dimmed as noise.
 
     Example: mixlab influence mixlab-workspace/runs/train-1a2b3c --tokens-per-domain 32768 -o infl.json
+
+    Example: mixlab influence RUN --target builtin:pydoc --target my_eval.txt
     """
     import torch
 
@@ -101,6 +108,12 @@ def influence(
     data = Corpus.open(corpus_path)
     optimizer = _checkpoint_optimizer(model, root, cfg) if preconditioner == "adam" else None
     target_list = [t.strip() for t in targets.split(",") if t.strip()] if targets else None
+    sources = None
+    if target:
+        from mixlab.data.targets import load_targets
+
+        tset = load_targets(data, target)
+        target_list, sources = tset.keys, tset.eval_sources()
     log.info("measuring Group Influence at step %d of %s", step, root)
     gi = measure_group_influence(
         model,
@@ -115,6 +128,7 @@ def influence(
         projection_dim=projection_dim,
         seed=seed,
         progress=not as_json,
+        target_sources=sources,
     )
     record = {**gi.to_dict(), "run": str(root), "step": step}
     if out is not None:

@@ -12,6 +12,10 @@ def run(
     mixer: str = typer.Option(None, help="Override the config's mixer (e.g. tikmix-d, tikmix-m, bimix)."),
     stages: int = typer.Option(None, help="Override the number of stages."),
     export: Path = typer.Option(None, help="Also write the resulting schedule here (.yaml or .json)."),
+    target: list[str] = typer.Option(
+        None, "--target", help="PATH[=WEIGHT] (repeatable): an evaluation-only target the mixer optimises "
+        "(a text file or directory, builtin:pydoc, or domain:NAME); replaces the config's targets.",
+    ),
 ) -> None:
     """Train with a mixture that is re-chosen at every stage boundary (TiKMiX's dynamic schedule).
 
@@ -27,8 +31,9 @@ def run(
         mixer: tikmix-d
         stages: 3
         mixer_params: {tokens_per_domain: 65536}
+        targets: [builtin:pydoc, "notes.txt=2"]   # optional: what the mixture is for (never trained on)
 
-    Example: mixlab run --config run.yaml --export schedule.yaml
+    Example: mixlab run --config run.yaml --export schedule.yaml --target my_eval.txt
     """
     from rich.console import Console
     from rich.table import Table
@@ -38,6 +43,8 @@ def run(
 
     cfg = PipelineConfig.from_yaml(config)
     updates = {k: v for k, v in {"mixer": mixer, "stages": stages}.items() if v is not None}
+    if target:
+        updates.update(targets=list(target), target_domains=None, target_weights=None)
     if updates:
         cfg = PipelineConfig.parse(cfg.model_dump() | updates, where=str(config))
     result = run_pipeline(cfg)

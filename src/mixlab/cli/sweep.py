@@ -30,6 +30,7 @@ def sweep(
     retries: Annotated[int, typer.Option("--retries", help="Extra attempts for a failed or killed run.")] = 1,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     config: Annotated[Path | None, typer.Option("--config", help="YAML/JSON sweep config; flags given on the command line are overridden by it.")] = None,
+    target: Annotated[list[str] | None, typer.Option("--target", help="PATH[=WEIGHT] (repeatable): an evaluation-only target every proxy also evaluates (text file or directory, builtin:pydoc); its loss is a target:NAME column of losses.csv.")] = None,
 ) -> None:
     """Train one small proxy model per sampled mixture and record the results.
 
@@ -53,6 +54,10 @@ def sweep(
         model=model, seq_len=seq_len, batch_size=batch_size, lr=lr, seed=seed, max_epochs=max_epochs,
         engine=engine, workers=workers, address=address, num_cpus=num_cpus, num_gpus=num_gpus, retries=retries,
     )
+    if target:
+        from mixlab.data.targets import resolve_target_paths
+
+        data["targets"] = resolve_target_paths(target, Path.cwd())
     if config is not None:
         data.update(load_config(config))
     cfg = SweepConfig.parse(data, where=str(config) if config else "mixlab sweep")

@@ -137,6 +137,17 @@ def parse_targets(items: Any, where: str) -> list[TargetSpec]:
     return out
 
 
+def resolve_target_paths(items: Sequence[Any], base: str | os.PathLike[str]) -> list[Any]:
+    """``items`` (``targets:`` of a YAML file) with relative file paths resolved against ``base``."""
+    out: list[Any] = []
+    for item in items:
+        spec = item if isinstance(item, TargetSpec) else parse_targets([item], "targets")[0]
+        if spec.path is not None and not spec.path.startswith("builtin:") and not Path(spec.path).is_absolute():
+            spec = spec.model_copy(update={"path": str(Path(base) / spec.path)})
+        out.append(spec.model_dump(exclude_defaults=True))
+    return out
+
+
 # ------------------------------------------------------------------------------------- sources
 def builtin_target_documents(name: str) -> Iterator[str]:
     """The documents of a built-in target (one per documentation topic, in sorted topic order)."""
@@ -264,6 +275,10 @@ class TargetSet:
             raise DataError(f"no loss recorded for target(s) {missing} (have {sorted(losses)})")
         return float(sum(t.weight * float(losses[t.key]) for t in self.targets))
 
+    def context_fields(self) -> dict[str, Any]:
+        """``target_domains``, ``target_weights`` and ``target_sources`` for a ``MixingContext``."""
+        return {"target_domains": self.keys, "target_weights": self.weights, "target_sources": self.eval_sources()}
+
     def describe(self) -> list[dict[str, Any]]:
         return [
             {"key": t.key, "weight": t.weight, "source": t.source or f"domain:{t.domain}",
@@ -358,5 +373,6 @@ __all__ = [
     "load_targets",
     "parse_target_option",
     "parse_targets",
+    "resolve_target_paths",
     "target_documents",
 ]

@@ -139,20 +139,33 @@ def corpus_batches(
     """Yield ``ceil(tokens / (seq_len * batch_size))`` batches of random ``seq_len + 1`` windows from one
     domain's split, drawn with a generator seeded by ``(seed, domain, split)`` so every rank and every
     re-run sees the same batches."""
+    arr = corpus.train_tokens(domain) if split == "train" else corpus.val_tokens(domain)
+    return token_batches(arr, f"{domain}/{split}", tokens=tokens, seq_len=seq_len, batch_size=batch_size,
+                         seed=seed, what=f"domain {domain!r} has only {{n}} {split} tokens")
+
+
+def token_batches(
+    arr: Any,
+    key: str,
+    *,
+    tokens: int,
+    seq_len: int,
+    batch_size: int,
+    seed: int = 0,
+    what: str | None = None,
+) -> Iterator[LMBatch]:
+    """:func:`corpus_batches` over any 1-D token array (an evaluation-only target's tokens), the
+    generator seeded by ``(seed, key)``."""
     if tokens <= 0 or seq_len <= 0 or batch_size <= 0:
         raise ConfigError(
             f"tokens_per_domain, seq_len and batch_size must be positive, got {tokens}, {seq_len}, {batch_size}"
         )
-    arr = corpus.train_tokens(domain) if split == "train" else corpus.val_tokens(domain)
     n = int(arr.shape[0])
     if n < seq_len + 1:
-        raise DataError(
-            f"domain {domain!r} has only {n} {split} tokens, fewer than seq_len + 1 = {seq_len + 1}; "
-            "lower seq_len or add data to the domain"
-        )
+        head = (what or f"{key!r} has only {{n}} tokens").format(n=n)
+        raise DataError(f"{head}, fewer than seq_len + 1 = {seq_len + 1}; lower seq_len or add data")
     n_batches = max(1, math.ceil(tokens / (seq_len * batch_size)))
-    key = np.frombuffer(f"{domain}/{split}".encode(), dtype=np.uint8).astype(np.uint32).tolist()
-    rng = np.random.default_rng([int(seed), *key])
+    rng = np.random.default_rng([int(seed), *np.frombuffer(key.encode(), dtype=np.uint8).astype(np.uint32).tolist()])
     for _ in range(n_batches):
         starts = rng.integers(0, n - seq_len, size=batch_size)
         rows = np.stack([np.asarray(arr[s : s + seq_len + 1], dtype=np.int64) for s in starts])

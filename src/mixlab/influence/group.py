@@ -40,7 +40,15 @@ import numpy as np
 import torch
 
 from mixlab.errors import ConfigError, DataError
-from mixlab.influence.batches import corpus_batches, count_terms, iterate, lm_loss, model_device, to_device
+from mixlab.influence.batches import (
+    corpus_batches,
+    count_terms,
+    iterate,
+    lm_loss,
+    model_device,
+    to_device,
+    token_batches,
+)
 from mixlab.influence.preconditioners import Preconditioner, flat_grad, make_preconditioner, trainable_params
 from mixlab.influence.projection import GradientProjector
 from mixlab.utils.io import atomic_write_json, read_json
@@ -393,24 +401,32 @@ def measure_group_influence(
     projection_dim: int | None = None,
     seed: int = 0,
     loss_fn: LossFn = lm_loss,
+    target_sources: Mapping[str, Any] | None = None,
     **kwargs: Any,
 ) -> GroupInfluence:
-    """Group Influence of a corpus's training splits on its validation splits.
+    """Group Influence of a corpus's training splits on its validation splits (or other targets).
 
     ``tokens_per_domain`` training tokens are drawn per training domain (and, unless
-    ``target_tokens_per_domain`` says otherwise, as many validation tokens per target domain) in
-    fixed-seed random windows of ``seq_len`` tokens, ``batch_size`` windows per batch. Other keyword
-    arguments go to :func:`compute_group_influence`.
+    ``target_tokens_per_domain`` says otherwise, as many tokens per target) in fixed-seed random
+    windows of ``seq_len`` tokens, ``batch_size`` windows per batch. A target is a corpus domain (its
+    validation split) or a key of ``target_sources``, a 1-D token array that is evaluated only, such
+    as a downstream target (``mixlab.data.targets``). Other keyword arguments go to
+    :func:`compute_group_influence`.
     """
     domains = list(corpus.domains)
+    extra = dict(target_sources or {})
     train = list(train_domains) if train_domains else domains
     target = list(target_domains) if target_domains else domains
-    unknown = sorted((set(train) | set(target)) - set(domains))
+    unknown = sorted((set(train) - set(domains)) | (set(target) - set(domains) - set(extra)))
     if unknown:
-        raise ConfigError(f"unknown domain(s) {unknown}; the corpus has {domains}")
+        raise ConfigError(f"unknown domain(s) {unknown}; the corpus has {domains}, the targets {sorted(extra)}")
     tgt_tokens = target_tokens_per_domain or tokens_per_domain
 
     def source(d: str, split: str, tok: int) -> Callable[[], Any]:
+        if split == "val" and d in extra and d not in domains:
+            return lambda: token_batches(
+                extra[d], d, tokens=tok, seq_len=seq_len, batch_size=batch_size, seed=seed
+            )
         return lambda: corpus_batches(
             corpus, d, split=split, tokens=tok, seq_len=seq_len, batch_size=batch_size, seed=seed
         )

@@ -46,9 +46,14 @@ class MixingContext:
     lower: Mapping[str, float] | None = None
     upper: Mapping[str, float] | None = None
     target_domains: Sequence[str] | None = None
-    """Validation domains whose loss the user cares about (default: all domains)."""
+    """Targets whose loss the user cares about (default: all domains): training domains (their
+    validation split) and evaluation-only targets (keys ``target:<name>``, see ``target_sources``)."""
     target_weights: Mapping[str, float] | None = None
-    """Weights c_j over target domains (default: equal)."""
+    """Weights c_j over targets (default: equal); every method minimises ``sum_j c_j L_j``."""
+    target_sources: Mapping[str, Any] | None = None
+    """Token ids of the evaluation-only targets by key (``mixlab.data.targets.TargetSet.eval_sources``):
+    read by influence and evaluation, never trained on. Proxy runs report these keys' losses when the
+    proxy runner was given the same targets."""
     seed: int = 0
     corpus: Any = None
     """The prepared corpus (``mixlab.data.Corpus``), for methods that read the data themselves."""

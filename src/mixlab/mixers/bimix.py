@@ -19,6 +19,7 @@ re-fit from that stage's own proxy curves.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -69,6 +70,56 @@ def curve_points(results: list[ProxyResult], domains: list[str], targets: list[s
     return np.array(R), np.array(S), np.array(Y)
 
 
+def target_domain_weights(
+    results: list[ProxyResult], domains: list[str], targets: list[str], weights: Mapping[str, float]
+) -> dict[str, float]:
+    """Weights over training domains that stand in for targets that are not training domains.
+
+    BiMix's law predicts a *training domain's* loss from that domain's own proportion, so a target
+    that is no training domain (a downstream text) has no law of its own. mixlab's rule: on the proxy
+    runs' curves, at every evaluated step, the target's deviation from the mean over runs is fitted as
+    a nonnegative combination of the domains' deviations (non-negative least squares; the per-step
+    centring removes training progress, so only the mixture's effect is fitted):
+    ``L_T - mean_s(L_T) ~ sum_i a_Ti (L_i - mean_s(L_i))`` with ``a_Ti >= 0``. The weighted target loss
+    ``sum_j c_j L_j`` then becomes ``sum_i (c_i + sum_T c_T a_Ti) L_i`` (c_i for targets that are
+    training domains), which the BiMix law minimises as usual. A target no domain's loss tracks
+    (every ``a_Ti = 0``) contributes equal weights over domains, with a warning.
+    """
+    from scipy.optimize import nnls
+
+    out = {d: float(weights.get(d, 0.0)) for d in domains}
+    by_step: dict[float, list[dict[str, float]]] = {}
+    for res in results:
+        for s, row in res.curve.items():
+            if s > 0:
+                by_step.setdefault(float(s * res.tokens / max(res.curve)), []).append(row)
+    for t in targets:
+        if t in domains:
+            continue
+        X, y = [], []
+        for rows in by_step.values():
+            if len(rows) < 2:
+                continue
+            missing = [k for k in [t, *domains] if any(k not in r for r in rows)]
+            if missing:
+                raise MixlabError(f"bimix: proxy runs report no loss for {missing}; give the proxy runner the targets")
+            L = np.array([[r[d] for d in domains] for r in rows], float)
+            yt = np.array([r[t] for r in rows], float)
+            X.append(L - L.mean(0))
+            y.append(yt - yt.mean())
+        if not X:
+            raise MixlabError("bimix: the target rule needs at least two proxy runs evaluated at the same step")
+        a, _ = nnls(np.concatenate(X), np.concatenate(y))
+        c = float(weights.get(t, 0.0))
+        if a.sum() <= 0:
+            log.warning("bimix: no domain's loss tracks target %s across the proxies; spreading its weight equally", t)
+            a = np.full(len(domains), 1.0 / len(domains))
+        for i, d in enumerate(domains):
+            out[d] += c * float(a[i])
+    log.info("bimix: target weights over training domains %s", {d: round(v, 4) for d, v in out.items()})
+    return out
+
+
 class BiMixMixer(Mixer):
     """BiMix (arXiv 2405.14908): fit the bivariate law on proxy curves, optimise at the target length.
 
@@ -83,6 +134,10 @@ class BiMixMixer(Mixer):
     coefficients per domain, so its default is ``2k`` proxy runs, and its optimum is kept within the
     proportions the proxies covered (each domain at least its smallest proxy share): below them a
     fitted transfer would be extrapolated to a domain left out altogether.
+
+    Targets that are not training domains (evaluation-only targets, ``target:<name>``) are carried
+    over to weights on the training domains by :func:`target_domain_weights` (``target_rule_`` after
+    ``propose``); the proxy runner must evaluate them.
 
     After ``propose``: ``model_`` (the fitted law), ``results_`` (the proxy runs).
     """
@@ -114,12 +169,7 @@ class BiMixMixer(Mixer):
             raise MixlabError("bimix needs proxy training: run it through the pipeline or pass MixingContext(proxy=...)")
         domains = list(ctx.domains)
         targets = ctx.targets
-        unknown = [d for d in targets if d not in domains]
-        if unknown:
-            raise ConfigError(
-                f"bimix models a domain's loss through its own proportion; target domain(s) {unknown} are not "
-                f"training domains {domains}: use dml or regmix for other targets"
-            )
+        others = [d for d in targets if d not in domains]
         cons = ctx.constraints()
         n_runs = self.n_runs or (2 * len(domains) if self.transfer else len(domains) + 1)
         tokens = int(self.proxy_tokens or max(ctx.total_tokens // 10, 1))
@@ -134,6 +184,11 @@ class BiMixMixer(Mixer):
                 res = ctx.proxy.train(mix, tokens=tokens, seed=ctx.seed + i, eval_every=self.eval_every, name=f"bimix-{i}")
                 ctx.compute.add(flops=res.flops, tokens=res.tokens)
                 results.append(res)
+            weights = ctx.target_weight_vector()
+            if others:  # the law is per training domain: carry the other targets over by the stated rule
+                weights = target_domain_weights(results, domains, targets, weights)
+                self.target_rule_ = weights
+                targets = [d for d in domains if weights.get(d, 0.0) > 0]
             R, S, Y = curve_points(results, domains, targets)
             n_steps = min(len([s for s in r.curve if s > 0]) for r in results)
             if n_steps < 3:
@@ -143,7 +198,6 @@ class BiMixMixer(Mixer):
             estimator = BiMixTransferModel if self.transfer else BiMixModel
             self.model_ = estimator(**(self.law or {})).fit(R, S, Y, domains=domains, loss_domains=targets)
             target = float(self.target_tokens or ctx.remaining)
-            weights = ctx.target_weight_vector()
             if self.transfer:
                 covered = np.minimum(cons.upper, np.min([r.mixture.to_array(domains) for r in results], axis=0))
                 cons = MixtureConstraints(cons.domains, np.maximum(cons.lower, covered), cons.upper)

@@ -400,6 +400,7 @@ def measure_live_influence(
         optimizer=optimizer,
         projection_dim=projection_dim,
         seed=ctx.seed if seed is None else seed,
+        target_sources=ctx.target_sources,
     )
     ctx.compute.add(flops=gi.flops, tokens=gi.tokens, seconds=gi.seconds)
     log.info(

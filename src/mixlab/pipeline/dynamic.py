@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from mixlab.data.targets import load_targets, resolve_target_paths
 from mixlab.errors import ConfigError, MixlabError
 from mixlab.mixers import ComputeLedger, MixingContext, get_mixer
 from mixlab.mixture import Mixture, Schedule
@@ -62,6 +63,10 @@ class PipelineConfig(BaseModel):
     """Validation domains whose loss the mixture should lower (default: all)."""
     target_weights: dict[str, float] | None = None
     """Weights of the target domains (default: equal)."""
+    targets: list[str | dict[str, Any]] | None = None
+    """A target set (``mixlab.data.targets``: ``PATH[=WEIGHT]``, ``builtin:pydoc``, ``domain:NAME`` or
+    mappings) in place of ``target_domains``/``target_weights``: evaluated in the run (never trained on)
+    and handed to the mixer as its targets."""
     proxy: dict[str, Any] | None = None
     """Settings of the proxy runner for mixers that train proxies (``LocalProxyRunner`` keywords)."""
 
@@ -73,6 +78,8 @@ class PipelineConfig(BaseModel):
                 raise ValueError("boundaries must be positive and strictly increasing")
             if any(x < 1 for x in b) and any(x >= 1 for x in b):
                 raise ValueError("boundaries must be all fractions in (0, 1) or all step numbers")
+        if self.targets and (self.target_domains or self.target_weights):
+            raise ValueError("give targets or target_domains/target_weights, not both")
         return self
 
     @classmethod
@@ -88,7 +95,8 @@ class PipelineConfig(BaseModel):
             value = train.get(key)
             if value and not Path(value).is_absolute():
                 train[key] = str(p.parent / value)
-        return cfg.model_copy(update={"train": train})
+        targets = resolve_target_paths(cfg.targets, p.parent) if cfg.targets else cfg.targets
+        return cfg.model_copy(update={"train": train, "targets": targets})
 
     def boundary_steps(self, total_steps: int) -> list[int]:
         """Optimizer steps at which stages 1, 2, ... start."""
@@ -168,6 +176,7 @@ class DynamicPipeline:
         self.corpus = corpus
         self.mixer = get_mixer(config.mixer, **config.mixer_params)
         self.compute = ComputeLedger()
+        self.target_set: Any = None
 
     def _open_corpus(self) -> Any:
         if self.corpus is not None:
@@ -179,8 +188,16 @@ class DynamicPipeline:
             raise ConfigError("pipeline config: train.corpus is required (a prepared corpus directory)")
         return Corpus.open(path)
 
+    def _target_set(self, corpus: Any) -> Any:
+        if self.target_set is None and self.config.targets:
+            self.target_set = load_targets(corpus, self.config.targets)
+        return self.target_set
+
     def _context(self, corpus: Any, total_tokens: int, **kw: Any) -> MixingContext:
         cfg = self.config
+        ts = self._target_set(corpus)
+        targets = ts.context_fields() if ts is not None else {
+            "target_domains": cfg.target_domains, "target_weights": cfg.target_weights}
         return MixingContext(
             domains=list(corpus.domains),
             available_tokens=corpus.token_counts(),
@@ -188,8 +205,7 @@ class DynamicPipeline:
             max_epochs=cfg.max_epochs,
             lower=cfg.lower,
             upper=cfg.upper,
-            target_domains=cfg.target_domains,
-            target_weights=cfg.target_weights,
+            **targets,
             seed=int(cfg.train.get("seed", 0)),
             corpus=corpus,
             compute=self.compute,
@@ -200,7 +216,8 @@ class DynamicPipeline:
         from mixlab.train import LocalProxyRunner
 
         params = {"seq_len": train_cfg.seq_len, "batch_size": train_cfg.batch_size,
-                  "workspace": train_cfg.workspace, "store": self.store} | (self.config.proxy or {})
+                  "workspace": train_cfg.workspace, "store": self.store, "targets": list(train_cfg.targets)
+                  } | (self.config.proxy or {})
         return LocalProxyRunner(corpus, **params)
 
     def run(self) -> PipelineResult:
@@ -208,7 +225,10 @@ class DynamicPipeline:
 
         cfg = self.config
         corpus = self._open_corpus()
-        base = TrainConfig.parse(dict(cfg.train) | {"mixture": None}, where="pipeline config: train")
+        extra: dict[str, Any] = {"mixture": None}
+        if cfg.targets:
+            extra["targets"] = list(cfg.targets)
+        base = TrainConfig.parse(dict(cfg.train) | extra, where="pipeline config: train")
         initial_ctx = self._context(corpus, base.tokens, proxy=None)
         if cfg.initial not in ("natural", "uniform") and not isinstance(cfg.initial, dict):
             initial_ctx.proxy = self._proxy_runner(corpus, base)

@@ -86,6 +86,9 @@ class SweepConfig(BaseModel):
     """Extra attempts for a run that fails or is killed before it is marked failed."""
     train: dict[str, Any] = Field(default_factory=dict)
     """Further ``TrainConfig`` fields for every proxy (``eval_batches``, ``device``, ``lr_schedule``...)."""
+    targets: list[str | dict[str, Any]] = Field(default_factory=list)
+    """Evaluation-only targets every proxy also evaluates (``mixlab.data.targets``); their losses are
+    ``target:<name>`` columns of ``losses.csv``, for ``mixlab propose --target target:<name>``."""
 
     @classmethod
     def parse(cls, data: Mapping[str, Any], *, where: str = "sweep config") -> SweepConfig:
@@ -220,7 +223,8 @@ class Sweep:
             ProxyTask(
                 sweep=c.name, index=i, mixture=m.to_dict(), tokens=c.tokens, seed=c.seed,
                 corpus=str(Path(c.corpus).resolve()), workspace=str(Path(c.workspace).resolve()), model=c.model,
-                seq_len=c.seq_len, batch_size=c.batch_size, lr=c.lr, threads=c.threads, train=dict(c.train),
+                seq_len=c.seq_len, batch_size=c.batch_size, lr=c.lr, threads=c.threads,
+                train=dict(c.train) | ({"targets": list(c.targets)} if c.targets else {}),
             )
             for i, m in enumerate(mixtures)
         ]
@@ -391,7 +395,12 @@ def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
     data = read_json(p) if p.suffix == ".json" else read_yaml(p)
     if not isinstance(data, Mapping):
         raise ConfigError(f"{p}: expected a mapping of sweep settings")
-    return dict(data)
+    data = dict(data)
+    if isinstance(data.get("targets"), list):  # relative target paths are relative to the config file
+        from mixlab.data.targets import resolve_target_paths
+
+        data["targets"] = resolve_target_paths(data["targets"], p.parent)
+    return data
 
 
 __all__ = ["ProxyTask", "Sweep", "SweepConfig", "SweepResult", "load_config", "run_proxy_task"]

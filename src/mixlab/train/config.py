@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from mixlab.data.targets import resolve_target_paths
 from mixlab.errors import ConfigError
 from mixlab.mixture import Mixture, Schedule, load_mixture_or_schedule
 from mixlab.utils.config import parse_config
@@ -103,6 +104,10 @@ class TrainConfig(BaseModel):
     """Show a progress bar (rank 0 only)."""
     log_level: str | None = None
     """Unused by the trainer itself; lets a run file set the CLI's logging level."""
+    targets: list[str | dict[str, Any]] = Field(default_factory=list)
+    """Evaluation-only targets evaluated beside the domains (``mixlab.data.targets``: ``PATH[=WEIGHT]``,
+    ``builtin:pydoc``, ``domain:NAME`` or mappings); they appear in the curve as ``target:<name>`` and
+    are never trained on."""
 
     @field_validator("tokens")
     @classmethod
@@ -145,6 +150,8 @@ class TrainConfig(BaseModel):
             value = getattr(cfg, field)
             if value is not None and not Path(value).is_absolute():
                 updates[field] = str(base / value)
+        if cfg.targets:
+            updates["targets"] = resolve_target_paths(cfg.targets, base)
         if isinstance(cfg.mixture, str) and cfg.mixture not in ("natural", "uniform"):
             if not Path(cfg.mixture).is_absolute():
                 updates["mixture"] = str(base / cfg.mixture)
@@ -185,6 +192,8 @@ class TrainConfig(BaseModel):
     def config_hash(self, corpus_fingerprint: str = "") -> str:
         """SHA-256 of everything that changes the run's results (plus the corpus fingerprint)."""
         payload = self.model_dump(exclude=_NOT_HASHED)
+        if not payload.get("targets"):  # runs without targets keep the hash they had before targets existed
+            payload.pop("targets", None)
         payload["corpus"] = corpus_fingerprint or payload.get("corpus")
         text = json.dumps(payload, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()

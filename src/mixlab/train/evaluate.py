@@ -8,6 +8,8 @@ the estimate does not change from one evaluation to the next.
 from __future__ import annotations
 
 import contextlib
+import zlib
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -16,29 +18,45 @@ import torch
 from mixlab.errors import DataError
 
 
+def _windows_of(toks: Any, name: str, what: str, *, seq_len: int, want: int, rng: np.random.Generator) -> torch.Tensor:
+    n_windows = (len(toks) - 1) // seq_len
+    if n_windows < 1:
+        raise DataError(
+            f"{name} has {len(toks)} {what} tokens, fewer than one evaluation window of "
+            f"{seq_len + 1}; lower seq_len or give it more text"
+        )
+    pick = np.sort(rng.choice(n_windows, size=min(want, n_windows), replace=False))
+    rows = np.stack([np.asarray(toks[i * seq_len : i * seq_len + seq_len + 1], dtype=np.int64) for i in pick])
+    return torch.from_numpy(rows)
+
+
 def validation_windows(
-    corpus: Any, *, seq_len: int, batches: int, batch_size: int, seed: int = 0, split: str = "val"
+    corpus: Any,
+    *,
+    seq_len: int,
+    batches: int,
+    batch_size: int,
+    seed: int = 0,
+    split: str = "val",
+    extra: Mapping[str, Any] | None = None,
 ) -> dict[str, torch.Tensor]:
     """``{domain: LongTensor [N, seq_len + 1]}``: N = ``batches * batch_size`` windows per domain.
 
     Windows are non-overlapping ``seq_len + 1`` token slices of the domain's validation stream, chosen
     without replacement with a generator seeded by ``(seed, domain index)``; a domain with fewer
-    windows than asked uses all it has (at least one is required).
+    windows than asked uses all it has (at least one is required). ``extra`` maps more names to token
+    arrays (evaluation-only targets, ``mixlab.data.targets``), windowed the same way with a generator
+    seeded by ``(seed, name)``, so adding a target does not change any domain's windows.
     """
     out: dict[str, torch.Tensor] = {}
     want = batches * batch_size
     for k, domain in enumerate(corpus.domains):
-        toks = corpus.tokens(domain, split)
-        n_windows = (len(toks) - 1) // seq_len
-        if n_windows < 1:
-            raise DataError(
-                f"domain {domain!r} has {len(toks)} {split} tokens, fewer than one evaluation window of "
-                f"{seq_len + 1}; lower seq_len or give the domain more validation data"
-            )
         rng = np.random.default_rng([seed, k, 0xE7A1])
-        pick = np.sort(rng.choice(n_windows, size=min(want, n_windows), replace=False))
-        rows = np.stack([np.asarray(toks[i * seq_len : i * seq_len + seq_len + 1], dtype=np.int64) for i in pick])
-        out[domain] = torch.from_numpy(rows)
+        out[domain] = _windows_of(corpus.tokens(domain, split), f"domain {domain!r}", split, seq_len=seq_len,
+                                  want=want, rng=rng)
+    for name, toks in (extra or {}).items():
+        rng = np.random.default_rng([seed, zlib.crc32(name.encode("utf-8")), 0xE7A1])
+        out[name] = _windows_of(toks, f"{name!r}", "evaluation", seq_len=seq_len, want=want, rng=rng)
     return out
 
 

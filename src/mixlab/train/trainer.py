@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from mixlab.data.targets import load_targets
 from mixlab.errors import ConfigError, TrainingError
 from mixlab.mixture import Mixture, Schedule, mixture_to_json
 from mixlab.train import checkpoint as ckpt_io
@@ -176,6 +177,7 @@ class Trainer:
         self.run_dir = self._run_dir()
         self.ckpt_root = self.run_dir / "checkpoints"
 
+        self.target_sources = load_targets(self.corpus, cfg.targets).eval_sources() if cfg.targets else {}
         self.model, self.model_desc = build_model(
             cfg.model, vocab_size=int(self.corpus.vocab_size), seq_len=cfg.seq_len, seed=cfg.seed
         )
@@ -358,12 +360,14 @@ class Trainer:
         )
 
     def evaluate(self) -> dict[str, float]:
-        """Per-domain validation loss of the current model on the run's fixed batches."""
+        """Per-domain validation loss of the current model on the run's fixed batches, and the loss on
+        each evaluation-only target (``target:<name>``; read by evaluation only, never sampled)."""
         cfg = self.config
         bs = cfg.eval_batch_size or cfg.batch_size
         if self._windows is None:
             self._windows = validation_windows(
-                self.corpus, seq_len=cfg.seq_len, batches=cfg.eval_batches, batch_size=bs, seed=cfg.seed
+                self.corpus, seq_len=cfg.seq_len, batches=cfg.eval_batches, batch_size=bs, seed=cfg.seed,
+                extra=self.target_sources,
             )
         return loss_on_windows(self.model, self._windows, batch_size=bs, device=self.device, amp_dtype=self._amp())
 
