@@ -33,6 +33,7 @@ def _parse_pairs(items: list[str] | None, what: str) -> dict[str, float]:
 def _load(train_mixtures: Path, train_losses: Path, targets: list[str]) -> tuple[Any, Any, Any]:
     """Training mixtures, the chosen loss columns, and the mixture table."""
     from mixlab.errors import DataError
+    from mixlab.predictors import check_mixtures, check_targets
     from mixlab.predictors.data import load_sweep
 
     mix, loss = load_sweep(train_mixtures, train_losses)
@@ -41,12 +42,15 @@ def _load(train_mixtures: Path, train_losses: Path, targets: list[str]) -> tuple
         if t not in loss.columns:
             raise DataError(f"{train_losses}: no loss column {t!r}; columns are {loss.columns}")
     Y = loss.values[:, [loss.columns.index(t) for t in cols]]
+    check_mixtures(mix.values, where=str(train_mixtures), lines=mix.lines)
+    check_targets(Y, len(mix.index), where=str(train_losses), lines=loss.lines)
     return mix, Y, list(cols)
 
 
 def _aligned_test(test_mixtures: Path, domains: list[str]) -> Any:
     """The test mixtures with columns reordered to the training file's domains (by name)."""
     from mixlab.errors import DataError
+    from mixlab.predictors import check_mixtures
     from mixlab.predictors.data import read_table
 
     test = read_table(test_mixtures)
@@ -59,6 +63,7 @@ def _aligned_test(test_mixtures: Path, domains: list[str]) -> Any:
         )
     test.values = test.values[:, [test.columns.index(d) for d in domains]]
     test.columns = list(domains)
+    check_mixtures(test.values, where=str(test_mixtures), lines=test.lines)
     return test
 
 

@@ -26,7 +26,8 @@ WorkspaceOpt = Annotated[str | None, typer.Option(help="Workspace folder (defaul
 def _store(workspace: str | None) -> Any:
     from mixlab.store import RunStore, default_workspace
 
-    return RunStore(Path(workspace) if workspace else default_workspace())
+    # read-only: listing, showing or exporting never creates a workspace or a store
+    return RunStore.existing(Path(workspace) if workspace else default_workspace())
 
 
 def _when(ts: float | None) -> str:
@@ -59,7 +60,8 @@ def list_runs(
             typer.echo(json.dumps(run, default=str))
         return
     table = Table(title=f"{len(runs)} runs")
-    for col in ("id", "kind", "method", "status", "tokens", "final mean loss", "created", "mixture"):
+    table.add_column("id", no_wrap=True, min_width=max((len(r["id"]) for r in runs), default=2))
+    for col in ("kind", "method", "status", "tokens", "final mean loss", "created", "mixture"):
         table.add_column(col)
     for run in runs:
         final = run.get("final_json") or {}

@@ -130,7 +130,9 @@ def evaluate(
 
     run_dir = Path(run)
     if not (run_dir / "model.json").is_file():
-        store = RunStore(Path(workspace) if workspace else default_workspace())
+        if run_dir.exists() or "/" in run:
+            raise ConfigError(f"{run}: not a run directory (no model.json); give a run id or a run's directory")
+        store = RunStore.existing(Path(workspace) if workspace else default_workspace())
         record = store.get_run(run)
         if not record.get("run_dir"):
             raise ConfigError(f"run {run!r} has no run directory recorded; pass the directory instead")

@@ -8,6 +8,7 @@ run's mixture), ``step``, and ``loss_<d>`` for every domain whose loss is modell
 from __future__ import annotations
 
 import csv
+import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from mixlab.errors import DataError
-from mixlab.utils.io import atomic_open
+from mixlab.utils.io import atomic_open, read_text
 
 
 @dataclass
@@ -34,12 +35,12 @@ class WideTable:
 def read_wide_csv(path: str | Path, *, need_losses: bool = True, need_step: bool = True) -> WideTable:
     """Read and validate a wide CSV; every problem is a :class:`DataError` naming the file, row and column."""
     p = Path(path)
-    if not p.is_file():
-        raise DataError(f"{p}: file not found")
-    with p.open(newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
+    reader = csv.DictReader(io.StringIO(read_text(p, what="CSV file"), newline=""))
+    try:
         header = [h.strip() for h in (reader.fieldnames or [])]
         rows = list(reader)
+    except csv.Error as exc:
+        raise DataError(f"{p}: line {reader.line_num}: not a valid CSV ({exc})") from None
     if not header:
         raise DataError(f"{p}: empty file; expected a header with r_<domain>, step and loss_<domain> columns")
     r_cols = [h for h in header if h.startswith("r_") and len(h) > 2]

@@ -32,12 +32,24 @@ class NotFittedError(MixlabError):
     """``predict`` was called on a predictor that has not been fitted."""
 
 
+def _rows(bad: np.ndarray, lines: Sequence[int] | None) -> str:
+    """The offending rows, as the file's 1-based line numbers when the rows came from a file
+    (``lines[i]`` is row ``i``'s line), else as 0-based row indices of the array."""
+    idx = np.flatnonzero(bad)[:10].tolist()
+    if lines is None:
+        return f"rows {idx}"
+    nums = [int(lines[i]) for i in idx]
+    return f"line{'s' if len(nums) > 1 else ''} {', '.join(map(str, nums))}"
+
+
 def check_mixtures(
-    X: Any, *, domains: Sequence[str] | None = None, where: str = "mixtures", tolerance: float = SIMPLEX_TOLERANCE
+    X: Any, *, domains: Sequence[str] | None = None, where: str = "mixtures", tolerance: float = SIMPLEX_TOLERANCE,
+    lines: Sequence[int] | None = None,
 ) -> np.ndarray:
     """Validate a runs x domains matrix of mixture weights (finite, >= 0, rows summing to 1 within
     ``tolerance``). Rows are returned as given, not renormalised, so results match other tools' on the
-    same files."""
+    same files. ``where`` names the source (a file path) and ``lines`` the file line of each row, so
+    errors point at "line N" of the file."""
     try:
         arr = np.asarray(X, dtype=float)
     except (TypeError, ValueError):
@@ -50,23 +62,22 @@ def check_mixtures(
         raise DataError(f"{where}: has {arr.shape[1]} mixture columns but the predictor uses {len(domains)} domains")
     bad = ~np.isfinite(arr).all(axis=1)
     if bad.any():
-        raise DataError(f"{where}: rows {np.flatnonzero(bad)[:10].tolist()} contain NaN or infinite weights")
+        raise DataError(f"{where}: {_rows(bad, lines)} contain NaN or infinite weights")
     if (arr < 0).any():
-        rows = np.flatnonzero((arr < 0).any(axis=1))[:10].tolist()
-        raise DataError(f"{where}: rows {rows} have negative weights; mixture weights must be >= 0")
+        raise DataError(f"{where}: {_rows((arr < 0).any(axis=1), lines)} have negative weights; mixture weights must be >= 0")
     sums = arr.sum(axis=1)
     off = np.abs(sums - 1.0) > tolerance
     if off.any():
-        rows = np.flatnonzero(off)[:10].tolist()
         raise DataError(
-            f"{where}: rows {rows} do not sum to 1 (e.g. {sums[off][0]:.4g}); each row must be a mixture on the "
+            f"{where}: {_rows(off, lines)} do not sum to 1 (e.g. {sums[off][0]:.4g}); each row must be a mixture on the "
             "simplex (check that the first column is the index and the rest are domain weights)"
         )
     return arr
 
 
-def check_targets(y: Any, n_runs: int, *, where: str = "losses") -> np.ndarray:
-    """Validate the losses aligned with ``n_runs`` mixtures; returns a float array (1-D or 2-D as given)."""
+def check_targets(y: Any, n_runs: int, *, where: str = "losses", lines: Sequence[int] | None = None) -> np.ndarray:
+    """Validate the losses aligned with ``n_runs`` mixtures; returns a float array (1-D or 2-D as given).
+    ``where``/``lines`` as in :func:`check_mixtures`."""
     try:
         arr = np.asarray(y, dtype=float)
     except (TypeError, ValueError):
@@ -76,8 +87,8 @@ def check_targets(y: Any, n_runs: int, *, where: str = "losses") -> np.ndarray:
     if arr.shape[0] != n_runs:
         raise DataError(f"{where}: {arr.shape[0]} rows of losses for {n_runs} mixtures; rows must align by position")
     if not np.isfinite(arr).all():
-        rows = np.flatnonzero(~np.isfinite(arr.reshape(n_runs, -1)).all(axis=1))[:10].tolist()
-        raise DataError(f"{where}: NaN or infinite loss in rows {rows}; drop those runs or re-run them")
+        bad = ~np.isfinite(arr.reshape(n_runs, -1)).all(axis=1)
+        raise DataError(f"{where}: NaN or infinite loss in {_rows(bad, lines)}; drop those runs or re-run them")
     return arr
 
 

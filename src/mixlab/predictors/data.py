@@ -4,13 +4,15 @@ domain (mixture files) or per loss (loss files); files pair up row by row, by po
 from __future__ import annotations
 
 import csv
+import io
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from mixlab.errors import DataError
+from mixlab.utils.io import read_text
 
 
 @dataclass
@@ -21,6 +23,8 @@ class Table:
     index: list[str]
     columns: list[str]
     values: np.ndarray
+    lines: list[int] = field(default_factory=list)
+    """The file's 1-based line number of each data row (for "line N" in errors)."""
 
     def column(self, name: str) -> np.ndarray:
         if name not in self.columns:
@@ -31,11 +35,17 @@ class Table:
 def read_table(path: str | Path, *, index_column: str = "index") -> Table:
     """Parse a CSV with a header; the ``index`` column is optional (row numbers are used without it)."""
     p = Path(path)
-    if not p.is_file():
-        raise DataError(f"{p}: file not found")
-    with p.open(newline="") as fh:
-        rows = list(csv.reader(fh))
-    rows = [r for r in rows if r and any(c.strip() for c in r)]
+    reader = csv.reader(io.StringIO(read_text(p, what="CSV file"), newline=""))
+    rows: list[list[str]] = []
+    lines: list[int] = []
+    try:
+        for row in reader:
+            if row and any(c.strip() for c in row):
+                rows.append(row)
+                lines.append(reader.line_num)
+    except csv.Error as exc:
+        raise DataError(f"{p}: line {reader.line_num}: not a valid CSV ({exc})") from None
+    lines = lines[1:]
     if len(rows) < 2:
         raise DataError(f"{p}: needs a header row and at least one data row")
     header = [h.strip() for h in rows[0]]
@@ -50,15 +60,15 @@ def read_table(path: str | Path, *, index_column: str = "index") -> Table:
     values = np.empty((len(rows) - 1, len(columns)))
     for r, row in enumerate(rows[1:]):
         if len(row) != len(header):
-            raise DataError(f"{p}: line {r + 2} has {len(row)} fields, the header has {len(header)}")
+            raise DataError(f"{p}: line {lines[r]} has {len(row)} fields, the header has {len(header)}")
         index.append(row[idx_pos].strip() if has_index else str(r))
         vals = [c for i, c in enumerate(row) if i != idx_pos]
         for j, cell in enumerate(vals):
             try:
                 values[r, j] = float(cell) if cell.strip() else math.nan
             except ValueError:
-                raise DataError(f"{p}: line {r + 2}, column {columns[j]!r}: {cell!r} is not a number") from None
-    return Table(p, index, columns, values)
+                raise DataError(f"{p}: line {lines[r]}, column {columns[j]!r}: {cell!r} is not a number") from None
+    return Table(p, index, columns, values, lines)
 
 
 def load_sweep(mixtures: str | Path, losses: str | Path) -> tuple[Table, Table]:

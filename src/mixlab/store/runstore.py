@@ -25,11 +25,16 @@ from pathlib import Path
 from typing import Any
 
 from mixlab.errors import DataError, MixlabError
+from mixlab.utils.lock import is_locked
 
 log = logging.getLogger(__name__)
 
 DB_NAME = "mixlab.db"
-STATUSES = ("created", "running", "finished", "failed", "killed")
+STATUSES = ("created", "running", "finished", "failed", "interrupted", "killed")
+"""``interrupted``: stopped by Ctrl-C/SIGTERM, or (as shown by :meth:`RunStore.list_runs`/``get_run``) a
+``running`` run whose directory no live process holds, i.e. one killed outright; re-running it resumes.
+``killed`` is the older name of ``interrupted``, kept for stores written before it."""
+ENDED = ("finished", "failed", "interrupted", "killed")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -75,6 +80,7 @@ CREATE TABLE IF NOT EXISTS artifacts (
 """
 
 _RUN_JSON_FIELDS = ("mixture_json", "model_config", "train_config", "final_json")
+_STORE_HINT = "check that the workspace folder and its mixlab.db are readable and writable and not corrupt"
 
 
 def default_workspace() -> Path:
@@ -122,28 +128,68 @@ class RunStore:
     ``RunStore("ws").create_run("proxy", "regmix", mixture, model_config, 10_000_000)``
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, timeout: float = 60.0) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, timeout: float = 60.0, readonly: bool = False) -> None:
         p = Path(path)
         if p.suffix not in (".db", ".sqlite", ".sqlite3"):
             p = p / DB_NAME
         self.path = p
         self.timeout = float(timeout)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.readonly = readonly
+        self._immutable = False
+        if readonly:
+            # commands that only read never create a workspace: a mistyped --workspace is an error
+            if not self.path.is_file():
+                raise DataError(
+                    f"{self.path}: no run store here, so nothing was recorded in this workspace; check --workspace "
+                    "or $MIXLAB_WORKSPACE"
+                )
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DataError(
+                f"{exc.filename or self.path.parent}: cannot create the workspace folder ({exc.strerror}); choose "
+                "a writable --workspace (or $MIXLAB_WORKSPACE)"
+            ) from None
         with self._connect() as conn:
             self._retry(lambda: conn.execute("PRAGMA journal_mode=WAL"))
             self._retry(lambda: conn.executescript(_SCHEMA))
 
+    @classmethod
+    def existing(cls, path: str | os.PathLike[str], **kwargs: Any) -> RunStore:
+        """The store at ``path`` opened read-only; an error (nothing created) when there is none."""
+        return cls(path, readonly=True, **kwargs)
+
     # -- connections and transactions -------------------------------------------------------
     def _connect(self) -> contextlib.closing[sqlite3.Connection]:
         try:
-            conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
+            if self.readonly:
+                conn = self._connect_readonly()
+            else:
+                conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
+            conn.row_factory = sqlite3.Row
+            conn.execute(f"PRAGMA busy_timeout={int(self.timeout * 1000)}")
+            conn.execute("PRAGMA foreign_keys=ON")
+            if not self.readonly:
+                conn.execute("PRAGMA synchronous=NORMAL")
         except sqlite3.Error as exc:
-            raise DataError(f"{self.path}: cannot open the run store ({exc})") from None
-        conn.row_factory = sqlite3.Row
-        conn.execute(f"PRAGMA busy_timeout={int(self.timeout * 1000)}")
-        conn.execute("PRAGMA foreign_keys=ON")
-        conn.execute("PRAGMA synchronous=NORMAL")
+            raise DataError(f"{self.path}: cannot open the run store ({exc}); {_STORE_HINT}") from None
         return contextlib.closing(conn)
+
+    def _connect_readonly(self) -> sqlite3.Connection:
+        """A read-only connection; in a folder the reader may not write (no WAL index can be made), the
+        file is read as immutable, which is right for a store nobody is writing."""
+        uri = self.path.resolve().as_uri()
+        if not self._immutable:
+            try:
+                conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=self.timeout, isolation_level=None)
+                conn.execute("SELECT 1 FROM runs LIMIT 1").fetchall()
+                return conn
+            except sqlite3.OperationalError as exc:
+                if "no such table" in str(exc):
+                    raise DataError(f"{self.path}: not a mixlab run store (no runs table)") from None
+                self._immutable = True
+        return sqlite3.connect(f"{uri}?immutable=1", uri=True, timeout=self.timeout, isolation_level=None)
 
     def _retry(self, fn: Any) -> Any:
         deadline = time.monotonic() + self.timeout
@@ -151,9 +197,14 @@ class RunStore:
         while True:
             try:
                 return fn()
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) and "busy" not in str(exc):
-                    raise DataError(f"{self.path}: run store error ({exc})") from None
+            except sqlite3.DatabaseError as exc:
+                if "readonly" in str(exc) or "read-only" in str(exc):
+                    raise DataError(
+                        f"{self.path}: the run store is read-only ({exc}); make the workspace and its mixlab.db "
+                        "writable, or choose another --workspace"
+                    ) from None
+                if not isinstance(exc, sqlite3.OperationalError) or ("locked" not in str(exc) and "busy" not in str(exc)):
+                    raise DataError(f"{self.path}: run store error ({exc}); {_STORE_HINT}") from None
                 if time.monotonic() > deadline:
                     raise DataError(
                         f"{self.path}: the run store stayed locked for {self.timeout:.0f}s; "
@@ -244,7 +295,7 @@ class RunStore:
         if status == "running":
             sets.append("started_at = COALESCE(started_at, ?)")
             values.append(now)
-        if status in ("finished", "failed", "killed"):
+        if status in ENDED:
             sets.append("finished_at = ?")
             values.append(now)
         if error is not None or status == "running":
@@ -263,13 +314,18 @@ class RunStore:
     def get_run(self, run_id: str) -> dict[str, Any]:
         """The run's row as a dict, JSON columns decoded (raises MixlabError if unknown)."""
         rows = self._read("SELECT * FROM runs WHERE id = ?", (run_id,))
+        if not rows and run_id:
+            # a unique prefix: compared literally (no LIKE, so '%' and '_' in the argument match only themselves)
+            matches = self._read("SELECT * FROM runs WHERE substr(id, 1, ?) = ?", (len(run_id), run_id))
+            if len(matches) > 1:
+                raise MixlabError(
+                    f"{self.path}: {run_id!r} is the start of {len(matches)} run ids "
+                    f"({', '.join(r['id'] for r in matches[:5])}...); give more of the id"
+                )
+            rows = matches
         if not rows:
-            matches = self._read("SELECT * FROM runs WHERE id LIKE ?", (f"{run_id}%",))
-            if len(matches) == 1:
-                rows = matches
-            else:
-                raise MixlabError(f"{self.path}: no run {run_id!r}; see `mixlab runs list`")
-        return self._decode(rows[0])
+            raise MixlabError(f"{self.path}: no run {run_id!r}; see `mixlab runs list`")
+        return _live_status(self._decode(rows[0]))
 
     def find_runs(self, *, config_hash: str, status: str | None = None) -> list[dict[str, Any]]:
         """Runs recorded with ``config_hash`` (newest first), e.g. to reuse a finished proxy run."""
@@ -283,14 +339,20 @@ class RunStore:
     def list_runs(
         self, kind: str | None = None, method: str | None = None, status: str | None = None
     ) -> list[dict[str, Any]]:
-        """All runs, oldest first, optionally filtered."""
+        """All runs, oldest first, optionally filtered. A ``running`` run that no live process holds is
+        reported as ``interrupted`` (see :data:`STATUSES`)."""
         clauses, params = [], []
-        for column, value in (("kind", kind), ("method", method), ("status", status)):
+        for column, value in (("kind", kind), ("method", method)):
             if value is not None:
                 clauses.append(f"{column} = ?")
                 params.append(value)
+        if status is not None:
+            stored = ("running", "interrupted", "killed") if status in ("running", "interrupted") else (status,)
+            clauses.append(f"status IN ({', '.join('?' * len(stored))})")
+            params.extend(stored)
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-        return [self._decode(r) for r in self._read(f"SELECT * FROM runs{where} ORDER BY created_at, id", params)]
+        runs = [_live_status(self._decode(r)) for r in self._read(f"SELECT * FROM runs{where} ORDER BY created_at, id", params)]
+        return [r for r in runs if status is None or r["status"] == status]
 
     def delete_run(self, run_id: str) -> None:
         with self._write() as conn:
@@ -423,6 +485,16 @@ class RunStore:
                 pq.write_table(tbl, fh)
         log.info("exported %d %s rows to %s", len(rows), table, out)
         return out
+
+
+def _live_status(run: dict[str, Any]) -> dict[str, Any]:
+    """A run recorded as ``running`` whose directory no live process holds was killed outright: show it
+    as ``interrupted`` (the row itself is left to the process that resumes it)."""
+    if run.get("status") == "killed":
+        run["status"] = "interrupted"
+    elif run.get("status") == "running" and run.get("run_dir") and not is_locked(run["run_dir"]):
+        run["status"] = "interrupted"
+    return run
 
 
 def default_store_path() -> Path:

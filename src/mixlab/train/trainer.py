@@ -25,14 +25,19 @@ from typing import Any
 import torch
 
 from mixlab.data.targets import load_targets
-from mixlab.errors import ConfigError, TrainingError
+from mixlab.errors import ConfigError, DataError, TrainingError
 from mixlab.mixture import Mixture, Schedule, mixture_to_json
 from mixlab.train import checkpoint as ckpt_io
 from mixlab.train.config import TrainConfig
 from mixlab.train.evaluate import loss_on_windows, validation_windows
 from mixlab.train.lr import lr_at, warmup_steps
+from mixlab.utils.lock import DirLock
 
 log = logging.getLogger(__name__)
+
+
+class _WrongRun(TrainingError):
+    """The run directory's checkpoints belong to another config or world size: no fallback helps."""
 
 
 @dataclass
@@ -209,7 +214,14 @@ class Trainer:
         self._seg_start: float | None = None
 
         self.store = self._open_store(store) if self.dist.is_main else None
-        self.resumed_from = self._maybe_resume()
+        # one owner per run directory: a second process training here gets an error naming this one
+        self._lock = DirLock(self.run_dir).acquire() if self.dist.is_main else None
+        try:
+            self.resumed_from = self._maybe_resume()
+        except BaseException as exc:
+            self._mark(exc)
+            self._release()
+            raise
         if self.dist.is_main:
             self._write_run_files()
 
@@ -297,17 +309,45 @@ class Trainer:
 
     # ------------------------------------------------------------------------------- resume
     def _maybe_resume(self) -> int | None:
-        latest = ckpt_io.latest_checkpoint(self.ckpt_root)
-        if latest is None:
+        """Resume from the newest checkpoint that reads; a damaged one is skipped with a warning (and
+        ``latest`` pointed at the one used), so one corrupt file costs a checkpoint interval, not the run."""
+        candidates = ckpt_io.checkpoint_candidates(self.ckpt_root)
+        if not candidates:
+            if (self.ckpt_root / ckpt_io.LATEST).is_file():
+                log.warning("%s: no complete checkpoint to resume from; starting the run over", self.ckpt_root)
             return None
+        problems = []
+        for ckpt in candidates:
+            try:
+                self._load_checkpoint(ckpt)
+            except (TrainingError, DataError) as exc:
+                if isinstance(exc, _WrongRun):
+                    raise
+                problems.append(f"{ckpt.name}: {exc}")
+                log.warning("checkpoint %s is unusable (%s); trying an older one", ckpt, exc)
+                continue
+            if ckpt != candidates[0] or problems:
+                log.warning("run %s resumes from the older checkpoint %s (step %d); the newer one was damaged",
+                            self.run_id, ckpt.name, self.step)
+                if self.dist.is_main:
+                    ckpt_io.repoint(self.ckpt_root, ckpt)
+            log.info("resumed run %s from %s (step %d of %d)", self.run_id, ckpt.name, self.step, self.total_steps)
+            return self.step
+        raise TrainingError(
+            f"{self.ckpt_root}: no checkpoint of run {self.run_id} can be read ({'; '.join(problems)}); "
+            f"delete {self.run_dir} to start the run over"
+        )
+
+    def _load_checkpoint(self, latest: Path) -> None:
+        """Load every piece of one checkpoint (model, optimizer, sampler, RNG, curves) or raise."""
         state = ckpt_io.read_state(latest)
         if state.get("config_hash") != self.config_hash:
-            raise TrainingError(
+            raise _WrongRun(
                 f"{self.run_dir} holds a checkpoint of a different config; pick another out_dir/run_name "
                 f"or delete {self.run_dir} to start over"
             )
         if int(state.get("world_size", 1)) != self.dist.world_size:
-            raise TrainingError(
+            raise _WrongRun(
                 f"{latest}: written by {state.get('world_size')} processes, resuming with "
                 f"{self.dist.world_size}; resume with the same number of processes"
             )
@@ -315,19 +355,20 @@ class Trainer:
         opt_state = ckpt_io.torch_load_safe(latest / "optimizer.pt")
         try:
             self.optimizer.load_state_dict(opt_state)
-        except (ValueError, KeyError) as exc:
+        except (ValueError, KeyError, TypeError, RuntimeError) as exc:
             raise TrainingError(f"{latest}/optimizer.pt does not fit this model ({exc})") from None
-        self.sampler.load_state_dict(ckpt_io.read_sampler_state(latest, self.dist.rank))
-        rank_file = latest / f"rank-{self.dist.rank}.pt"
-        ckpt_io.set_rng_state(ckpt_io.torch_load_safe(rank_file))
-        self.step = int(state["step"])
-        self.curve = {int(k): v for k, v in state["curve"].items()}
-        self.train_losses = {int(k): float(v) for k, v in state["train_losses"].items()}
-        self.seconds = float(state.get("seconds", 0.0))
+        try:
+            self.sampler.load_state_dict(ckpt_io.read_sampler_state(latest, self.dist.rank))
+            rank_file = latest / f"rank-{self.dist.rank}.pt"
+            ckpt_io.set_rng_state(ckpt_io.torch_load_safe(rank_file))
+            self.step = int(state["step"])
+            self.curve = {int(k): v for k, v in state["curve"].items()}
+            self.train_losses = {int(k): float(v) for k, v in state["train_losses"].items()}
+            self.seconds = float(state.get("seconds", 0.0))
+        except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
+            raise TrainingError(f"{latest}: damaged checkpoint state ({type(exc).__name__}: {exc})") from None
         if self.sampler.step != self.step:
             raise TrainingError(f"{latest}: sampler is at step {self.sampler.step}, the trainer at {self.step}")
-        log.info("resumed run %s from %s (step %d of %d)", self.run_id, latest.name, self.step, self.total_steps)
-        return self.step
 
     # ------------------------------------------------------------------------------- API
     @property
@@ -445,14 +486,27 @@ class Trainer:
         except BaseException as exc:
             self.seconds += time.perf_counter() - t_start
             self._seg_start = None
-            if self.store is not None:
-                status = "killed" if isinstance(exc, KeyboardInterrupt) else "failed"
-                with contextlib.suppress(Exception):
-                    self._flush_metrics()
-                    self.store.update_status(self.run_id, status, error=str(exc)[:2000])
+            with contextlib.suppress(Exception):
+                self._flush_metrics()
+            self._mark(exc)
             raise
         self.seconds += time.perf_counter() - t_start
         self._seg_start = None
+
+    def _mark(self, exc: BaseException) -> None:
+        """Record in the store that the run stopped: ``interrupted`` (Ctrl-C, SIGTERM) or ``failed``.
+        (A run killed outright cannot say so; ``mixlab runs list`` shows it ``interrupted`` because no
+        live process holds its directory's lock.)"""
+        if self.store is None:
+            return
+        status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+        with contextlib.suppress(Exception):
+            self.store.update_status(self.run_id, status, error=str(exc)[:2000] or type(exc).__name__)
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     @property
     def elapsed(self) -> float:
@@ -567,7 +621,8 @@ class Trainer:
             self.close()
 
     def close(self) -> None:
-        """Leave the process group if this trainer created it."""
+        """Release the run directory and leave the process group if this trainer created it."""
+        self._release()
         if self.dist.owns_group:
             import torch.distributed as dist
 
@@ -589,8 +644,8 @@ def load_trained_model(run_dir: str | Path, *, device: str | torch.device = "cpu
         raise TrainingError(f"{root}: not a run directory (no model.json); give a run id or a run dir")
     cfg = TrainConfig.parse(read_yaml(root / "config.yaml"), where=str(root / "config.yaml"))
     desc = read_json(root / "model.json")
-    latest = ckpt_io.latest_checkpoint(root / "checkpoints")
-    if latest is None:
+    candidates = ckpt_io.checkpoint_candidates(root / "checkpoints")
+    if not candidates:
         raise TrainingError(f"{root}: the run has no checkpoint yet")
     if "gpt" in desc:
         model: torch.nn.Module = GPT(GPTConfig.from_dict(desc["gpt"], where=str(root / "model.json")))
@@ -600,8 +655,17 @@ def load_trained_model(run_dir: str | Path, *, device: str | torch.device = "cpu
         model = build_hf_model(desc["hf"])
     else:
         raise TrainingError(f"{root / 'model.json'}: unknown model description {sorted(desc)}")
-    ckpt_io.load_model_weights(model, latest / "model.safetensors")
-    return model.to(device).eval(), cfg, int(ckpt_io.read_state(latest)["step"])
+    problems = []
+    for ckpt in candidates:
+        try:
+            step = int(ckpt_io.read_state(ckpt)["step"])
+            ckpt_io.load_model_weights(model, ckpt / "model.safetensors")
+        except (TrainingError, DataError, KeyError, TypeError, ValueError) as exc:
+            problems.append(f"{ckpt.name}: {exc}")
+            log.warning("checkpoint %s is unusable (%s); trying an older one", ckpt, exc)
+            continue
+        return model.to(device).eval(), cfg, step
+    raise TrainingError(f"{root}: no checkpoint can be read ({'; '.join(problems)})")
 
 
 def train(config: TrainConfig | dict[str, Any], store: Any = None, *, corpus: Any = None) -> TrainResult:
