@@ -54,6 +54,7 @@ COMMANDS: dict[str, str] = {
 
 console = Console(stderr=True)
 DEBUG_ENV = "MIXLAB_DEBUG"
+_state = {"debug": False}  # --debug of the command being run
 
 
 def _flag_type(self: TyperOption, ctx: Any) -> str | None:
@@ -72,8 +73,7 @@ def _root(
     ] = False,
 ) -> None:
     """Find the best data mixture for LM pre-training, and keep adjusting it while the model trains."""
-    if debug:
-        os.environ[DEBUG_ENV] = "1"
+    _state["debug"] = debug
 
 
 def build_app() -> typer.Typer:
@@ -97,7 +97,7 @@ def build_app() -> typer.Typer:
 
 
 def _debug() -> bool:
-    return os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
+    return _state["debug"] or os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
 
 
 def _os_error(exc: OSError) -> str:
@@ -146,6 +146,7 @@ def main(argv: list[str] | None = None) -> None:
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _terminate)
     app = build_app()
+    _state["debug"] = False
     try:
         app(args=argv, standalone_mode=True)
     except Exception as exc:  # noqa: BLE001 - the CLI's one error boundary (see the module docstring)
