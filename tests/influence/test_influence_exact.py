@@ -8,6 +8,7 @@ import torch
 
 from mixlab.errors import MixlabError
 from mixlab.influence import GroupInfluence, compute_group_influence
+from mixlab.influence.group import split_half_stability
 from mixlab.influence.preconditioners import ExactHessianPreconditioner
 
 torch.set_num_threads(1)
@@ -138,7 +139,7 @@ def test_stderr_matches_delta_method_by_hand():
     params = list(model.parameters())
     tb = {d: to_batches(*v, k=4) for d, v in domains.items()}
     vb = {"t": to_batches(*targets["t"], k=5)}
-    gi = compute_group_influence(model, tb, vb, loss_fn=mse)
+    gi = compute_group_influence(model, tb, vb, loss_fn=mse, min_stderr_batches=2)
 
     def g(batch):
         return torch.cat([t.reshape(-1) for t in torch.autograd.grad(mse(model, batch), params)]).double()
@@ -165,3 +166,46 @@ def test_exact_refuses_large_models_and_roundtrip(tmp_path):
     np.testing.assert_array_equal(back.matrix, gi.matrix)
     assert np.isnan(back.stderr).all() and back.train_domains == ["a", "b", "c"] and back.tokens == 5
     assert gi.aggregate({"a": 1.0}) == pytest.approx(0.5)
+
+
+def test_split_half_matrices_and_stability_by_hand():
+    """Half A = even batches, half B = odd ones, each from its own target mean; stability is the
+    Spearman-Brown correction of the column-centred correlation of the two halves."""
+    domains, targets = make_problem(seed=4)
+    model = torch.nn.Linear(4, 1)
+    torch.nn.init.normal_(model.weight, generator=torch.Generator().manual_seed(1))
+    params = list(model.parameters())
+    tb = {d: to_batches(*v, k=4) for d, v in domains.items()}
+    vb = {"t": to_batches(*targets["t"], k=6)}
+    gi = compute_group_influence(model, tb, vb, loss_fn=mse)
+
+    def g(batch):
+        return torch.cat([t.reshape(-1) for t in torch.autograd.grad(mse(model, batch), params)]).double()
+
+    halves = np.zeros((2, 3, 1))
+    for h in (0, 1):
+        v = torch.stack([g(b) for b in vb["t"][h::2]]).mean(0)
+        for i, d in enumerate(domains):
+            halves[h, i, 0] = float(torch.stack([g(b) for b in tb[d][h::2]]).mean(0) @ v)
+    np.testing.assert_allclose(gi.half_matrices, halves, rtol=1e-5)
+    a, b = (x[:, 0] - x[:, 0].mean() for x in halves)
+    r = a @ b / np.linalg.norm(a) / np.linalg.norm(b)
+    assert gi.stability == pytest.approx(2 * r / (1 + r), rel=1e-6)
+    assert np.isnan(gi.stderr).all() and "fewer than 8 batches" in gi.stderr_method
+    back = GroupInfluence.from_dict(gi.to_dict())
+    assert back.stability == pytest.approx(gi.stability)
+    np.testing.assert_allclose(back.half_matrices, gi.half_matrices)
+    one = compute_group_influence(model, {d: v[:1] for d, v in tb.items()}, vb, loss_fn=mse)
+    assert np.isnan(one.stability) and one.half_matrices is None
+
+
+def test_split_half_stability_separates_signal_from_noise():
+    rng = np.random.default_rng(0)
+    signal = rng.normal(size=(6, 2))
+    noisy = np.stack([signal + 2.0 * rng.normal(size=(6, 2)) for _ in range(2)])
+    clean = np.stack([signal + 0.05 * rng.normal(size=(6, 2)) for _ in range(2)])
+    assert split_half_stability(clean) > 0.99
+    assert split_half_stability(noisy) < 0.8
+    # a constant added to a target column (every domain equally helpful) does not count as agreement
+    shifted = np.stack([rng.normal(size=(6, 2)) + 100.0, rng.normal(size=(6, 2)) + 100.0])
+    assert split_half_stability(shifted) < 0.8

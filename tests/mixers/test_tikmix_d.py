@@ -215,7 +215,7 @@ def _train_briefly(corpus, steps=80, seq=32, bs=16, seed=0):
     return model, opt
 
 
-@pytest.mark.parametrize("objective", ["paper", "linear"])
+@pytest.mark.parametrize("objective", ["paper", "linear", "firstorder"])
 def test_tikmix_d_moves_weight_away_from_noise(noise_target_corpus, objective):
     # noise has nothing to teach about the learnable target domain: its gradients are unaligned with
     # the target's, so Group Influence ranks it last and the mixture moves away from it
@@ -231,3 +231,81 @@ def test_tikmix_d_moves_weight_away_from_noise(noise_target_corpus, objective):
     infl = dict(zip(mixer.last_influence_.train_domains, mixer.last_influence_.matrix[:, 0], strict=True))
     assert infl["target"] > infl["noise"]
     assert mix["noise"] < 0.4 < mix["target"]  # the previous (uniform) mixture had 0.5 each
+
+
+def test_firstorder_objective_recovers_the_best_mixture_of_a_known_loss():
+    """Target loss L(w) = -sum_j c_j sum_i u_ji log w_i has its minimum on the simplex at w* = sum_j c_j u_j.
+
+    Its Group Influence at the mixture w is the first-order decrease per unit of domain i,
+    I[i, j] = u_ji / w_i. Re-measured at every stage, the first-order objective walks to w* and lowers
+    the loss at every stage; the paper's Eq. 10 stops elsewhere (its entropy and std terms)."""
+    U = np.array([[0.5, 0.3, 0.15, 0.05], [0.1, 0.1, 0.2, 0.6]])  # two targets, rows sum to 1
+    c = np.array([0.7, 0.3])
+    best = c @ U
+
+    def loss(w):
+        return float(-(c @ U) @ np.log(w))
+
+    w = np.full(4, 0.25)
+    losses = [loss(w)]
+    for _ in range(25):
+        infl = (U / w).T  # [train domains, targets]
+        sol = solve_tikmix_d(infl, previous=w, target_weights=c, objective="firstorder", step=0.5)
+        assert sol.success and sol.fallback is None
+        w = sol.weights
+        losses.append(loss(w))
+    np.testing.assert_allclose(w, best, atol=1e-4)
+    assert all(b <= a + 1e-12 for a, b in zip(losses, losses[1:], strict=False))
+    paper = solve_tikmix_d((U / best).T, previous=best, target_weights=c)
+    assert np.abs(paper.weights - best).max() > 0.05
+
+
+def test_firstorder_step_is_invariant_to_the_influence_scale_and_respects_bounds():
+    infl = np.array([[0.1, 0.3], [0.9, 0.8], [0.4, 0.2]])
+    prev = np.array([0.5, 0.2, 0.3])
+    a = solve_tikmix_d(infl, previous=prev, objective="firstorder")
+    b = solve_tikmix_d(1e-6 * infl, previous=prev, objective="firstorder")
+    np.testing.assert_allclose(a.weights, b.weights, atol=1e-9)
+    assert a.weights[1] > prev[1] and a.weights[0] < prev[0]  # toward the most influential domain
+    tiny = solve_tikmix_d(infl, previous=prev, objective="firstorder", step=1e-4)
+    np.testing.assert_allclose(tiny.weights, prev, atol=1e-3)  # small step: stays in the trust region
+    capped = solve_tikmix_d(infl, previous=prev, objective="firstorder", step=50, upper=[1, 0.4, 1])
+    assert capped.weights[1] <= 0.4 + 1e-9 and capped.weights.sum() == pytest.approx(1)
+
+
+def test_solver_status_is_recorded_and_a_failed_solve_is_visible(caplog):
+    prev = np.array([0.2, 0.6, 0.2])
+    ok = solve_tikmix_d(I3, previous=prev)
+    rec = ok.to_dict()
+    assert rec["solver"] == "slsqp" and rec["success"] and rec["status"] == 0 and rec["iterations"] > 0
+    assert rec["fallback"] is None and "Optimization terminated" in rec["message"]
+    with caplog.at_level(logging.WARNING):
+        failed = solve_tikmix_d(I3, previous=prev, maxiter=1)
+    assert not failed.success and failed.fallback == "previous" and failed.status == 9
+    assert "SLSQP failed" in caplog.text and "Iteration limit" in failed.message
+    np.testing.assert_allclose(failed.weights, prev)
+    with pytest.raises(MixlabError, match="SLSQP found no converged"):
+        solve_tikmix_d(I3, previous=prev, maxiter=1, on_failure="error")
+
+
+def test_every_measurement_of_the_budget_is_counted_as_choosing_compute():
+    from mixlab.model import GPT, GPTConfig
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=48, block_size=16, n_layer=1, n_head=2, n_embd=16))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model(torch.zeros(2, 16, dtype=torch.long), torch.zeros(2, 16, dtype=torch.long))[1].backward()
+    opt.step()
+    corpus = RandomCorpus()
+    ctx = MixingContext(
+        domains=corpus.domains, available_tokens={d: 3000 for d in corpus.domains}, total_tokens=10_000,
+        corpus=corpus, live=SimpleNamespace(model=model, optimizer=opt, seq_len=16, batch_size=4), stage=1,
+        previous=Mixture.uniform(corpus.domains),
+    )  # fmt: skip
+    per = 2 * 4 * 16
+    mixer = get_mixer("tikmix-d", tokens_per_domain=per, min_stability=1.0, max_tokens_per_domain=3 * per)
+    mixer.propose(ctx)
+    recs = mixer.last_measurements_
+    assert len(recs) == 3 and [r["seed"] for r in recs] == [0, 1, 2]
+    assert ctx.compute.tokens == mixer.last_influence_.tokens == 3 * 6 * per
+    assert all(r["stability"] is None or -1 <= r["stability"] <= 1 for r in recs)

@@ -20,7 +20,17 @@ Algorithm (one forward+backward per batch; nothing per example is stored):
    means): Var I[i, j] ~= Var_b(s_b) / n_i + Var_c(t_c) / n_j with t_c = f_c . mean_b e_b. The training
    side is exact from the stored scalars; the target side uses the per-batch target vectors kept
    within ``stderr_memory_mb`` (a uniform subset of batches when they do not all fit: an unbiased
-   estimate of the per-batch variance).
+   estimate of the per-batch variance). A variance from n batches has a relative standard error of
+   sqrt(2 / (n - 1)), so below ``min_stderr_batches`` (default 8: the standard error itself is then
+   known to about +-27%) batches on either side the standard error is reported as NaN, not as a number
+   that means nothing (two batches give one degree of freedom).
+4. Split-half stability, with every measurement: even-numbered batches (target and training alike)
+   form half A, odd-numbered half B; each half gives its own matrix from its own target mean and its
+   own training batches (independent samples, one extra [targets x dim] product per batch). The
+   reported ``stability`` is the Spearman-Brown reliability 2r / (1 + r) of r, the correlation of the
+   two half matrices after centring every target column over the training domains (a constant added
+   to a column moves no mixture decision, since the weights sum to one; what the mixture depends on is
+   how the domains differ). See :mod:`mixlab.influence.budget` for the threshold and the budget.
 
 Under ``torch.distributed`` each rank takes every ``world_size``-th batch and the sums are
 all-reduced, so every rank ends with the same matrix.
@@ -75,12 +85,20 @@ class GroupInfluence:
     batches: dict[str, dict[str, int]] = field(default_factory=dict)
     """Batches used per domain: ``{"train": {...}, "target": {...}, "fit": {"total": n}}``."""
     stderr_method: str = "delta"
+    stability: float = float("nan")
+    """Split-half reliability of the column-centred matrix (Spearman-Brown; NaN unless every domain has
+    at least two batches). 1 = the two halves order the domains identically within every target."""
+    half_matrices: np.ndarray | None = None
+    """The two half-sample matrices ``[2, n_train, n_target]`` the stability is computed from."""
 
     def __post_init__(self) -> None:
         self.matrix = np.asarray(self.matrix, dtype=float).reshape(
             len(self.train_domains), len(self.target_domains)
         )
         self.stderr = np.asarray(self.stderr, dtype=float).reshape(self.matrix.shape)
+        if self.half_matrices is not None:
+            self.half_matrices = np.asarray(self.half_matrices, dtype=float).reshape(2, *self.matrix.shape)
+        self.stability = float(self.stability) if self.stability is not None else float("nan")
 
     def z_scores(self) -> np.ndarray:
         """matrix / stderr; |z| < 2 marks entries indistinguishable from noise."""
@@ -116,6 +134,8 @@ class GroupInfluence:
             "projection_dim": self.projection_dim,
             "batches": self.batches,
             "stderr_method": self.stderr_method,
+            "stability": None if not math.isfinite(self.stability) else self.stability,
+            "half_matrices": None if self.half_matrices is None else self.half_matrices.tolist(),
         }
 
     @classmethod
@@ -135,6 +155,8 @@ class GroupInfluence:
                 projection_dim=data.get("projection_dim"),
                 batches=dict(data.get("batches", {})),
                 stderr_method=str(data.get("stderr_method", "delta")),
+                stability=float("nan") if data.get("stability") is None else float(data["stability"]),
+                half_matrices=None if data.get("half_matrices") is None else np.array(data["half_matrices"]),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise DataError(
@@ -159,6 +181,22 @@ class GroupInfluence:
             )
             rows.append(f"{d:<16}{cells}")
         return "\n".join(rows)
+
+
+def split_half_stability(halves: np.ndarray) -> float:
+    """Spearman-Brown reliability 2r / (1 + r) of two half-sample matrices ``[2, n_train, n_target]``,
+    r the Pearson correlation of their entries after centring each target column over the training
+    domains (NaN when undefined: a half is missing or a half has no spread)."""
+    h = np.asarray(halves, dtype=float)
+    if h.shape[0] != 2 or h.shape[1] < 2 or not np.isfinite(h).all():
+        return float("nan")
+    a, b = (x - x.mean(axis=0, keepdims=True) for x in h)
+    a, b = a.ravel(), b.ravel()
+    den = float(np.linalg.norm(a) * np.linalg.norm(b))
+    if den <= 0:
+        return float("nan")
+    r = float(a @ b) / den
+    return 2 * r / (1 + r) if r > -1 else float("nan")
 
 
 def _dist() -> tuple[int, int]:
@@ -199,6 +237,7 @@ def compute_group_influence(
     projection_kind: str = "rademacher",
     seed: int = 0,
     stderr_memory_mb: float = 256.0,
+    min_stderr_batches: int = 8,
     progress: bool = False,
     distributed: bool | None = None,
 ) -> GroupInfluence:
@@ -255,8 +294,8 @@ def compute_group_influence(
         cap = int(stderr_memory_mb * 2**20 / (4 * dim * m))
         bar = _Progress(progress, k + m)
 
-        v_sum = torch.zeros(m, dim, device=device)
-        n_target = torch.zeros(m, device=device, dtype=torch.float64)
+        v_half = torch.zeros(2, m, dim, device=device)
+        n_target_half = torch.zeros(2, m, device=device, dtype=torch.float64)
         reservoirs: list[list[torch.Tensor]] = [[] for _ in range(m)]
         rng = np.random.default_rng(seed + 7919 * rank)
         for j, name in enumerate(target_names):
@@ -267,8 +306,8 @@ def compute_group_influence(
                 batch = to_device(batch, device)
                 tokens += count_terms(batch)
                 f = phi(precond.apply(flat_grad(loss_fn(model, batch), params))).detach()
-                v_sum[j] += f
-                n_target[j] += 1
+                v_half[c % 2, j] += f
+                n_target_half[c % 2, j] += 1
                 seen += 1
                 if cap >= 2:
                     if len(reservoirs[j]) < cap:
@@ -276,16 +315,20 @@ def compute_group_influence(
                     elif (r := int(rng.integers(0, seen))) < cap:
                         reservoirs[j][r] = f.clone()
             bar(f"target {name}")
-        _all_reduce(v_sum, world)
-        _all_reduce(n_target, world)
+        _all_reduce(v_half, world)
+        _all_reduce(n_target_half, world)
+        n_target = n_target_half.sum(0)
         if (n_target == 0).any():
             empty = [target_names[j] for j in range(m) if n_target[j] == 0]
             raise DataError(f"no target batches for {empty}; give each target domain at least one batch")
-        V = v_sum / n_target[:, None].float()
+        V = v_half.sum(0) / n_target[:, None].float()
+        V_half = v_half / n_target_half.clamp_min(1)[:, :, None].float()
 
         s_sum = torch.zeros(k, m, device=device, dtype=torch.float64)
         s_sq = torch.zeros(k, m, device=device, dtype=torch.float64)
         n_train = torch.zeros(k, device=device, dtype=torch.float64)
+        s_half = torch.zeros(2, k, m, device=device, dtype=torch.float64)
+        n_train_half = torch.zeros(2, k, device=device, dtype=torch.float64)
         e_sum = torch.zeros(k, dim, device=device) if cap >= 2 else None
         for i, name in enumerate(train_names):
             for b, batch in enumerate(iterate(train_batches[name])):
@@ -298,10 +341,12 @@ def compute_group_influence(
                 s_sum[i] += s
                 s_sq[i] += s * s
                 n_train[i] += 1
+                s_half[b % 2, i] += (V_half[b % 2] @ e).double()
+                n_train_half[b % 2, i] += 1
                 if e_sum is not None:
                     e_sum[i] += e
             bar(f"train {name}")
-        for t in (s_sum, s_sq, n_train):
+        for t in (s_sum, s_sq, n_train, s_half, n_train_half):
             _all_reduce(t, world)
         if (n_train == 0).any():
             empty = [train_names[i] for i in range(k) if n_train[i] == 0]
@@ -336,6 +381,12 @@ def compute_group_influence(
                 "influence standard errors cover the training side only; raise stderr_memory_mb or set projection_dim"
             )
         stderr = (var_train + var_target).sqrt()
+        few = (n_i < min_stderr_batches) | (n_target[None, :] < min_stderr_batches)
+        if bool(few.any()):
+            stderr = torch.where(few, torch.full_like(stderr, math.nan), stderr)
+            method += f"; NaN where a domain has fewer than {min_stderr_batches} batches"
+        halves_ok = bool((n_train_half >= 1).all() and (n_target_half >= 1).all())
+        halves = (s_half / n_train_half.clamp_min(1)[:, :, None]).cpu().numpy() if halves_ok else None
         tok = torch.tensor([float(tokens)], device=device, dtype=torch.float64)
         _all_reduce(tok, world)
     finally:
@@ -360,6 +411,8 @@ def compute_group_influence(
             "fit": {"total": fit_count},
         },
         stderr_method=method,
+        stability=split_half_stability(halves) if halves is not None else float("nan"),
+        half_matrices=halves,
     )
 
 

@@ -18,6 +18,47 @@ keeps its sign). Two objectives:
   These are solved exactly: the KKT conditions give w_i = clip(phi_i(nu), lower_i, upper_i) with a
   scalar multiplier nu for sum w = 1, found by bisection; strength 0 is the linear program, solved
   greedily (fill the best domains up to their caps).
+* ``objective="firstorder"`` (a mixlab variant, benchmarked as ``tikmix-d[objective=firstorder]``):
+  the first-order predicted change of the weighted target loss with a KL trust region to the previous
+  mixture, scaled to the influence's own magnitude. Derivation below.
+
+**The first-order objective.** Let L_T = sum_j c_j L_j be the weighted target loss. Training the
+next stage on mixture w moves the parameters, to first order, by dtheta = -eta P sum_i w_i g_i
+(g_i the mean gradient of training domain i, P the optimizer's preconditioner, eta the step size
+summed over the stage). The first-order change of the target loss is then
+
+    dL_T(w) = grad L_T^T dtheta = -eta sum_i w_i sum_j c_j g_{T_j}^T P g_i = -eta a^T w,
+    a_i = sum_j c_j I[i, j],
+
+with I the measured Group Influence (positive = helpful; it *is* g_T^T P g_D). So the influence
+predicts the loss change directly and linearly in w: no per-target normalisation (Eq. 9 divides each
+target's row by its largest entry, which changes the relative value of domains between targets and
+compresses the differences the measurement found), no std or entropy term. A linear prediction is
+only trustworthy near the mixture it was measured under: the gradients g_i, the preconditioner and
+the training trajectory all depend on the data the model has been seeing, and the first-order term
+says nothing about the diminishing returns of one domain (a linear objective alone jumps to a
+corner of the simplex). mixlab therefore maximises the predicted *relative* gain with a KL trust
+region to the previous mixture w0:
+
+    maximise   a^T (w - w0) / s  -  (1 / step) KL(w || w0),     s = sum_i w0_i |a_i|,
+
+subject to the bounds. s, the magnitude of the influence under the current mixture, makes the
+objective invariant to the influence's units (learning rate, preconditioner, model size): a domain
+whose influence is the current average moves nothing, and ``step`` is the log-ratio by which a
+domain whose influence exceeds the average by s is up-weighted. The KKT conditions give the
+exponentiated-gradient (mirror-descent) update w_i = clip(w0_i exp(step a_i / s - nu), l_i, u_i), which
+:func:`solve_linear` (``regularizer="kl"``, strength s / step) solves exactly. Re-measured at every
+stage it is mirror descent on the target loss over the simplex: at a mixture where every domain is
+equally influential (the first-order optimality condition on the simplex) it stays put, and with a
+small enough step it converges to the best mixture of a smooth convex loss (tested on a synthetic
+problem with a known answer). With no previous mixture (stage 0), w0 is uniform.
+
+**Solver status.** The paper objective is solved with SLSQP from two starts. The result's status,
+message and iteration count are returned in :class:`TiKMiXDSolution` (the pipeline writes them to the
+stage record). When no start converges the solve is a failure: ``on_failure="error"`` raises
+:class:`~mixlab.errors.MixlabError`; the default ``"previous"`` logs a warning and keeps the previous
+mixture (projected onto the bounds), recording ``fallback="previous"``. Dropping an infeasible Pareto
+constraint is logged and recorded as ``pareto_dropped``.
 """
 
 from __future__ import annotations
@@ -36,7 +77,8 @@ from mixlab.mixture import Mixture, project_to_bounded_simplex
 
 log = logging.getLogger(__name__)
 
-OBJECTIVES = ("paper", "linear")
+OBJECTIVES = ("paper", "linear", "firstorder")
+ON_FAILURE = ("previous", "error")
 REGULARIZERS = ("entropy", "kl", "l2")
 _TINY = 1e-12
 
@@ -44,12 +86,29 @@ _TINY = 1e-12
 @dataclass
 class TiKMiXDSolution:
     """Solver output: ``weights`` aligned with the influence rows, the objective value (the quantity
-    minimised for ``paper``, maximised for ``linear``), whether the Pareto constraint was enforced."""
+    minimised for ``paper``, maximised for ``linear``/``firstorder``), whether the Pareto constraint
+    was enforced, and the solver's outcome: ``solver`` (``slsqp`` or ``closed-form``), ``success``,
+    ``status`` (SLSQP's exit mode; 0 = converged), ``message``, ``iterations``, ``fallback`` (None, or
+    what was used instead of a failed solve) and ``pareto_dropped``."""
 
     weights: np.ndarray
     objective: float
     pareto: bool
     message: str = ""
+    solver: str = "closed-form"
+    success: bool = True
+    status: int = 0
+    iterations: int = 0
+    fallback: str | None = None
+    pareto_dropped: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """The solver outcome as a JSON-able record (the weights are the stage's mixture)."""
+        return {
+            "solver": self.solver, "success": bool(self.success), "status": int(self.status),
+            "message": self.message, "iterations": int(self.iterations), "objective": float(self.objective),
+            "pareto": bool(self.pareto), "pareto_dropped": bool(self.pareto_dropped), "fallback": self.fallback,
+        }  # fmt: skip
 
 
 def _bounds(k: int, lower: Any, upper: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -178,11 +237,17 @@ def solve_tikmix_d(
     regularizer: str = "entropy",
     strength: float = 1.0,
     prior: Sequence[float] | np.ndarray | None = None,
+    step: float = 1.0,
+    on_failure: str = "previous",
+    maxiter: int = 500,
 ) -> TiKMiXDSolution:
     """The TiKMiX-D mixture for an influence matrix ``[n_train, n_target]`` (rows = training domains).
 
-    ``previous`` is the last stage's mixture (for the Pareto constraint and as the default prior of
-    the ``kl``/``l2`` regularisers); ``target_weights`` c over targets defaults to equal.
+    ``previous`` is the last stage's mixture (for the Pareto constraint, as the default prior of the
+    ``kl``/``l2`` regularisers and as the trust-region centre of ``firstorder``); ``target_weights`` c
+    over targets defaults to equal. ``step`` is the ``firstorder`` trust-region step (see the module
+    docstring); ``on_failure`` says what a failed SLSQP solve does (``previous`` or ``error``);
+    ``maxiter`` caps SLSQP's iterations.
     """
     infl = np.asarray(influence, float)
     if infl.ndim != 2 or infl.shape[0] < 1 or infl.shape[1] < 1 or not np.isfinite(infl).all():
@@ -196,6 +261,10 @@ def solve_tikmix_d(
         raise ConfigError(f"target_weights must be {m} non-negative numbers, not all zero")
     c = c / c.sum()
     w_prev = None if previous is None else np.asarray(previous, float)
+    if on_failure not in ON_FAILURE:
+        raise ConfigError(f"unknown on_failure {on_failure!r}; choose one of {list(ON_FAILURE)}")
+    if objective == "firstorder":
+        return solve_firstorder(infl @ c, lower=lo, upper=hi, previous=w_prev, step=step)
     if objective == "linear":
         q = np.asarray(prior, float) if prior is not None else w_prev
         w = solve_linear(infl @ c, lower=lo, upper=hi, regularizer=regularizer, strength=strength, prior=q)
@@ -208,12 +277,13 @@ def solve_tikmix_d(
     S_hat = normalised_influence(infl)
     S = infl.T
     use_pareto = bool(pareto and w_prev is not None)
+    dropped = False
     if use_pareto and not _pareto_feasible(S, w_prev, lo, hi):
         log.warning(
             "TiKMiX-D: no mixture within the bounds keeps every target at least as well served as the previous "
             "stage's; dropping the Pareto constraint for this stage"
         )
-        use_pareto = False
+        use_pareto, dropped = False, True
     cons: list[dict[str, Any]] = [{"type": "eq", "fun": lambda w: w.sum() - 1.0, "jac": lambda w: np.ones(k)}]
     if use_pareto:
         scale = np.abs(S).max(axis=1, keepdims=True) + 1e-30
@@ -225,21 +295,71 @@ def solve_tikmix_d(
     starts = [project_to_bounded_simplex(np.full(k, 1.0 / k), eps_lo, hi)]
     if w_prev is not None:
         starts.append(np.clip(w_prev, eps_lo, hi))
-    best: tuple[float, np.ndarray, str] | None = None
+    best: TiKMiXDSolution | None = None
+    outcomes = []
     for x0 in starts:
         res = minimize(
             paper_objective, x0, args=args, jac=_paper_grad, method="SLSQP",
-            bounds=list(zip(eps_lo, hi, strict=True)), constraints=cons, options={"maxiter": 500, "ftol": 1e-12},
+            bounds=list(zip(eps_lo, hi, strict=True)), constraints=cons,
+            options={"maxiter": int(maxiter), "ftol": 1e-12},
         )  # fmt: skip
+        outcomes.append(f"status {res.status}: {res.message}")
+        if not res.success:
+            continue
         w = np.clip(res.x, lo, hi)
         w = w / w.sum()
         feasible = not use_pareto or np.all(S @ w >= S @ w_prev - 1e-7 * (np.abs(S).max() + 1e-30))
         val = paper_objective(w, *args)
-        if feasible and (best is None or val < best[0]):
-            best = (val, w, str(res.message))
-    if best is None:
-        raise MixlabError("TiKMiX-D: SLSQP found no feasible mixture; loosen the bounds or set pareto=False")
-    return TiKMiXDSolution(best[1], best[0], use_pareto, best[2])
+        if feasible and (best is None or val < best.objective):
+            best = TiKMiXDSolution(
+                w, val, use_pareto, str(res.message), solver="slsqp", success=True, status=int(res.status),
+                iterations=int(res.nit), pareto_dropped=dropped,
+            )  # fmt: skip
+    if best is not None:
+        return best
+    why = "; ".join(outcomes)
+    if on_failure == "error":
+        raise MixlabError(
+            f"TiKMiX-D: SLSQP found no converged feasible mixture ({why}); loosen the bounds, set pareto=False, "
+            "or use on_failure='previous' to keep the previous mixture"
+        )
+    keep = w_prev if w_prev is not None else np.full(k, 1.0 / k)
+    keep = project_to_bounded_simplex(keep, lo, hi)
+    log.warning("TiKMiX-D: SLSQP failed (%s); keeping the previous mixture for this stage", why)
+    return TiKMiXDSolution(
+        keep, paper_objective(np.clip(keep, 0, None), *args), use_pareto, why, solver="slsqp", success=False,
+        status=int(res.status), iterations=int(res.nit), fallback="previous", pareto_dropped=dropped,
+    )  # fmt: skip
+
+
+def solve_firstorder(
+    a: np.ndarray,
+    *,
+    lower: np.ndarray,
+    upper: np.ndarray,
+    previous: np.ndarray | None = None,
+    step: float = 1.0,
+) -> TiKMiXDSolution:
+    """argmax_w a^T (w - w0) / s - KL(w || w0) / step on the bounded simplex, s = sum_i w0_i |a_i|
+    (the ``firstorder`` objective, derived in the module docstring). ``a_i`` is the target-weighted
+    influence of domain i; w0 = ``previous`` (uniform when None); the solution is exact (KKT)."""
+    a = np.asarray(a, float)
+    k = len(a)
+    if step <= 0:
+        raise ConfigError(f"firstorder step must be > 0, got {step}")
+    w0 = np.full(k, 1.0 / k) if previous is None else np.asarray(previous, float)
+    w0 = w0 / w0.sum()
+    scale = float(w0 @ np.abs(a))
+    if not scale > 0:
+        w = project_to_bounded_simplex(w0, lower, upper)
+        return TiKMiXDSolution(w, 0.0, False, "influence is zero: keeping the previous mixture")
+    # a domain with no weight in w0 cannot enter under KL(w || w0); a floor keeps every domain reachable
+    w0 = np.maximum(w0, 1e-6)
+    w0 = w0 / w0.sum()
+    w = solve_linear(a / scale, lower=lower, upper=upper, regularizer="kl", strength=1.0 / step, prior=w0)
+    kl = float(np.sum(w * np.log(np.clip(w, 1e-300, None) / w0)))
+    value = float((a / scale) @ (w - w0) - kl / step)
+    return TiKMiXDSolution(w, value, False, f"first-order gain with KL trust region, step {step}")
 
 
 class InfluenceMixer(Mixer):
@@ -252,8 +372,13 @@ class InfluenceMixer(Mixer):
     dynamic = True
 
     def measure(self, ctx: MixingContext) -> Any:
-        """Group Influence of ``ctx.domains`` on ``ctx.targets`` at the live model (cost to ``ctx.compute``)."""
-        return measure_live_influence(
+        """Group Influence of ``ctx.domains`` on ``ctx.targets`` at the live model (cost to ``ctx.compute``).
+
+        With ``min_stability`` set, further samples are pooled until the split-half stability reaches
+        it (:func:`mixlab.influence.budget.measure_until_stable`); each measurement is recorded in
+        ``last_measurements_`` and counted as choosing compute."""
+        records: list[dict[str, Any]] = []
+        gi = measure_live_influence(
             ctx,
             tokens_per_domain=self.tokens_per_domain,
             target_tokens_per_domain=self.target_tokens_per_domain,
@@ -263,7 +388,12 @@ class InfluenceMixer(Mixer):
             projection_dim=self.projection_dim,
             seed=self.seed,
             method=self.name,
+            min_stability=getattr(self, "min_stability", None),
+            max_tokens_per_domain=getattr(self, "max_tokens_per_domain", None),
+            records=records,
         )
+        self.last_measurements_ = records
+        return gi
 
 
 class TiKMiXDMixer(InfluenceMixer):
@@ -292,6 +422,10 @@ class TiKMiXDMixer(InfluenceMixer):
         preconditioner: str = "adam",
         projection_dim: int | None = None,
         seed: int | None = None,
+        step: float = 1.0,
+        on_failure: str = "previous",
+        min_stability: float | None = None,
+        max_tokens_per_domain: int | None = None,
     ) -> None:
         self.objective = objective
         self.alpha = alpha
@@ -307,6 +441,10 @@ class TiKMiXDMixer(InfluenceMixer):
         self.preconditioner = preconditioner
         self.projection_dim = projection_dim
         self.seed = seed
+        self.step = step
+        self.on_failure = on_failure
+        self.min_stability = min_stability
+        self.max_tokens_per_domain = max_tokens_per_domain
 
     def solve(self, ctx: MixingContext, influence: Any) -> TiKMiXDSolution:
         cons = ctx.constraints()
@@ -324,6 +462,8 @@ class TiKMiXDMixer(InfluenceMixer):
             pareto=self.pareto,
             regularizer=self.regularizer,
             strength=self.strength,
+            step=self.step,
+            on_failure=self.on_failure,
         )
 
     def propose(self, ctx: MixingContext) -> Mixture:
@@ -349,9 +489,16 @@ def measure_live_influence(
     projection_dim: int | None = None,
     seed: int | None = None,
     method: str = "tikmix",
+    min_stability: float | None = None,
+    max_tokens_per_domain: int | None = None,
+    records: list[dict[str, Any]] | None = None,
 ) -> Any:
     """Group Influence on ``ctx.live``'s model over ``ctx.corpus`` (rows ``ctx.domains``, columns
-    ``ctx.targets``), with its FLOPs, tokens and seconds added to ``ctx.compute``."""
+    ``ctx.targets``), with the FLOPs, tokens and seconds of every measurement added to ``ctx.compute``.
+
+    ``min_stability``/``max_tokens_per_domain`` choose the budget by split-half stability
+    (:func:`mixlab.influence.budget.measure_until_stable`); ``records`` receives one entry per
+    measurement."""
     live = ctx.live
     if live is None:
         raise MixlabError(
@@ -386,26 +533,40 @@ def measure_live_influence(
     if seq <= 0 or bs <= 0:
         raise MixlabError(f"{method}: give seq_len and batch_size (ctx.live does not say them)")
     from mixlab.influence import measure_group_influence
+    from mixlab.influence.budget import measure_until_stable
 
-    gi = measure_group_influence(
-        model,
-        ctx.corpus,
-        train_domains=list(ctx.domains),
-        target_domains=ctx.targets,
-        tokens_per_domain=int(tokens_per_domain),
-        target_tokens_per_domain=target_tokens_per_domain,
-        seq_len=seq,
-        batch_size=bs,
-        preconditioner=preconditioner,
-        optimizer=optimizer,
-        projection_dim=projection_dim,
-        seed=ctx.seed if seed is None else seed,
-        target_sources=ctx.target_sources,
-    )
-    ctx.compute.add(flops=gi.flops, tokens=gi.tokens, seconds=gi.seconds)
-    log.info(
-        "%s: Group Influence from %d tokens in %.1fs (%s)", method, gi.tokens, gi.seconds, gi.preconditioner
-    )
+    tgt_ratio = None if target_tokens_per_domain is None else target_tokens_per_domain / tokens_per_domain
+
+    def one(tokens: int, s: int) -> Any:
+        return measure_group_influence(
+            model,
+            ctx.corpus,
+            train_domains=list(ctx.domains),
+            target_domains=ctx.targets,
+            tokens_per_domain=tokens,
+            target_tokens_per_domain=None if tgt_ratio is None else max(1, round(tgt_ratio * tokens)),
+            seq_len=seq,
+            batch_size=bs,
+            preconditioner=preconditioner,
+            optimizer=optimizer,
+            projection_dim=projection_dim,
+            seed=s,
+            target_sources=ctx.target_sources,
+        )
+
+    def book(gi: Any) -> None:
+        ctx.compute.add(flops=gi.flops, tokens=gi.tokens, seconds=gi.seconds)
+        log.info(
+            "%s: Group Influence from %d tokens in %.1fs (%s), split-half stability %.2f",
+            method, gi.tokens, gi.seconds, gi.preconditioner, gi.stability,
+        )  # fmt: skip
+
+    gi, measured = measure_until_stable(
+        one, int(tokens_per_domain), seed=ctx.seed if seed is None else seed, min_stability=min_stability,
+        max_tokens_per_domain=max_tokens_per_domain, on_measurement=book,
+    )  # fmt: skip
+    if records is not None:
+        records.extend(measured)
     return gi
 
 
@@ -416,6 +577,7 @@ __all__ = [
     "measure_live_influence",
     "normalised_influence",
     "paper_objective",
+    "solve_firstorder",
     "solve_linear",
     "solve_tikmix_d",
 ]
