@@ -48,6 +48,11 @@ def test_boundaries_as_fractions_and_steps():
     assert cfg.boundary_steps(100) == [25, 50]
     assert PipelineConfig(train={}, boundaries=[10, 30]).boundary_steps(100) == [10, 30]
     assert PipelineConfig(train={}, stages=4).boundary_steps(100) == [25, 50, 75]
+    assert PipelineConfig(train={}).boundary_steps(100) == [50]  # the TiKMiX paper's plan
+    assert PipelineConfig(train={}, stages=3, first_boundary=0.2).boundary_steps(100) == [20, 60]
+    assert PipelineConfig(train={}, first_boundary=0.25).boundary_steps(100) == [25]
+    with pytest.raises(ConfigError, match="not both"):
+        PipelineConfig.parse({"train": {}, "boundaries": [0.5], "first_boundary": 0.2})
     with pytest.raises(ConfigError, match="boundaries"):
         PipelineConfig.parse({"train": {}, "boundaries": [0.5, 0.2]})
     with pytest.raises(ConfigError, match="unknown field"):
@@ -117,3 +122,18 @@ def test_tikmix_d_optimises_an_evaluation_only_target(tiny_corpus, tmp_path):
     assert rec["influence"]["target_domains"] == ["target:docs", "code"]
     with pytest.raises(ConfigError, match="not both"):
         PipelineConfig.parse({"train": {}, "targets": ["a.txt"], "target_domains": ["code"]})
+
+
+def test_tikmix_stage_record_holds_solver_status_and_stability(tiny_corpus, tmp_path):
+    cfg = PipelineConfig(
+        train=_train(tiny_corpus, tmp_path), mixer="tikmix-d", first_boundary=0.25,
+        mixer_params={"tokens_per_domain": 4 * 8 * 64, "pareto": False},
+    )  # fmt: skip
+    res = run_pipeline(cfg, corpus=tiny_corpus)
+    assert [s.start_step for s in res.schedule.stages] == [0, 12]
+    rec = json.loads((res.run_dir / "stages" / "stage_1" / "record.json").read_text())
+    assert rec["solver"]["solver"] == "slsqp" and rec["solver"]["status"] == 0 and rec["solver"]["success"]
+    assert "message" in rec["solver"] and rec["solver"]["fallback"] is None
+    assert -1 <= rec["influence"]["stability"] <= 1 and len(rec["influence"]["half_matrices"]) == 2
+    assert len(rec["measurements"]) == 1 and rec["measurements"][0]["tokens"] == rec["influence"]["tokens"]
+    assert res.stages[1].solver == rec["solver"]

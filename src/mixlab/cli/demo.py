@@ -39,14 +39,14 @@ def demo(
         workspace, model=model, tokens=tokens, stages=stages, mixer=mixer, influence_tokens=influence_tokens,
         seed=seed, cache_dir=cache_dir,
     )
-    domains = list(res.pipeline.stages[0]["mixture"])
+    domains = list(res.pipeline.stages[0].mixture)
     mix = Table(title=f"{mixer}: mixture per stage")
     mix.add_column("stage")
     mix.add_column("from step", justify="right")
     for d in domains:
         mix.add_column(d, justify="right")
     for rec in res.pipeline.stages:
-        mix.add_row(str(rec["stage"]), str(rec["start_step"]), *(f"{rec['mixture'].get(d, 0.0):.3f}" for d in domains))
+        mix.add_row(str(rec.stage), str(rec.start_step), *(f"{rec.mixture.get(d, 0.0):.3f}" for d in domains))
     console.print(mix)
 
     runs = {mixer: res.pipeline.final} | res.baselines

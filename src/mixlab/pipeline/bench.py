@@ -546,7 +546,7 @@ def run_dynamic(env: _Env, method: str, seed: int) -> dict[str, Any]:
         where=f"bench pipeline of {method}",
     )
     res = run_pipeline(cfg, corpus=env.corpus)
-    decided = sum(float(r.get("seconds", 0.0) or 0.0) for r in res.stages[1:])
+    decided = sum(float(r.seconds or 0.0) for r in res.stages[1:])
     return {
         "run_id": res.run_id,
         "final": dict(res.final),

@@ -1,10 +1,13 @@
 """The dynamic stage-by-stage pipeline behind ``mixlab run`` (TiKMiX's schedule, any mixer).
 
-The token budget is split into stages. Stage 0 trains on an initial mixture (natural by default, as
-in TiKMiX). At every boundary the pipeline checkpoints the run, hands the live model to the chosen
+The token budget is split into stages. The default is the TiKMiX paper's plan: stage 0 trains on the
+natural mixture for the first half, and the mixture is re-chosen once, at half the budget. The plan is
+configurable: ``stages`` equal stages, ``first_boundary`` (an earlier first decision, the remaining
+boundaries evenly spaced after it) or explicit ``boundaries``. At every boundary the pipeline checkpoints the run, hands the live model to the chosen
 mixer (TiKMiX-D/-M measure Group Influence on it; a static mixer may run proxies), and continues the
-*same* model and optimizer on the proposed mixture. Every stage's mixture, influence matrix, losses
-and timings are written to ``<run_dir>/stages/stage_<k>/`` and to the run store.
+*same* model and optimizer on the proposed mixture. Every stage's :class:`StageRecord` (mixture, influence matrix with its split-half stability and
+every measurement of its budget, the solver's status and message, losses, timings) is written to
+``<run_dir>/stages/stage_<k>/`` and to the run store.
 
 Resume: the trainer resumes from its latest checkpoint; a boundary whose record exists is replayed
 from the record (never re-decided), and one without a record is decided again from the checkpoint at
@@ -17,7 +20,7 @@ from __future__ import annotations
 import csv
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -46,8 +49,12 @@ class PipelineConfig(BaseModel):
     """Method that chooses each later stage's mixture (a name from ``mixlab.mixers.REGISTRY``)."""
     mixer_params: dict[str, Any] = Field(default_factory=dict)
     """Keyword arguments for the mixer (e.g. ``{"gamma": 0.5, "tokens_per_domain": 65536}``)."""
-    stages: int = Field(3, ge=1)
-    """Number of equal stages (ignored when ``boundaries`` is given)."""
+    stages: int = Field(2, ge=1)
+    """Number of stages (ignored when ``boundaries`` is given). The default 2 with no
+    ``first_boundary`` is the TiKMiX paper's plan: one change of mixture, at half the budget."""
+    first_boundary: float | None = Field(None, gt=0, lt=1)
+    """Fraction of the budget at which stage 1 starts; the later boundaries are spaced evenly over the
+    rest (e.g. ``stages: 3, first_boundary: 0.2`` gives 0.2 and 0.6). None = equal stages."""
     boundaries: list[float] | None = None
     """Stage starts after the first, as fractions of the budget in (0, 1), or as optimizer steps
     (values >= 1), increasing."""
@@ -78,6 +85,10 @@ class PipelineConfig(BaseModel):
                 raise ValueError("boundaries must be positive and strictly increasing")
             if any(x < 1 for x in b) and any(x >= 1 for x in b):
                 raise ValueError("boundaries must be all fractions in (0, 1) or all step numbers")
+            if self.first_boundary is not None:
+                raise ValueError("give either boundaries or first_boundary, not both")
+        if self.first_boundary is not None and self.stages < 2:
+            raise ValueError("first_boundary needs stages >= 2")
         if self.targets and (self.target_domains or self.target_weights):
             raise ValueError("give targets or target_domains/target_weights, not both")
         return self
@@ -100,7 +111,10 @@ class PipelineConfig(BaseModel):
 
     def boundary_steps(self, total_steps: int) -> list[int]:
         """Optimizer steps at which stages 1, 2, ... start."""
-        if self.boundaries is None:
+        if self.boundaries is None and self.first_boundary is not None:
+            f, n = self.first_boundary, self.stages
+            raw = [round(total_steps * (f + (1 - f) * k / (n - 1))) for k in range(n - 1)]
+        elif self.boundaries is None:
             raw = [round(total_steps * k / self.stages) for k in range(1, self.stages)]
         elif self.boundaries[0] < 1:
             raw = [round(total_steps * f) for f in self.boundaries]
@@ -126,11 +140,49 @@ class LiveState:
 
 
 @dataclass
+class StageRecord:
+    """What was decided at one stage boundary, and how (``record.json`` of ``stages/stage_<k>``)."""
+
+    stage: int
+    start_step: int
+    mixture: dict[str, float]
+    method: str
+    previous: dict[str, float] | None = None
+    seconds: float | None = None
+    """Wall seconds the decision took (measurement and solve)."""
+    val_losses: dict[str, float] | None = None
+    """The last evaluation before the boundary."""
+    domain_counts: dict[str, int] | None = None
+    """Sequences drawn per domain up to the boundary (cumulative)."""
+    influence: dict[str, Any] | None = None
+    """The Group Influence record (``GroupInfluence.to_dict()``), with its split-half ``stability``."""
+    measurements: list[dict[str, Any]] | None = None
+    """One entry per influence measurement of the budget (tokens, seed, stability, cost)."""
+    solver: dict[str, Any] | None = None
+    """The solver's outcome (``TiKMiXDSolution.to_dict()``: status, message, success, fallback)."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Keys of a stored record this class does not know (kept when a record is read back)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {k: v for k, v in asdict(self).items() if k != "extra" and v is not None}
+        return out | self.extra
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StageRecord:
+        known = {f.name for f in fields(cls)} - {"extra"}
+        missing = {"stage", "start_step", "mixture"} - set(data)
+        if missing:
+            raise MixlabError(f"stage record lacks {sorted(missing)}; delete the run directory to start over")
+        return cls(**{k: v for k, v in data.items() if k in known} | {"method": data.get("method", "given")},
+                   extra={k: v for k, v in data.items() if k not in known})
+
+
+@dataclass
 class PipelineResult:
     run_id: str
     run_dir: Path
     schedule: Schedule
-    stages: list[dict[str, Any]]
+    stages: list[StageRecord]
     curve: dict[int, dict[str, float]]
     compute: ComputeLedger
     tokens: int
@@ -145,7 +197,7 @@ class PipelineResult:
     def stage_domain_counts(self) -> list[dict[str, int]]:
         """Sequences drawn per domain within each stage (this rank), from the cumulative counts the
         records hold at each boundary and at the end."""
-        marks = [r["domain_counts"] for r in self.stages[1:]] + [self.end_domain_counts]
+        marks = [r.domain_counts or {} for r in self.stages[1:]] + [self.end_domain_counts]
         out, prev = [], dict.fromkeys(self.end_domain_counts, 0)
         for cur in marks:
             out.append({d: int(cur[d]) - int(prev.get(d, 0)) for d in cur})
@@ -252,9 +304,10 @@ class DynamicPipeline:
         if ledger_path.is_file():
             saved = read_json(ledger_path)
             self.compute = ComputeLedger(**{k: saved[k] for k in ("flops", "tokens", "seconds")})
-        records: list[dict[str, Any]] = [
-            self._write_stage(stages_dir, 0, {"stage": 0, "start_step": 0, "mixture": initial.to_dict(),
-                                              "method": cfg.initial if isinstance(cfg.initial, str) else "given"})
+        records: list[StageRecord] = [
+            self._write_stage(stages_dir, StageRecord(
+                stage=0, start_step=0, mixture=initial.to_dict(),
+                method=cfg.initial if isinstance(cfg.initial, str) else "given"))
         ]
         proxy = None
         for k, boundary in enumerate(boundaries, start=1):
@@ -263,8 +316,8 @@ class DynamicPipeline:
                 raise MixlabError(f"run {trainer.run_id} stopped at step {trainer.step} before boundary {boundary}")
             record_file = stages_dir / f"stage_{k}" / "record.json"
             if record_file.is_file():
-                record = read_json(record_file)
-                mixture = Mixture(record["mixture"])
+                record = StageRecord.from_dict(read_json(record_file))
+                mixture = Mixture(record.mixture)
                 log.info("stage %d: replaying recorded mixture %s", k, mixture)
             else:
                 if trainer.step > boundary:
@@ -277,8 +330,8 @@ class DynamicPipeline:
                     proxy = self._proxy_runner(corpus, trainer.config)
                 record = self._decide(trainer, corpus, k, boundary, records, proxy)
                 atomic_write_json(ledger_path, self.compute.to_dict())
-                self._write_stage(stages_dir, k, record)
-                mixture = Mixture(record["mixture"])
+                self._write_stage(stages_dir, record)
+                mixture = Mixture(record.mixture)
             records.append(record)
             if trainer.step == boundary and trainer.sampler.schedule.mixture_at(boundary) != mixture:
                 trainer.set_schedule(mixture)
@@ -288,7 +341,7 @@ class DynamicPipeline:
         atomic_write_json(run_dir / "schedule.json", {"schedule": schedule.to_list()})
         self._write_metrics_csv(run_dir, trainer.run_id, result.curve, trainer.tokens_per_step)
         if trainer.store is not None:
-            trainer.store.set_artifact(trainer.run_id, "stages", records)
+            trainer.store.set_artifact(trainer.run_id, "stages", [r.to_dict() for r in records])
             trainer.store.set_artifact(trainer.run_id, "choose_compute", self.compute.to_dict())
         return PipelineResult(
             run_id=trainer.run_id, run_dir=run_dir, schedule=schedule, stages=records, curve=result.curve,
@@ -296,8 +349,8 @@ class DynamicPipeline:
             end_domain_counts=end_counts,
         )
 
-    def _decide(self, trainer: Any, corpus: Any, k: int, boundary: int, records: list[dict[str, Any]],
-                proxy: Any) -> dict[str, Any]:
+    def _decide(self, trainer: Any, corpus: Any, k: int, boundary: int, records: list[StageRecord],
+                proxy: Any) -> StageRecord:
         """Ask the mixer for stage ``k``'s mixture at the live checkpoint (RNG and grads untouched)."""
         tc = trainer.config
         previous = trainer.sampler.schedule.mixture_at(boundary - 1)
@@ -306,7 +359,7 @@ class DynamicPipeline:
         remaining = (trainer.total_steps - boundary) * trainer.tokens_per_step
         losses = trainer.curve.get(max(trainer.curve)) if trainer.curve else None
         ctx = self._context(corpus, tc.tokens, remaining_tokens=remaining, stage=k, previous=previous,
-                            live=live, proxy=proxy, history=list(records))
+                            live=live, proxy=proxy, history=[r.to_dict() for r in records])
         rng = torch.get_rng_state()
         t0 = time.perf_counter()
         was_training = trainer.model.training
@@ -317,26 +370,31 @@ class DynamicPipeline:
             trainer.model.train(was_training)
             trainer.optimizer.zero_grad(set_to_none=True)
         seconds = time.perf_counter() - t0
-        record: dict[str, Any] = {
-            "stage": k, "start_step": boundary, "mixture": mixture.to_dict(), "previous": previous.to_dict(),
-            "method": self.config.mixer, "seconds": seconds, "val_losses": losses,
-            "domain_counts": trainer.sampler.domain_counts(),
-        }
         influence = getattr(self.mixer, "last_influence_", None)
-        if influence is not None:
-            record["influence"] = influence.to_dict() if hasattr(influence, "to_dict") else influence
+        solution = getattr(self.mixer, "last_solution_", None)
+        record = StageRecord(
+            stage=k, start_step=boundary, mixture=mixture.to_dict(), previous=previous.to_dict(),
+            method=self.config.mixer, seconds=seconds, val_losses=losses,
+            domain_counts=trainer.sampler.domain_counts(),
+            influence=influence.to_dict() if hasattr(influence, "to_dict") else influence,
+            measurements=getattr(self.mixer, "last_measurements_", None),
+            solver=solution.to_dict() if hasattr(solution, "to_dict") else None,
+        )  # fmt: skip
         log.info("stage %d (from step %d): %s  [decided in %.1fs]", k, boundary, mixture, seconds)
+        if record.solver is not None and record.solver.get("fallback"):
+            log.warning("stage %d: the solver failed (%s); used fallback %r", k, record.solver.get("message"),
+                        record.solver["fallback"])
         if trainer.store is not None:
-            trainer.store.set_artifact(trainer.run_id, f"stage_{k}", record)
+            trainer.store.set_artifact(trainer.run_id, f"stage_{k}", record.to_dict())
         return record
 
     @staticmethod
-    def _write_stage(stages_dir: Path, k: int, record: dict[str, Any]) -> dict[str, Any]:
-        d = stages_dir / f"stage_{k}"
-        atomic_write_json(d / "mixture.json", {"mixture": record["mixture"]})
-        if "influence" in record:
-            atomic_write_json(d / "influence.json", record["influence"])
-        atomic_write_json(d / "record.json", record)
+    def _write_stage(stages_dir: Path, record: StageRecord) -> StageRecord:
+        d = stages_dir / f"stage_{record.stage}"
+        atomic_write_json(d / "mixture.json", {"mixture": record.mixture})
+        if record.influence is not None:
+            atomic_write_json(d / "influence.json", record.influence)
+        atomic_write_json(d / "record.json", record.to_dict())
         return record
 
     @staticmethod
@@ -355,5 +413,5 @@ def run_pipeline(config: PipelineConfig | dict[str, Any], *, store: Any = None, 
     return DynamicPipeline(cfg, store=store, corpus=corpus).run()
 
 
-__all__ = ["DynamicPipeline", "LiveState", "PipelineConfig", "PipelineResult", "run_pipeline"]
+__all__ = ["DynamicPipeline", "LiveState", "PipelineConfig", "PipelineResult", "StageRecord", "run_pipeline"]
 
