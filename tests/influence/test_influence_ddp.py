@@ -1,4 +1,5 @@
-"""Two gloo ranks, each taking half the batches, reproduce the single-process matrix and stderr."""
+"""Two gloo ranks, each taking half the batches, reproduce the single-process matrix, stderr and
+split-half stability."""
 
 from __future__ import annotations
 
@@ -37,8 +38,8 @@ WORKER = SETUP + textwrap.dedent(
     torch.distributed.init_process_group("gloo", init_method=f"file://{path}", rank=rank, world_size=2)
     from mixlab.influence import compute_group_influence
     model, train, target = setup()
-    gi = compute_group_influence(model, train, target, loss_fn=loss_fn, projection_dim=4)
-    np.save(f"{out}/rank{rank}.npy", np.stack([gi.matrix, gi.stderr]))
+    gi = compute_group_influence(model, train, target, loss_fn=loss_fn, projection_dim=4, min_stderr_batches=2)
+    np.save(f"{out}/rank{rank}.npy", np.stack([gi.matrix, gi.stderr, np.full_like(gi.matrix, gi.stability)]))
     torch.distributed.destroy_process_group()
     """
 )
@@ -58,9 +59,10 @@ def test_ddp_matches_single_process(tmp_path):
     ns: dict = {}
     exec(SETUP, ns)
     model, train, target = ns["setup"]()
-    gi = compute_group_influence(model, train, target, loss_fn=ns["loss_fn"], projection_dim=4)
-    assert torch.isfinite(torch.tensor(gi.stderr)).all()
+    gi = compute_group_influence(model, train, target, loss_fn=ns["loss_fn"], projection_dim=4, min_stderr_batches=2)
+    assert torch.isfinite(torch.tensor(gi.stderr)).all() and np.isfinite(gi.stability)
     for rank in (0, 1):
         got = np.load(tmp_path / f"rank{rank}.npy")
         np.testing.assert_allclose(got[0], gi.matrix, rtol=1e-5)
         np.testing.assert_allclose(got[1], gi.stderr, rtol=1e-4)
+        np.testing.assert_allclose(got[2], gi.stability, rtol=1e-4)  # split halves by global batch index
