@@ -8,9 +8,13 @@ from mixlab.pipeline.bench import (
     RESULT_KEYS,
     BenchConfig,
     bench_table,
+    headroom,
+    headroom_message,
+    paired_delta,
     reconcile_compute,
     run_bench,
     summarise,
+    time_averaged,
     write_outputs,
 )
 from mixlab.proxy import ComputeLedger
@@ -164,7 +168,8 @@ def test_a_method_variant_is_its_own_row(tiny_corpus, tmp_path):
         scale="tiny", methods=["doremi", "doremi[steps=8]"], seeds=1, workspace=str(tmp_path / "ws"), device="cpu"
     )
     rows = run_bench(cfg, corpus=tiny_corpus)
-    assert [r["method"] for r in rows] == ["doremi", "doremi[steps=8]"]
+    assert [r["method"] for r in rows] == ["uniform", "doremi", "doremi[steps=8]"]  # uniform: the pairing baseline
+    rows = rows[1:]
     # the variant overrides the scale's 16 steps (reference + proxy, 8 sequences of 64 tokens a step)
     assert rows[0]["choose_tokens"] == 2 * 16 * 8 * 64 and rows[1]["choose_tokens"] == 2 * 8 * 8 * 64
     assert rows[0]["run_ids"] != rows[1]["run_ids"]
@@ -173,3 +178,85 @@ def test_a_method_variant_is_its_own_row(tiny_corpus, tmp_path):
     console = Console(record=True, width=140)
     console.print(bench_table(rows))
     assert "doremi[steps=8]" in console.export_text()  # not swallowed as rich markup
+
+
+def test_paired_delta_and_headroom_on_a_toy_case():
+    # per-seed differences 0.1, 0.2, 0.3: mean 0.2, sd 0.1, t(0.975, 2) = 4.302653 -> half-width 0.248414
+    mean, ci = paired_delta([1.1, 1.2, 1.3], [1.0, 1.0, 1.0])
+    assert mean == pytest.approx(0.2)
+    assert ci == pytest.approx([0.2 - 0.2484138, 0.2 + 0.2484138], abs=1e-6)
+    assert paired_delta([2.0], [1.0])[0] == 1.0 and all(math.isnan(x) for x in paired_delta([2.0], [1.0])[1])
+    # uniform 2.0 +- (sd 0.1), oracle 1.5 +- (sd 0.1): headroom 0.5 = 5 seed SDs
+    h = headroom([1.9, 2.0, 2.1], [1.4, 1.5, 1.6])
+    assert h["headroom"] == pytest.approx(0.5) and h["seed_sd"] == pytest.approx(0.1)
+    assert h["headroom_sd"] == pytest.approx(5.0)
+    text, small = headroom_message(headroom([1.9, 2.0, 2.1], [1.8, 1.9, 2.0]))
+    assert small and "UNDER 5 SD" in text and "1.0 seed SDs" in text
+    assert not headroom_message(h)[1] or h["headroom_sd"] < 5  # exactly 5 SD is enough
+    with pytest.raises(MixlabError):
+        paired_delta([], [])
+
+
+def test_time_averaged_mixture_weights_stages_by_steps():
+    from mixlab.mixture import Schedule
+
+    sched = Schedule.from_list([{"start_step": 0, "mixture": {"a": 1.0, "b": 0.0}},
+                                {"start_step": 25, "mixture": {"a": 0.0, "b": 1.0}}])
+    assert time_averaged(sched, 100).to_dict() == pytest.approx({"a": 0.25, "b": 0.75})
+
+
+def test_target_track_oracle_controls_and_paired_deltas(tiny_corpus, tmp_path, monkeypatch):
+    """Target track on a file target: the oracle row (its selection runs are its compute), the two
+    controls of a dynamic method (unimax flagged dynamic stands in for TiKMiX), paired deltas."""
+    from mixlab.mixers.baselines import UniMaxMixer
+
+    monkeypatch.setattr(UniMaxMixer, "dynamic", True)
+    target = tmp_path / "eval.txt"
+    target.write_text("\n".join(f"def f{i}(x):\n    return x + {i}" for i in range(400)), encoding="utf-8")
+    cfg = BenchConfig(scale="tiny", methods=["unimax"], seeds=2, workspace=str(tmp_path / "ws"), device="cpu",
+                      targets=[f"{target}=2", "domain:english"], oracle_candidates=3, controls=True)
+    summary: dict = {}
+    rows = run_bench(cfg, corpus=tiny_corpus, summary=summary)
+    by = {r["method"]: r for r in rows}
+    assert list(by) == ["uniform", "unimax", "unimax:avg-static", "unimax:natural-then-uniform", "oracle"]
+    u = by["uniform"]
+    for r in rows:  # target_loss is the weighted target loss, 2/3 eval.txt + 1/3 english, per seed
+        for final_seed, t in zip(r["run_ids"], r["target_per_seed"], strict=True):
+            assert math.isfinite(t) and final_seed
+        assert r["target_loss"] == pytest.approx(
+            2 / 3 * r["per_domain"]["target:eval"] + 1 / 3 * r["per_domain"]["english"], rel=1e-9)
+        d = [a - b for a, b in zip(r["target_per_seed"], u["target_per_seed"], strict=True)]
+        assert r["delta_vs_uniform"] == pytest.approx(sum(d) / 2)
+        assert len(r["delta_vs_uniform_ci95"]) == 2
+    assert u["delta_vs_uniform"] == 0.0
+    # controls: the same boundaries, natural first then uniform; the dynamic schedule's average
+    b = by["unimax"]["schedule"][1]["start_step"]
+    nu = by["unimax:natural-then-uniform"]["schedule"]
+    assert [st["start_step"] for st in nu] == [0, b] and nu[1]["mixture"] == pytest.approx(u["mixture"])
+    assert by["unimax:avg-static"]["mixture"] is not None and by["unimax:avg-static"]["control_of"] == "unimax"
+    # oracle: best of 3 candidates on a selection seed, then the paired seeds; compute = the selection runs
+    o = by["oracle"]
+    assert len(o["oracle_scores"]) == 3 and o["choose_flops"] > 0 and o["seeds"] == 2
+    assert o["mixture"] == pytest.approx(o["oracle_candidates"][o["oracle_scores"].index(min(o["oracle_scores"]))])
+    assert summary["headroom"] == pytest.approx(u["target_loss"] - o["target_loss"])
+    assert math.isfinite(summary["headroom_sd"]) or summary["seed_sd"] == 0
+    assert summary["objective_keys"] == ["target:eval", "english"]
+
+
+@pytest.mark.parametrize("kind", ["missing", "empty", "binary"])
+def test_bench_cli_bad_target_is_a_clear_error(tiny_corpus, tmp_path, capsys, kind):
+    from mixlab.cli.main import main
+
+    path = tmp_path / f"{kind}.txt"
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "binary":
+        path.write_bytes(b"\x00\x01\x02PK" * 500)
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", "--scale", "tiny", "--methods", "uniform", "--corpus", str(tiny_corpus.root),
+              "--workspace", str(tmp_path / "ws"), "--target", str(path), "--out", str(tmp_path / "b.json")])
+    assert exc.value.code == 2
+    err = capsys.readouterr()
+    text = " ".join((err.err + err.out).split())
+    assert str(path) in text.replace("\n", "") or path.name in text
+    assert "Traceback" not in err.err

@@ -33,8 +33,23 @@ def bench(
     target_tokens: Annotated[int | None, typer.Option(min=1, help="Target tokens per run (overrides the scale).")] = None,
     proxy_model: Annotated[str | None, typer.Option(help="Proxy model preset (overrides the scale).")] = None,
     proxy_tokens: Annotated[int | None, typer.Option(min=1, help="Tokens per proxy run (overrides the scale).")] = None,
+    track: Annotated[
+        str, typer.Option(help="target: the weighted loss of the target set (default); balanced: the mean "
+                               "validation loss over the training domains.")
+    ] = "target",
+    target: Annotated[
+        list[str] | None,
+        typer.Option("--target", help="PATH[=WEIGHT] (repeatable): the target set, evaluated and never trained "
+                                      "on: a text file or directory, builtin:pydoc (the default) or domain:NAME."),
+    ] = None,
     target_domains: Annotated[
-        str | None, typer.Option(help="Comma-separated domains whose mean loss is target_loss (default: all).")
+        str | None, typer.Option(help="Comma-separated training domains (validation splits) as the target set.")
+    ] = None,
+    oracle_candidates: Annotated[
+        int | None, typer.Option(min=0, help="Static mixtures the oracle row picks from (default from the scale; 0: none).")
+    ] = None,
+    controls: Annotated[
+        bool | None, typer.Option("--controls/--no-controls", help="Control rows for dynamic methods (default from the scale).")
     ] = None,
     max_epochs: Annotated[
         float | None, typer.Option(help="Most passes over any domain, for methods and target runs.")
@@ -49,10 +64,16 @@ def bench(
     progress: Annotated[bool, typer.Option(help="Show each training run's progress bar.")] = False,
 ) -> None:
     """Run every selected method's whole choosing procedure, train a target model on its mixture with
-    several seeds, and compare average / worst-domain / target-set validation loss against the compute
-    spent choosing (FLOPs, proxy tokens, seconds). Re-running reuses finished choices and runs.
+    paired seeds, and compare the track's target loss (with the per-seed difference to uniform and its
+    95% interval), average and worst-domain loss against the compute spent choosing (FLOPs, proxy
+    tokens, seconds). An oracle row (the best of N static mixtures at target scale) shows the headroom,
+    printed in seed standard deviations. Re-running reuses finished choices and runs.
 
     Example: mixlab bench --scale tiny --methods uniform,natural,doremi --out bench.json
+
+    Example: mixlab bench --track balanced --out balanced.json
+
+    Example: mixlab bench --target my_eval.txt --target builtin:pydoc=0.5
 
     Example: mixlab bench --methods 'regmix,tikmix-d,tikmix-d\\[pareto=false]'
     """
@@ -62,7 +83,20 @@ def bench(
     from rich.markup import escape
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from mixlab.pipeline.bench import BenchConfig, bench_table, run_bench, write_outputs
+    from mixlab.errors import ConfigError
+    from mixlab.mixers import mixer_class
+    from mixlab.pipeline.bench import (
+        TRACKS,
+        BenchConfig,
+        bench_table,
+        headroom_message,
+        parse_method_spec,
+        run_bench,
+        write_outputs,
+    )
+
+    if track not in TRACKS:
+        raise ConfigError(f"bench --track {track!r}: choose one of {list(TRACKS)}")
 
     console = Console()
     cfg = BenchConfig(
@@ -75,20 +109,26 @@ def bench(
         target_tokens=target_tokens,
         proxy_model=proxy_model,
         proxy_tokens=proxy_tokens,
+        track=track,
+        targets=list(target) if target else None,
         target_domains=_split(target_domains),
+        oracle_candidates=oracle_candidates,
+        controls=controls,
         max_epochs=max_epochs,
         workspace=str(workspace) if workspace else None,
         device=device,
         progress=progress,
     )
-    _, method_list = cfg.resolved()
+    spec, method_list = cfg.resolved()
+    dynamic = sum(mixer_class(parse_method_spec(m)[0]).dynamic for m in method_list)
+    total = len(method_list) + (spec.oracle_candidates > 0) + (2 * dynamic if spec.controls else 0)
     log = logging.getLogger("mixlab.bench")
     with Progress(
-        TextColumn("[bold]bench"), BarColumn(), TextColumn("{task.completed}/{task.total} methods"),
+        TextColumn("[bold]bench"), BarColumn(), TextColumn("{task.completed}/{task.total} rows"),
         TextColumn("{task.description}"), TimeElapsedColumn(), console=console, transient=True,
         disable=progress,
     ) as bar:
-        task = bar.add_task("", total=len(method_list))
+        task = bar.add_task("", total=total)
 
         def on_event(msg: str) -> None:
             bar.update(task, description=escape(msg))
@@ -99,7 +139,11 @@ def bench(
             if error:
                 console.print(f"[yellow]skipped {escape(name)}:[/] {escape(error)}")
 
-        rows = run_bench(cfg, on_event=on_event, on_method=on_method)
-    console.print(bench_table(rows, title=f"mixlab bench ({scale})"))
+        summary: dict = {}
+        rows = run_bench(cfg, on_event=on_event, on_method=on_method, summary=summary)
+    what = ", ".join(f"{t['key']} ({t['weight']:.2f})" for t in summary.get("targets") or []) or "mean over domains"
+    console.print(bench_table(rows, title=f"mixlab bench ({scale}, {track} track: {escape(what)})"))
+    text, small = headroom_message(summary)
+    console.print(f"[bold red]WARNING: {escape(text)}[/]" if small else escape(text))
     paths = write_outputs(rows, out)
     console.print(f"wrote {paths['json']}, {paths['csv']}, {paths['png']}")

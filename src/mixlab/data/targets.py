@@ -7,7 +7,7 @@ validation split of one of the corpus's training domains (``domain:NAME``). Ever
 the weighted target loss ``sum_j c_j L_j`` (weights ``c_j`` normalised to sum to one).
 
 An evaluation-only target is tokenised with the corpus's tokenizer (each document followed by EOS,
-exactly as ``mixlab prepare`` does) and cached atomically under ``<corpus>/targets/``; its tokens are
+exactly as ``mixlab prepare`` does) and cached atomically under ``<user cache>/mixlab/targets/``; its tokens are
 handed to evaluation and influence code only, never to the :class:`~mixlab.data.MixtureSampler`, so
 they cannot enter a training batch. In losses, curves and influence matrices an evaluation-only
 target appears under the key ``target:<name>``; a training domain's validation split under the
@@ -287,10 +287,9 @@ class TargetSet:
         ]
 
 
-def _cache_dir(corpus: Any) -> Path:
-    root = getattr(corpus, "root", None)
-    if root is not None and os.access(root, os.W_OK):
-        return Path(root) / "targets"
+def _cache_dir() -> Path:
+    """``<user cache dir>/mixlab/targets``: entries are keyed by content and tokenizer, so one cache
+    serves every corpus, and a prepared corpus directory is never written to."""
     import platformdirs
 
     return Path(platformdirs.user_cache_dir("mixlab")) / "targets"
@@ -305,7 +304,7 @@ def _tokenizer_id(corpus: Any) -> str:
 def _tokenise(corpus: Any, spec: TargetSpec, cache_dir: Path | None) -> np.ndarray:
     docs, content = target_documents(spec)
     key = hashlib.sha256(f"{content}|{_tokenizer_id(corpus)}|{spec.text_field}".encode()).hexdigest()[:20]
-    cache = (cache_dir or _cache_dir(corpus)) / f"{spec.label}-{key}.npy"
+    cache = (cache_dir or _cache_dir()) / f"{spec.label}-{key}.npy"
     if cache.is_file():
         try:
             return np.load(cache, allow_pickle=False)

@@ -9,9 +9,24 @@ For every selected method the benchmark
    ``seeds`` seeds (:class:`~mixlab.train.Trainer`); dynamic methods (``mixer.dynamic``: TiKMiX-D/-M)
    instead run the stage-by-stage pipeline (:func:`mixlab.pipeline.dynamic.run_pipeline`), which
    trains the target itself and re-chooses the mixture at every stage boundary;
-3. reports per method the average validation loss over domains, the worst domain's loss and the loss
-   on the target domain set (each the mean over seeds, with ``<key>_std``), and the compute spent
-   choosing: FLOPs, proxy tokens and wall seconds.
+3. reports per method the average validation loss over domains, the worst domain's loss and the
+   track's objective ``target_loss`` (each the mean over seeds, with ``<key>_std``), the compute spent
+   choosing (FLOPs, proxy tokens, wall seconds), and the paired difference to uniform.
+
+Two tracks. ``target`` (the default): the objective is the weighted loss of a target set that is not
+trained on (``mixlab.data.targets``; by default the built-in ``builtin:pydoc``), the setting in which
+choosing a mixture matters most. ``balanced``: the mean validation loss over the training domains
+(DoReMi's setting), where uniform is close to optimal by construction. Target runs evaluate the target
+set in both tracks, so target-agnostic methods' runs are shared between them.
+
+Paired seeds: every row trains the same seeds; ``delta_vs_uniform`` is the mean over seeds of the
+per-seed difference of ``target_loss`` to uniform's, ``delta_vs_uniform_ci95`` its 95% t-interval.
+The ``oracle`` row is the best of ``oracle_candidates`` static mixtures, each trained at target scale on
+a separate selection seed (its choosing compute is all those runs), then trained on the paired seeds;
+``headroom`` (uniform minus oracle) is also given in seed standard deviations: a track whose headroom
+is under 5 SD cannot rank methods. Controls for each dynamic method: its schedule's time-averaged
+mixture trained statically (``<method>:avg-static``) and the schedule natural-then-uniform with the
+same boundaries (``<method>:natural-then-uniform``), which separate the dynamic part from the mixture.
 
 Every stage is resumable: a method's choice is stored (atomically) under
 ``<workspace>/bench/choices/`` keyed by everything that determines it, and target runs are ordinary
@@ -35,12 +50,13 @@ from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from mixlab.data.targets import DEFAULT_TARGET, TargetSet, load_targets
 from mixlab.errors import ConfigError, MixlabError
 from mixlab.mixers import REGISTRY, get_mixer, mixer_class
 from mixlab.mixers.base import MixingContext
@@ -76,10 +92,18 @@ RESULT_KEYS: tuple[str, ...] = (
     "choose_tokens",
     "choose_seconds",
     "seeds",
+    "delta_vs_uniform",
+    "delta_vs_uniform_ci95",
 )
 """The keys every result object carries (the issue's list); rows also hold details after these."""
 
-CHOICE_VERSION = 1
+CHOICE_VERSION = 2
+
+TRACKS = ("target", "balanced")
+"""``target``: the weighted loss of the target set; ``balanced``: the mean over training domains."""
+
+HEADROOM_MIN_SD = 5.0
+"""Below this many seed SDs of headroom a track's table cannot rank methods; the CLI says so loudly."""
 
 _SPEC = re.compile(r"^\s*([A-Za-z0-9_.-]+)\s*(?:\[(.*)\])?\s*$")
 
@@ -163,6 +187,10 @@ class ScaleSpec(BaseModel):
     """Per-method parameters for ``get_mixer(name, **params)``."""
     proxy_overrides: dict[str, dict[str, Any]] = Field(default_factory=dict)
     """Per-method extra :class:`~mixlab.train.LocalProxyRunner` keywords (e.g. ``eval_interval``)."""
+    oracle_candidates: int = Field(0, ge=0)
+    """Static mixtures the oracle row chooses from (0 = no oracle row)."""
+    controls: bool = False
+    """Add the two control rows of every dynamic method."""
 
 
 @cache
@@ -207,8 +235,17 @@ class BenchConfig(BaseModel):
     """Proxy model preset (overrides the scale)."""
     proxy_tokens: int | None = Field(None, gt=0)
     """Tokens per proxy run (overrides the scale)."""
+    track: Literal["target", "balanced"] = "target"
+    """``target``: ``target_loss`` is the weighted loss of ``targets``; ``balanced``: the mean over domains."""
+    targets: list[str | dict[str, Any]] | None = None
+    """The target set (``PATH[=WEIGHT]``, ``builtin:pydoc``, ``domain:NAME`` or mappings); None =
+    ``target_domains`` when given, else the built-in target. Evaluated in every target run."""
     target_domains: list[str] | None = None
-    """Validation domains whose mean loss is ``target_loss``; None = all domains."""
+    """Target track: training domains (validation splits, equal weights) as the target set."""
+    oracle_candidates: int | None = Field(None, ge=0)
+    """Static mixtures the oracle chooses from (overrides the scale; 0 = no oracle row)."""
+    controls: bool | None = None
+    """Control rows for dynamic methods (overrides the scale)."""
     method_params: dict[str, dict[str, Any]] = Field(default_factory=dict)
     """Per-method parameter overrides, merged over the scale's."""
     max_epochs: float | None = Field(None, gt=0)
@@ -242,15 +279,30 @@ class BenchConfig(BaseModel):
                 "target": spec.target.model_copy(update=upd_t),
                 "seeds": self.seeds or spec.seeds,
                 "methods": methods_params,
+                "oracle_candidates": spec.oracle_candidates if self.oracle_candidates is None
+                else self.oracle_candidates,
+                "controls": spec.controls if self.controls is None else self.controls,
             }
         )
         methods = list(self.methods) if self.methods else list(DEFAULT_METHODS)
+        if "uniform" not in methods:  # every row is paired against uniform
+            methods.insert(0, "uniform")
         unknown = [m for m in methods if _registry_name(m) not in REGISTRY]
         if unknown:
             raise ConfigError(f"bench: unknown method(s) {unknown}; choose from {sorted(REGISTRY)}")
         if len(set(methods)) != len(methods):
             raise ConfigError(f"bench: a method is listed twice in {methods}")
+        if self.targets and self.target_domains:
+            raise ConfigError("bench: give targets or target_domains, not both")
         return spec, methods
+
+    def target_specs(self) -> list[Any]:
+        """The target set evaluated in every target run (the target track's objective)."""
+        if self.targets:
+            return list(self.targets)
+        if self.target_domains:
+            return [f"domain:{d}" for d in self.target_domains]
+        return [DEFAULT_TARGET]
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -322,29 +374,75 @@ def reconcile_compute(ctx_ledger: ComputeLedger, metered: ComputeLedger, wall_se
     return {"flops": float(flops), "tokens": int(tokens), "seconds": float(max(wall_seconds, metered.seconds))}
 
 
-def summarise(finals: Sequence[Mapping[str, float]], target_domains: Sequence[str]) -> dict[str, float]:
-    """Mean and std over seeds of the average, worst and target-set validation losses.
+def summarise(
+    finals: Sequence[Mapping[str, float]],
+    target_domains: Sequence[str],
+    *,
+    domains: Sequence[str] | None = None,
+    weights: Mapping[str, float] | None = None,
+) -> dict[str, Any]:
+    """Mean and std over seeds of the average, worst and target validation losses.
 
-    Per seed: ``avg`` = mean over domains, ``worst`` = max over domains, ``target`` = mean over
-    ``target_domains``. Std is the population std (0 for a single seed).
+    Per seed: ``avg`` = mean over ``domains`` (default: every key of the seed's losses), ``worst`` =
+    max over them, ``target`` = ``sum_j c_j L_j`` over ``target_domains`` with ``weights`` c (default
+    equal). Std is the population std (0 for a single seed). ``target_per_seed`` lists the per-seed
+    targets (the paired differences are taken from it).
     """
     if not finals:
         raise MixlabError("bench: no finished target run to summarise")
+    c = dict(weights) if weights else {d: 1.0 / len(target_domains) for d in target_domains}
     per: dict[str, list[float]] = {"avg_loss": [], "worst_loss": [], "target_loss": []}
     for final in finals:
         missing = [d for d in target_domains if d not in final]
         if missing:
-            raise MixlabError(f"bench: target domain(s) {missing} were not evaluated (have {sorted(final)})")
-        vals = np.array(list(final.values()), dtype=float)
+            raise MixlabError(f"bench: target(s) {missing} were not evaluated (have {sorted(final)})")
+        keys = list(domains) if domains is not None else list(final)
+        vals = np.array([final[d] for d in keys], dtype=float)
         per["avg_loss"].append(float(vals.mean()))
         per["worst_loss"].append(float(vals.max()))
-        per["target_loss"].append(float(np.mean([final[d] for d in target_domains])))
-    out: dict[str, float] = {}
+        per["target_loss"].append(float(sum(c[d] * final[d] for d in target_domains)))
+    out: dict[str, Any] = {}
     for key, xs in per.items():
         arr = np.array(xs)
         out[key] = float(arr.mean())
         out[f"{key}_std"] = float(arr.std())
+    out["target_per_seed"] = per["target_loss"]
     return out
+
+
+def paired_delta(values: Sequence[float], baseline: Sequence[float]) -> tuple[float, list[float]]:
+    """Mean per-seed difference ``values - baseline`` and its two-sided 95% t-interval.
+
+    The seeds are paired (the same seed's runs differ only in the mixture), so the interval is
+    ``mean ± t_{0.975, n-1} * sd(diff) / sqrt(n)``; with one seed it is ``[nan, nan]``.
+    """
+    from scipy import stats
+
+    d = np.asarray(values, float) - np.asarray(baseline, float)
+    if d.ndim != 1 or d.size == 0:
+        raise MixlabError("bench: paired differences need the same, non-empty list of seeds")
+    mean = float(d.mean())
+    if d.size < 2:
+        return mean, [math.nan, math.nan]
+    half = float(stats.t.ppf(0.975, d.size - 1) * d.std(ddof=1) / math.sqrt(d.size))
+    return mean, [mean - half, mean + half]
+
+
+def headroom(uniform: Sequence[float], oracle: Sequence[float]) -> dict[str, float]:
+    """Uniform minus oracle (mean over seeds) and the same in seed standard deviations.
+
+    The seed SD is the pooled sample SD of the two rows' per-seed losses,
+    ``sqrt((sd_u^2 + sd_o^2) / 2)`` (ddof 1): how much one seed's loss scatters around its mixture's
+    mean. ``headroom_sd`` is infinite when both rows have no scatter and the gap is positive.
+    """
+    u, o = np.asarray(uniform, float), np.asarray(oracle, float)
+    gap = float(u.mean() - o.mean())
+    sd = float(math.sqrt((u.std(ddof=1) ** 2 + o.std(ddof=1) ** 2) / 2)) if min(u.size, o.size) > 1 else math.nan
+    if sd == 0:
+        ratio = math.inf if gap > 0 else 0.0
+    else:
+        ratio = gap / sd if math.isfinite(sd) else math.nan
+    return {"headroom": gap, "seed_sd": sd, "headroom_sd": ratio}
 
 
 # ----------------------------------------------------------------------------- the benchmark
@@ -358,19 +456,36 @@ class _Env:
     fingerprint: str
     domains: list[str]
     targets: list[str]
+    """The track's objective keys: the target set's keys (target track) or the domains (balanced)."""
+    weights: dict[str, float]
+    """Weights c_j of ``targets`` (sum to one)."""
+    target_set: TargetSet
+    """The target set every target run evaluates (in both tracks)."""
+    eval_specs: list[dict[str, Any]]
+    """``target_set`` as TrainConfig ``targets`` (what target runs evaluate)."""
+
+    @property
+    def target_track(self) -> bool:
+        return self.config.track == "target"
+
+    def objective(self) -> dict[str, Any]:
+        """What a choice depends on besides the method: track, keys, weights, target token counts."""
+        return {"track": self.config.track, "keys": self.targets, "weights": self.weights,
+                "set": self.target_set.describe() if self.target_track else None}
 
 
 def _context(env: _Env, compute: ComputeLedger, proxy: Any) -> MixingContext:
+    fields = env.target_set.context_fields() if env.target_track else {"target_domains": list(env.domains)}
     return MixingContext(
         domains=list(env.domains),
         available_tokens=env.corpus.token_counts(),
         total_tokens=int(env.scale.target.tokens),
         max_epochs=env.config.max_epochs,
-        target_domains=list(env.targets),
         seed=env.config.seed,
         corpus=env.corpus,
         proxy=proxy,
         compute=compute,
+        **fields,
     )
 
 
@@ -390,6 +505,8 @@ def _proxy_runner(env: _Env, method: str, key: str) -> Any:
 
     p = env.scale.proxy
     kwargs: dict[str, Any] = {"eval_batches": p.eval_batches, "device": env.config.device}
+    if env.target_track:  # proxies report the targets' losses, which the methods regress or fit
+        kwargs["targets"] = env.eval_specs
     kwargs.update(env.scale.proxy_overrides.get(_registry_name(method), {}))
     return LocalProxyRunner(
         env.corpus,
@@ -415,7 +532,7 @@ def _choice_path(env: _Env, method: str, params: Mapping[str, Any]) -> Path:
             "proxy_overrides": env.scale.proxy_overrides.get(_registry_name(method), {}),
             "target_tokens": env.scale.target.tokens,
             "corpus": env.fingerprint,
-            "targets": env.targets,
+            "objective": env.objective(),
             "max_epochs": env.config.max_epochs,
             "seed": env.config.seed,
         }
@@ -487,6 +604,7 @@ def train_target(env: _Env, method: str, schedule: Schedule, seed: int) -> dict[
             "method": method,
             "device": env.config.device,
             "progress": env.config.progress,
+            "targets": env.eval_specs,
         },
         where=f"bench target run of {method}",
     )
@@ -498,7 +616,7 @@ def _dynamic_run_name(env: _Env, method: str, params: Mapping[str, Any], seed: i
     """A run id unique to the method and its settings: the trainer's own id hashes the training
     config only, so TiKMiX-D and TiKMiX-M would otherwise share (and replay) one run directory."""
     key = _digest({"method": method, "params": params, "target": env.scale.target.model_dump(),
-                   "dynamic": env.scale.dynamic, "corpus": env.fingerprint, "targets": env.targets,
+                   "dynamic": env.scale.dynamic, "corpus": env.fingerprint, "objective": env.objective(),
                    "max_epochs": env.config.max_epochs, "seed": seed})
     return f"bench-{_registry_name(method)}-s{seed}-{key[:12]}"
 
@@ -535,12 +653,13 @@ def run_dynamic(env: _Env, method: str, seed: int) -> dict[str, Any]:
                 "run_name": _dynamic_run_name(env, method, params, seed),
                 "device": env.config.device,
                 "progress": env.config.progress,
+                **({} if env.target_track else {"targets": env.eval_specs}),
             },
             "mixer": _registry_name(method),
             "mixer_params": params,
             "initial": dyn.pop("initial", "natural"),
             "max_epochs": env.config.max_epochs,
-            "target_domains": list(env.targets),
+            **({"targets": env.eval_specs} if env.target_track else {"target_domains": list(env.domains)}),
             **dyn,
         },
         where=f"bench pipeline of {method}",
@@ -559,9 +678,45 @@ def run_dynamic(env: _Env, method: str, seed: int) -> dict[str, Any]:
     }
 
 
+def _seeds(env: _Env) -> list[int]:
+    return [env.config.seed + i for i in range(env.scale.seeds)]
+
+
+def _row(env: _Env, method: str, runs: list[dict[str, Any]], compute: Mapping[str, Any],
+         schedule: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    """One result row from a method's per-seed runs (RESULT_KEYS first; deltas filled in later)."""
+    finals = [r["final"] for r in runs]
+    row: dict[str, Any] = {"method": method}
+    stats = summarise(finals, env.targets, domains=env.domains, weights=env.weights)
+    per_seed = stats.pop("target_per_seed")
+    row.update(stats)
+    row.update(
+        choose_flops=float(compute["flops"]),
+        choose_tokens=int(compute["tokens"]),
+        choose_seconds=float(compute["seconds"]),
+        seeds=len(runs),
+        delta_vs_uniform=None,
+        delta_vs_uniform_ci95=None,
+    )
+    keys = [*env.domains, *(k for k in env.target_set.keys if k not in env.domains)]
+    per_domain = {d: float(np.mean([f[d] for f in finals])) for d in keys if all(d in f for f in finals)}
+    row.update(
+        track=env.config.track,
+        target_per_seed=per_seed,
+        seed_list=_seeds(env)[: len(runs)],
+        dynamic=False,
+        mixture=schedule[0]["mixture"] if len(schedule) == 1 else None,
+        schedule=schedule,
+        per_domain=per_domain,
+        run_ids=[r["run_id"] for r in runs],
+    )
+    row.update(extra)
+    return row
+
+
 def run_method(env: _Env, method: str, on_event: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Choose (static) or run the pipeline (dynamic), train the seeds, summarise: one result row."""
-    seeds = [env.config.seed + i for i in range(env.scale.seeds)]
+    seeds = _seeds(env)
     note = on_event or (lambda msg: None)
     dynamic = mixer_class(_registry_name(method)).dynamic
     if dynamic:
@@ -574,35 +729,155 @@ def run_method(env: _Env, method: str, on_event: Callable[[str], None] | None = 
             "tokens": int(np.mean([r["compute"]["tokens"] for r in runs])),
             "seconds": float(np.mean([r["compute"]["seconds"] for r in runs])),
         }
-        schedule: list[dict[str, Any]] = runs[0]["schedule"]
+        return _row(env, method, runs, compute, runs[0]["schedule"], dynamic=True,
+                    schedules=[r["schedule"] for r in runs])
+    note(f"{method}: choosing")
+    choice = choose_static(env, method)
+    sched = Schedule.from_list(choice["schedule"])
+    runs = []
+    for s in seeds:
+        note(f"{method}: target seed {s}")
+        runs.append(train_target(env, method, sched, s))
+    return _row(env, method, runs, choice["compute"], choice["schedule"])
+
+
+def time_averaged(schedule: Schedule, total_steps: int) -> Mixture:
+    """The mixture a schedule trains on on average: stage mixtures weighted by their steps."""
+    starts = [st.start_step for st in schedule.stages] + [total_steps]
+    weights = np.zeros(len(schedule.domains))
+    for st, lo, hi in zip(schedule.stages, starts, starts[1:], strict=False):
+        weights += max(hi - lo, 0) * st.mixture.to_array(schedule.domains)
+    return Mixture.from_weights(weights, schedule.domains)
+
+
+def run_controls(env: _Env, row: Mapping[str, Any], on_event: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+    """The two controls of a dynamic method's row: per seed, (1) its schedule's time-averaged mixture
+    trained statically and (2) natural for the first stage, then uniform, with the same boundaries."""
+    note = on_event or (lambda msg: None)
+    t = env.scale.target
+    total = max(1, t.tokens // (t.seq_len * t.batch_size))
+    method = str(row["method"])
+    natural = Mixture.from_weights({d: float(env.corpus.token_counts()[d]) for d in env.domains})
+    uniform = Mixture.uniform(env.domains)
+    avg_runs, nu_runs, avg_sched, nu_sched = [], [], None, None
+    for s, sched_list in zip(_seeds(env), row["schedules"], strict=True):
+        sched = Schedule.from_list(sched_list)
+        avg_sched = Schedule.constant(time_averaged(sched, total))
+        stages = [{"start_step": 0, "mixture": natural.to_dict()}]
+        stages += [{"start_step": st.start_step, "mixture": uniform.to_dict()} for st in sched.stages[1:]]
+        nu_sched = Schedule.from_list(stages)
+        note(f"{method}: controls, seed {s}")
+        avg_runs.append(train_target(env, f"{method}:avg-static", avg_sched, s))
+        nu_runs.append(train_target(env, f"{method}:natural-then-uniform", nu_sched, s))
+    assert avg_sched is not None and nu_sched is not None
+    cost = {"flops": row["choose_flops"], "tokens": row["choose_tokens"], "seconds": row["choose_seconds"]}
+    zero = {"flops": 0.0, "tokens": 0, "seconds": 0.0}
+    return [
+        _row(env, f"{method}:avg-static", avg_runs, cost, avg_sched.to_list(), control_of=method),
+        _row(env, f"{method}:natural-then-uniform", nu_runs, zero, nu_sched.to_list(), control_of=method),
+    ]
+
+
+def oracle_candidates(domains: Sequence[str], natural: Mixture, n: int, *, seed: int = 0) -> list[Mixture]:
+    """``n`` static mixtures the oracle chooses from: uniform, natural, one mixture tilted to each
+    domain (60% on it, the rest equal), then seeded Dirichlet(1) draws."""
+    k = len(domains)
+    out = [Mixture.uniform(domains), natural]
+    for i in range(k):
+        w = np.full(k, 0.4 / max(k - 1, 1))
+        w[i] = 0.6
+        out.append(Mixture.from_weights(w, list(domains)))
+    rng = np.random.default_rng([seed, 0x0AC1E])
+    while len(out) < n:
+        out.append(Mixture.from_weights(rng.dirichlet(np.ones(k)), list(domains)))
+    return out[:n]
+
+
+def run_oracle(env: _Env, on_event: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """The best of ``oracle_candidates`` static mixtures at target scale.
+
+    Every candidate is trained on a selection seed that is none of the paired seeds (so the pick's
+    luck on its seed does not flatter it), the one with the lowest objective is trained on the paired
+    seeds, and the choosing compute is the sum of the selection runs.
+    """
+    note = on_event or (lambda msg: None)
+    natural = Mixture.from_weights({d: float(env.corpus.token_counts()[d]) for d in env.domains})
+    cands = oracle_candidates(env.domains, natural, env.scale.oracle_candidates, seed=env.config.seed)
+    pick_seed = env.config.seed + 1000
+    scores, flops, tokens, seconds = [], 0.0, 0, 0.0
+    for i, m in enumerate(cands):
+        note(f"oracle: candidate {i + 1}/{len(cands)}")
+        t0 = time.perf_counter()
+        r = train_target(env, "oracle", Schedule.constant(m), pick_seed)
+        seconds += time.perf_counter() - t0
+        flops += float(r["flops"])
+        tokens += int(r["tokens"])
+        scores.append(float(sum(env.weights[k] * r["final"][k] for k in env.targets)))
+    best = cands[int(np.argmin(scores))]
+    runs = []
+    for s in _seeds(env):
+        note(f"oracle: target seed {s}")
+        runs.append(train_target(env, "oracle", Schedule.constant(best), s))
+    return _row(env, "oracle", runs, {"flops": flops, "tokens": tokens, "seconds": seconds},
+                Schedule.constant(best).to_list(), oracle_scores=scores,
+                oracle_candidates=[c.to_dict() for c in cands])
+
+
+def add_deltas(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Fill ``delta_vs_uniform`` / ``delta_vs_uniform_ci95`` of every row and return the track's
+    summary (headroom of the oracle row, in loss and in seed SDs, when there is one)."""
+    by = {r["method"]: r for r in rows}
+    if "uniform" not in by:
+        return {}
+    base = by["uniform"]["target_per_seed"]
+    for r in rows:
+        mean, ci = paired_delta(r["target_per_seed"], base)
+        r["delta_vs_uniform"], r["delta_vs_uniform_ci95"] = mean, ci
+    summary: dict[str, Any] = {"track": rows[0].get("track")}
+    if "oracle" in by:
+        h = headroom(base, by["oracle"]["target_per_seed"])
+        by["oracle"].update(h)
+        summary.update(h)
+    return summary
+
+
+def _prepare_env(config: BenchConfig, corpus: Any) -> tuple[_Env, list[str]]:
+    scale, methods = config.resolved()
+    if corpus is None:
+        corpus = open_corpus(config.corpus)
+    root = getattr(corpus, "root", None) or config.corpus
+    if root is None:
+        raise ConfigError("bench: the corpus has no directory on disk; prepare it with `mixlab prepare`")
+    domains = list(corpus.domains)
+    unknown = [d for d in (config.target_domains or []) if d not in domains]
+    if unknown:
+        raise ConfigError(f"bench: target domain(s) {unknown} are not in the corpus {domains}")
+    workspace = _workspace(config)
+    tset = load_targets(corpus, config.target_specs())
+    if config.track == "target":
+        keys, weights = tset.keys, tset.weights
     else:
-        note(f"{method}: choosing")
-        choice = choose_static(env, method)
-        compute = choice["compute"]
-        schedule = choice["schedule"]
-        sched = Schedule.from_list(schedule)
-        runs = []
-        for s in seeds:
-            note(f"{method}: target seed {s}")
-            runs.append(train_target(env, method, sched, s))
-    finals = [r["final"] for r in runs]
-    row: dict[str, Any] = {"method": method}
-    row.update(summarise(finals, env.targets))
-    row.update(
-        choose_flops=compute["flops"],
-        choose_tokens=compute["tokens"],
-        choose_seconds=compute["seconds"],
-        seeds=len(seeds),
+        keys, weights = domains, {d: 1.0 / len(domains) for d in domains}
+    env = _Env(
+        config=config,
+        scale=scale,
+        corpus=corpus,
+        corpus_path=str(Path(root).resolve()),
+        workspace=workspace,
+        fingerprint=corpus_fingerprint(corpus),
+        domains=domains,
+        targets=list(keys),
+        weights=dict(weights),
+        target_set=tset,
+        eval_specs=_spec_dicts(config.target_specs()),
     )
-    per_domain = {d: float(np.mean([f[d] for f in finals])) for d in env.domains if all(d in f for f in finals)}
-    row.update(
-        dynamic=bool(dynamic),
-        mixture=schedule[0]["mixture"] if len(schedule) == 1 else None,
-        schedule=schedule,
-        per_domain=per_domain,
-        run_ids=[r["run_id"] for r in runs],
-    )
-    return row
+    return env, methods
+
+
+def _spec_dicts(specs: Sequence[Any]) -> list[dict[str, Any]]:
+    from mixlab.data.targets import parse_targets
+
+    return [t.model_dump(exclude_defaults=True) for t in parse_targets(list(specs), "bench targets")]
 
 
 def run_bench(
@@ -611,59 +886,60 @@ def run_bench(
     corpus: Any = None,
     on_event: Callable[[str], None] | None = None,
     on_method: Callable[[str, dict[str, Any] | None, str | None], None] | None = None,
+    summary: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
-    """Run the benchmark; one result row per method that ran (keys :data:`RESULT_KEYS` first).
+    """Run the benchmark; one result row per method that ran (keys :data:`RESULT_KEYS` first), then
+    the controls of dynamic methods and the ``oracle`` row (when the scale asks for them).
 
     ``corpus`` may be an opened corpus (else ``config.corpus`` or the built-in corpus is opened).
     ``on_method(name, row, error)`` is called as each method finishes; a method that fails with a
     :class:`MixlabError` (or is not available in this installation) is logged and skipped, so one
-    broken method does not cost the others' results. All methods failing raises.
+    broken method does not cost the others' results. All methods failing raises. ``summary``, when
+    given, receives the track's headroom (see :func:`add_deltas`).
     """
-    scale, methods = config.resolved()
-    if corpus is None:
-        corpus = open_corpus(config.corpus)
-    root = getattr(corpus, "root", None) or config.corpus
-    if root is None:
-        raise ConfigError("bench: the corpus has no directory on disk; prepare it with `mixlab prepare`")
-    domains = list(corpus.domains)
-    targets = list(config.target_domains) if config.target_domains else domains
-    unknown = [d for d in targets if d not in domains]
-    if unknown:
-        raise ConfigError(f"bench: target domain(s) {unknown} are not in the corpus {domains}")
-    env = _Env(
-        config=config,
-        scale=scale,
-        corpus=corpus,
-        corpus_path=str(Path(root).resolve()),
-        workspace=_workspace(config),
-        fingerprint=corpus_fingerprint(corpus),
-        domains=domains,
-        targets=targets,
-    )
+    env, methods = _prepare_env(config, corpus)
     rows: list[dict[str, Any]] = []
     errors: dict[str, str] = {}
-    for method in methods:
+
+    def attempt(name: str, fn: Callable[[], Any]) -> Any:
         try:
-            row = run_method(env, method, on_event)
+            return fn()
         except ModuleNotFoundError as exc:
             msg = f"not available in this installation ({exc.name} is missing)"
-            errors[method] = msg
-            log.warning("bench: skipping %s: %s", method, msg)
-            if on_method:
-                on_method(method, None, msg)
-            continue
+            log.warning("bench: skipping %s: %s", name, msg)
         except MixlabError as exc:
-            errors[method] = str(exc)
-            log.error("bench: %s failed: %s", method, exc)
-            if on_method:
-                on_method(method, None, str(exc))
+            msg = str(exc)
+            log.error("bench: %s failed: %s", name, exc)
+        errors[name] = msg
+        if on_method:
+            on_method(name, None, msg)
+        return None
+
+    for method in methods:
+        row = attempt(method, lambda method=method: run_method(env, method, on_event))
+        if row is None:
             continue
         rows.append(row)
         if on_method:
             on_method(method, row, None)
+        if row["dynamic"] and env.scale.controls:
+            for ctl in attempt(f"{method} controls", lambda row=row: run_controls(env, row, on_event)) or []:
+                rows.append(ctl)
+                if on_method:
+                    on_method(ctl["method"], ctl, None)
     if not rows:
         detail = "; ".join(f"{m}: {e}" for m, e in errors.items())
         raise MixlabError(f"bench: no method finished ({detail})")
+    if env.scale.oracle_candidates > 0:
+        row = attempt("oracle", lambda: run_oracle(env, on_event))
+        if row is not None:
+            rows.append(row)
+            if on_method:
+                on_method("oracle", row, None)
+    info = add_deltas(rows)
+    if summary is not None:
+        summary.update(info, targets=env.target_set.describe() if env.target_track else None,
+                       objective_keys=env.targets)
     return rows
 
 
@@ -676,30 +952,57 @@ def _fmt(x: Any) -> str:
     return str(x)
 
 
+def _ci(row: Mapping[str, Any]) -> str:
+    d, ci = row.get("delta_vs_uniform"), row.get("delta_vs_uniform_ci95")
+    if d is None:
+        return ""
+    if not ci or not all(math.isfinite(x) for x in ci):
+        return f"{d:+.4f}"
+    return f"{d:+.4f} [{ci[0]:+.4f}, {ci[1]:+.4f}]"
+
+
 def bench_table(rows: Sequence[Mapping[str, Any]], title: str = "mixlab bench") -> Any:
-    """A rich table of the result rows (losses as mean ± std over seeds)."""
+    """A rich table of the result rows (losses as mean ± std over seeds, the paired difference to
+    uniform with its 95% interval)."""
     from rich.table import Table
     from rich.text import Text
 
     table = Table(
-        title=title, caption="losses: mean±std over seeds; FLOPs, tokens, s: compute spent choosing the mixture"
+        title=title,
+        caption="losses: mean±std over seeds; Δ: paired per-seed difference of the target loss to uniform "
+        "[95% t-interval]; FLOPs, tokens, s: compute spent choosing the mixture",
     )
     # in a narrow terminal the loss cells wrap (mean over ±std), the method names never shorten
     table.add_column("method", no_wrap=True, min_width=max([len(str(r["method"])) for r in rows] + [6]))
-    for col in ("avg loss", "worst", "target"):
+    for col in ("target", "Δ vs uniform [95% CI]", "avg loss", "worst"):
         table.add_column(col, justify="right")
     for col in ("FLOPs", "tokens", "s", "seeds"):
         table.add_column(col, justify="right", no_wrap=True)
     for r in rows:
         table.add_row(
             Text(str(r["method"])),  # plain text: a variant's "[key=value]" is not rich markup
-            *(f"{r[k]:.3f} ±{r.get(k + '_std', 0.0):.3f}" for k in ("avg_loss", "worst_loss", "target_loss")),
+            f"{r['target_loss']:.4f} ±{r.get('target_loss_std', 0.0):.4f}",
+            _ci(r),
+            *(f"{r[k]:.3f} ±{r.get(k + '_std', 0.0):.3f}" for k in ("avg_loss", "worst_loss")),
             f"{r['choose_flops']:.1e}",
             f"{int(r['choose_tokens']):,}",
             f"{r['choose_seconds']:.1f}",
             str(r["seeds"]),
         )
     return table
+
+
+def headroom_message(summary: Mapping[str, Any]) -> tuple[str, bool]:
+    """The headroom line of a track and whether it is too small to rank methods (< 5 seed SDs)."""
+    if "headroom" not in summary:
+        return "no oracle row: headroom unknown (the scale has oracle_candidates: 0)", False
+    h, sd, ratio = summary["headroom"], summary["seed_sd"], summary["headroom_sd"]
+    text = f"headroom (uniform - oracle) = {h:.4f} = {ratio:.1f} seed SDs (seed SD {sd:.4f})"
+    small = not (ratio >= HEADROOM_MIN_SD)
+    if small:
+        text += (f"; UNDER {HEADROOM_MIN_SD:.0f} SD: this track cannot rank methods, differences between rows "
+                 "are mostly seed noise")
+    return text, small
 
 
 def rows_to_csv(rows: Sequence[Mapping[str, Any]]) -> str:
@@ -730,20 +1033,30 @@ def write_outputs(rows: Sequence[Mapping[str, Any]], out: str | Path) -> dict[st
     png_path = out.with_suffix(".png")
     from mixlab.report.plots import figure_to_png, plot_bench
 
-    fig = plot_bench(ordered, metric="avg_loss")
-    fig.axes[0].set_title("average validation loss vs compute spent choosing")
+    fig = plot_bench(ordered, metric="target_loss")
+    fig.axes[0].set_title(f"{ordered[0].get('track', 'target')} track: target loss vs compute spent choosing")
     atomic_write_bytes(png_path, figure_to_png(fig))
     return {"json": out, "csv": csv_path, "png": png_path}
 
 
 __all__ = [
     "DEFAULT_METHODS",
+    "HEADROOM_MIN_SD",
+    "TRACKS",
     "RESULT_KEYS",
     "BenchConfig",
     "MeteredProxy",
     "ModelSettings",
     "ScaleSpec",
+    "add_deltas",
     "bench_table",
+    "headroom",
+    "headroom_message",
+    "oracle_candidates",
+    "paired_delta",
+    "run_controls",
+    "run_oracle",
+    "time_averaged",
     "choose_static",
     "corpus_fingerprint",
     "list_scales",
