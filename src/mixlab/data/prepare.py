@@ -34,7 +34,14 @@ import numpy as np
 
 from mixlab.data.config import CorpusConfig, DomainConfig, TokenizerConfig, load_corpus_config
 from mixlab.data.corpus import DOMAIN_NAME_RE, FORMAT_VERSION, MANIFEST, SPLITS, Corpus, shard_paths
-from mixlab.data.sources import iter_file, iter_iterable, resolve_files
+from mixlab.data.sources import (
+    TOKEN_FORMATS,
+    file_format,
+    iter_file,
+    iter_iterable,
+    iter_token_documents,
+    resolve_files,
+)
 from mixlab.data.tokenizers import ByteTokenizer, HFTokenizer, Tokenizer, token_dtype, train_bpe
 from mixlab.errors import ConfigError, DataError
 from mixlab.utils.io import atomic_write_json, file_sha256, read_json
@@ -79,6 +86,9 @@ def _file_records(files: list[Path], previous: list[dict[str, Any]] | None) -> l
     prev = {r["path"]: r for r in previous or [] if "path" in r}
     out = []
     for f in files:
+        if f.is_dir():  # a datasets directory: its files' hashes, in order
+            out.append({"path": str(f.resolve()), "sha256": _source_sha256(f)})
+            continue
         st = f.stat()
         rec = {"path": str(f.resolve()), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
         old = prev.get(rec["path"])
@@ -93,6 +103,16 @@ def _file_records(files: list[Path], previous: list[dict[str, Any]] | None) -> l
             rec["sha256"] = file_sha256(f)
         out.append(rec)
     return out
+
+
+def _source_sha256(path: Path) -> str:
+    """SHA-256 of a source file, or of a directory's files (relative names and contents) in order."""
+    if not path.is_dir():
+        return file_sha256(path)
+    h = hashlib.sha256()
+    for f in sorted(q for q in path.rglob("*") if q.is_file()):
+        h.update(f"{f.relative_to(path)}\0{file_sha256(f)}\0".encode())
+    return h.hexdigest()
 
 
 def _fingerprint(parts: dict[str, Any]) -> str:
@@ -171,23 +191,41 @@ def encode_documents(tok: Tokenizer, docs: Iterator[str], eos: int) -> Iterator[
 
 def _build_domain(
     name: str,
-    docs: Iterator[str],
+    docs: Iterator[str] | Iterator[np.ndarray],
     tok: Tokenizer,
     dtype: np.dtype,
     stage_root: Path,
     val_fraction: float,
     seed: int,
+    *,
+    pretokenized: bool = False,
+    max_tokens: int | None = None,
 ) -> tuple[dict[str, Any], str]:
-    """Tokenize one domain into ``stage_root``; returns its split records and the content hash."""
+    """Tokenize one domain into ``stage_root``; returns its split records and the content hash.
+
+    ``pretokenized``: ``docs`` are token-id arrays (each ending with EOS), written as they are.
+    ``max_tokens``: stop after the document that reaches this many tokens (a proxy-scale subset).
+    """
     ddir = stage_root / "domains" / name
     ddir.mkdir(parents=True, exist_ok=True)
     all_path = ddir / "all.tmp"
     content = hashlib.sha256()
     writer = _ShardWriter(all_path, dtype)
-    for ids in encode_documents(tok, _hashing(docs, content), tok.eos_id):
+    if pretokenized:
+        encoded: Iterator[np.ndarray] = _hashing_ids(docs, content)  # type: ignore[arg-type]
+    else:
+        encoded = encode_documents(tok, _hashing(docs, content), tok.eos_id)  # type: ignore[arg-type]
+    total = 0
+    for ids in encoded:
         if ids.size and int(ids.max()) >= tok.vocab_size:
-            raise DataError(f"domain {name!r}: token id {int(ids.max())} >= vocab_size {tok.vocab_size}")
+            raise DataError(
+                f"domain {name!r}: token id {int(ids.max())} >= vocab_size {tok.vocab_size}"
+                + ("; pre-tokenized files need the tokenizer that wrote them" if pretokenized else "")
+            )
         writer.add(ids)
+        total += int(ids.size)
+        if max_tokens is not None and total >= max_tokens:
+            break
     writer.close(sync=False)  # a scratch file, deleted below
     offsets = np.asarray(writer.offsets, dtype=np.int64)
     n_docs = len(offsets) - 1
@@ -246,6 +284,26 @@ def _hashing(docs: Iterator[str], h: Any) -> Iterator[str]:
         yield d
 
 
+def _hashing_ids(docs: Iterator[np.ndarray], h: Any) -> Iterator[np.ndarray]:
+    for d in docs:
+        arr = np.ascontiguousarray(d, dtype=np.uint32)
+        h.update(arr.tobytes())
+        yield arr
+
+
+def _is_pretokenized(name: str, src: DomainSource) -> bool:
+    """Whether a domain's files hold token ids (all of them: a domain does not mix text and ids)."""
+    if isinstance(src, IterableSource):
+        return False
+    files = resolve_files(src.path, fmt=src.format, where=f"domain {name!r}")
+    kinds = {file_format(f, src.format) in TOKEN_FORMATS for f in files}
+    if len(kinds) > 1:
+        raise DataError(
+            f"domain {name!r}: mixes pre-tokenized files and text files; give one kind per domain"
+        )
+    return kinds.pop()
+
+
 def _domain_docs(name: str, src: DomainSource) -> Iterator[str]:
     if isinstance(src, IterableSource):
         return src.documents(where=f"domain {name!r}")
@@ -253,9 +311,25 @@ def _domain_docs(name: str, src: DomainSource) -> Iterator[str]:
 
     def gen() -> Iterator[str]:
         for f in files:
-            yield from iter_file(f, fmt=src.format, text_field=src.text_field, split=src.split)
+            yield from iter_file(
+                f,
+                fmt=src.format,
+                text_field=src.text_field,
+                split=src.split,
+                domain_field=src.domain_field,
+                domain_value=src.domain_value,
+                hf_split=src.hf_split,
+            )
 
     return gen()
+
+
+def _domain_token_docs(name: str, src: DomainConfig, eos_id: int) -> Iterator[np.ndarray]:
+    files = resolve_files(src.path, fmt=src.format, where=f"domain {name!r}")
+    for f in files:
+        yield from iter_token_documents(
+            f, fmt=str(file_format(f, src.format)), eos_id=eos_id, dtype=src.token_dtype
+        )
 
 
 def _make_tokenizer(
@@ -279,8 +353,19 @@ def _make_tokenizer(
     parts = {"vocab_size": cfg.vocab_size, "eos": cfg.eos_token or "<|endoftext|>", "domains": {}}
     for name, src in sources.items():
         if isinstance(src, DomainConfig):
+            if _is_pretokenized(name, src):
+                raise ConfigError(
+                    f"domain {name!r} is pre-tokenized: a BPE cannot be trained on token ids; name the "
+                    "tokenizer that wrote it (tokenizer: {type: hf, path: tokenizer.json})"
+                )
             files = resolve_files(src.path, fmt=src.format, where=f"domain {name!r}")
-            parts["domains"][name] = [file_sha256(f) for f in files] + [src.text_field, src.split]
+            parts["domains"][name] = [_source_sha256(f) for f in files] + [
+                src.text_field,
+                src.split,
+                src.domain_field,
+                src.domain_value,
+                src.max_tokens,
+            ]
         else:
             h = hashlib.sha256()
             for d in src.documents(where=f"domain {name!r}"):
@@ -390,6 +475,13 @@ def _prepare(
                     split=src.split,
                     sources=[(r["path"], r["sha256"]) for r in recs],
                 )
+                # read options added later enter the fingerprint only when set, so that corpora
+                # prepared before them keep their fingerprints
+                for key in ("domain_field", "domain_value", "max_tokens", "token_dtype"):
+                    if getattr(src, key) is not None:
+                        options[key] = getattr(src, key)
+                if src.hf_split != "train":
+                    options["hf_split"] = src.hf_split
                 fp = _fingerprint(options)
                 meta = {"sources": recs, "provenance": src.provenance, "licence": src.licence}
                 if (
@@ -404,8 +496,17 @@ def _prepare(
                     if on_domain:
                         on_domain(name, "skipped")
                     continue
+                pretok = _is_pretokenized(name, src)
                 records, content = _build_domain(
-                    name, _domain_docs(name, src), tok, dtype, stage, val_fraction, seed
+                    name,
+                    _domain_token_docs(name, src, tok.eos_id) if pretok else _domain_docs(name, src),
+                    tok,
+                    dtype,
+                    stage,
+                    val_fraction,
+                    seed,
+                    pretokenized=pretok,
+                    max_tokens=src.max_tokens,
                 )
             else:
                 records, content = _build_domain(
