@@ -18,7 +18,7 @@ from mixlab.mixture import Mixture, MixtureConstraints
 DOMAINS = ["a", "b", "c", "d"]
 MATRIX = np.array([[0.2, 0.1, 0.0], [0.9, 0.7, 0.3], [0.4, 0.5, 0.9], [-0.3, -0.1, -0.2]])
 FAST = dict(
-    n_candidates=128, n_local_candidates=64, search_rounds=5, search_samples=300, top_k=16, n_estimators=150
+    label="sum", n_candidates=128, n_local_candidates=64, search_rounds=5, search_samples=300, top_k=16, n_estimators=150
 )
 
 
@@ -125,3 +125,45 @@ def test_errors():
         )
     with pytest.raises(MixlabError, match="ctx.proxy"):
         get_mixer("tikmix-m", proxy_runs=2, **FAST).propose(_ctx())
+
+
+def test_continuation_labels_on_the_live_model_differ_from_the_matrix_product(noise_target_corpus):
+    """Default label: measured continuations of a tiny GPT; not an affine function of w (the matrix
+    product is), booked as choosing compute, and the live model is left as it was."""
+    import torch
+
+    from mixlab.model import GPT, GPTConfig
+
+    corpus = noise_target_corpus
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=corpus.vocab_size, block_size=32, n_layer=1, n_head=2, n_embd=32))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    rng = np.random.default_rng(0)
+    arr = corpus.train_tokens("target")
+    for _ in range(5):
+        starts = rng.integers(0, len(arr) - 33, size=8)
+        rows = torch.from_numpy(np.stack([arr[s : s + 33] for s in starts]).astype(np.int64))
+        loss = model(rows[:, :-1], rows[:, 1:])[1]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    ctx = MixingContext(
+        domains=corpus.domains, available_tokens=corpus.token_counts(), total_tokens=100_000, corpus=corpus,
+        target_domains=["target"], previous=Mixture.uniform(corpus.domains), stage=1,
+        live=SimpleNamespace(model=model, optimizer=opt, seq_len=32, batch_size=8),
+    )  # fmt: skip
+    mixer = get_mixer(
+        "tikmix-m", tokens_per_domain=2 * 8 * 32, n_measured=10, continuation_steps=6, n_candidates=16,
+        n_local_candidates=8, search_rounds=2, search_samples=50, top_k=4, n_estimators=20, interval_scale=1.0,
+    )  # fmt: skip
+    mixer.propose(ctx)
+    X, y = mixer.last_candidates_
+    assert len(X) == len(y) == 10
+    A = np.hstack([X, np.ones((len(X), 1))])
+    resid = y - A @ np.linalg.lstsq(A, y, rcond=None)[0]
+    assert np.linalg.norm(resid) > 0.05 * np.linalg.norm(y - y.mean())  # not linear in w
+    linear = influence_scores(X, mixer.last_influence_.matrix, np.ones(1))
+    assert not np.allclose(y, linear)
+    assert ctx.compute.tokens > mixer.last_influence_.tokens + 10 * 6 * 8 * 32
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())

@@ -8,11 +8,20 @@ TiKMiX (arXiv 2508.17677, Sec. 3.3 and Algorithm 1), as read in ``docs/methods.m
    the bounds and availability cap, until ``n_candidates`` are accepted. mixlab adds
    ``n_local_candidates`` Dirichlet draws around the TiKMiX-D solution so the surrogate also knows the
    region the search explores (0 turns this off).
-2. **Labels.** The aggregate Group Influence of each candidate, by linearity from the measured matrix
+2. **Labels.** Default ``label="continuation"`` (mixlab's reading of "measured", replacing the
+   linear label below as the default): the first ``n_measured`` candidates (half from the Latin
+   Hypercube, half from around the TiKMiX-D solution) are each continued for ``continuation_steps``
+   optimizer steps from the live checkpoint (a copy of the model and optimizer state) and labelled
+   with the measured decrease of the weighted target loss
+   (:mod:`mixlab.influence.continuation`). That label is not linear in w (diminishing returns,
+   interactions), so the surrogate has something to learn that the matrix does not already say; the
+   continuations are counted as choosing compute. The old labels stay available: the aggregate
+   Group Influence of each candidate, by linearity from the measured matrix
    (no further backward pass): P_hat = S_hat w as in TiKMiX-D (Eq. 9), label ``sum`` =
    sum_j m c_j P_hat_j, ``balanced`` = that - alpha * std(P_hat), or ``objective`` = that + gamma * H(w)
    (TiKMiX-D's Eq. 10 objective, negated: its entropy term keeps the search off the simplex's corners,
-   where a linear label drives it). Optionally (``proxy_runs`` > 0
+   where a linear label drives it). A surrogate fitted to a label linear in w learns a known linear
+   function, and its search runs to a corner of the simplex. Optionally (``proxy_runs`` > 0
    and a proxy runner in the context) the first candidates are also trained as proxies; a second
    surrogate predicts their mean target loss and the score becomes z(influence) - loss_weight * z(loss).
 3. **Surrogate.** LightGBM (the predictors package's ``tikmix-m`` configuration when available).
@@ -37,7 +46,8 @@ from mixlab.mixture import Mixture, MixtureConstraints
 
 log = logging.getLogger(__name__)
 
-LABELS = ("sum", "balanced", "objective")
+LABELS = ("continuation", "sum", "balanced", "objective")
+MATRIX_LABELS = ("sum", "balanced", "objective")
 
 
 def influence_scores(
@@ -53,8 +63,8 @@ def influence_scores(
 
     ``sum``: sum_j m c_j P_hat_j; ``balanced``: that minus ``alpha`` std(P_hat); ``objective``: that
     plus ``gamma`` H(w), i.e. minus TiKMiX-D's Eq. 10 objective (without the Pareto constraint)."""
-    if label not in LABELS:
-        raise ConfigError(f"unknown TiKMiX-M label {label!r}; choose one of {list(LABELS)}")
+    if label not in MATRIX_LABELS:
+        raise ConfigError(f"TiKMiX-M label {label!r} is not computed from the matrix; choose one of {list(MATRIX_LABELS)}")
     P = np.atleast_2d(W) @ normalised_influence(influence).T  # [n, targets]
     c = np.asarray(target_weights, float)
     score = P @ (len(c) * c / c.sum())
@@ -180,7 +190,10 @@ class TiKMiXMMixer(InfluenceMixer):
         n_candidates: int = 256,
         n_local_candidates: int = 128,
         interval_scale: float = 0.5,
-        label: str = "sum",
+        label: str = "continuation",
+        n_measured: int = 16,
+        continuation_steps: int = 4,
+        eval_tokens: int | None = None,
         alpha: float = 1.0,
         gamma: float = 1.0,
         search_rounds: int = 10,
@@ -200,11 +213,16 @@ class TiKMiXMMixer(InfluenceMixer):
         preconditioner: str = "adam",
         projection_dim: int | None = None,
         seed: int | None = None,
+        min_stability: float | None = None,
+        max_tokens_per_domain: int | None = None,
     ) -> None:
         self.n_candidates = n_candidates
         self.n_local_candidates = n_local_candidates
         self.interval_scale = interval_scale
         self.label = label
+        self.n_measured = n_measured
+        self.continuation_steps = continuation_steps
+        self.eval_tokens = eval_tokens
         self.alpha = alpha
         self.gamma = gamma
         self.search_rounds = search_rounds
@@ -224,10 +242,16 @@ class TiKMiXMMixer(InfluenceMixer):
         self.preconditioner = preconditioner
         self.projection_dim = projection_dim
         self.seed = seed
+        self.min_stability = min_stability
+        self.max_tokens_per_domain = max_tokens_per_domain
 
     def propose(self, ctx: MixingContext) -> Mixture:
         if self.n_candidates < 8:
             raise ConfigError(f"tikmix-m: n_candidates must be at least 8, got {self.n_candidates}")
+        if self.label not in LABELS:
+            raise ConfigError(f"unknown TiKMiX-M label {self.label!r}; choose one of {list(LABELS)}")
+        if self.label == "continuation" and self.n_measured < 4:
+            raise ConfigError(f"tikmix-m: n_measured must be at least 4, got {self.n_measured}")
         gi = self.measure(ctx)
         t0 = time.perf_counter()
         seed = ctx.seed if self.seed is None else self.seed
@@ -240,10 +264,11 @@ class TiKMiXMMixer(InfluenceMixer):
             raise ConfigError(f"tikmix-m: unknown TiKMiX-D parameter(s) {sorted(unknown)} in tikmix_d")
         solver_keys = ("objective", "alpha", "beta", "gamma", "pareto", "regularizer", "strength")
         previous = ctx.previous.to_array(ctx.domains) if ctx.previous is not None else None
-        start = solve_tikmix_d(
+        self.last_solution_ = solve_tikmix_d(
             gi.matrix, lower=cons.lower, upper=cons.upper, previous=previous, target_weights=c,
             **{k: v for k, v in d_params.items() if k in solver_keys},
-        ).weights  # fmt: skip
+        )  # fmt: skip
+        start = self.last_solution_.weights
         prior = previous if previous is not None else ctx.natural().to_array(ctx.domains)
         prior = prior if cons.satisfied(prior) else cons.clip_and_renormalise(prior)
         X = latin_hypercube_candidates(prior, cons, self.n_candidates, scale=self.interval_scale, seed=seed)
@@ -258,7 +283,15 @@ class TiKMiXMMixer(InfluenceMixer):
                     [local, dirichlet_feasible(rng, start, strength, self.n_local_candidates, cons)]
                 )
             X = np.vstack([X, local[: self.n_local_candidates]])
-        y = influence_scores(X, gi.matrix, c, label=self.label, alpha=self.alpha, gamma=self.gamma)
+        if self.label == "continuation":
+            n_local = min(self.n_measured // 2, len(X) - self.n_candidates)
+            n_lhs = min(self.n_candidates, self.n_measured - n_local)
+            X = np.vstack([X[:n_lhs], X[self.n_candidates : self.n_candidates + n_local]])
+            ctx.compute.add(seconds=time.perf_counter() - t0)
+            y = self._continuations(ctx, X, seed)
+            t0 = time.perf_counter()
+        else:
+            y = influence_scores(X, gi.matrix, c, label=self.label, alpha=self.alpha, gamma=self.gamma)
         infl_model = _Surrogate(seed, self.n_estimators).fit(X, y)
         predict = infl_model.predict
         if self.proxy_runs > 0:
@@ -276,6 +309,42 @@ class TiKMiXMMixer(InfluenceMixer):
         mixture = Mixture.from_weights(w, ctx.domains)
         log.info("tikmix-m stage %d: %s (surrogate %s)", ctx.stage, mixture, infl_model.kind_)
         return mixture
+
+    def _continuations(self, ctx: MixingContext, X: np.ndarray, seed: int) -> np.ndarray:
+        """Measured labels: the weighted target-loss decrease of a short continuation per candidate."""
+        from mixlab.influence.batches import corpus_batches, token_batches
+        from mixlab.influence.continuation import continuation_labels, mixture_batch_fn
+
+        live = ctx.live
+        model, optimizer = getattr(live, "model", None), getattr(live, "optimizer", None)
+        if model is None or optimizer is None or ctx.corpus is None:
+            raise MixlabError(
+                "tikmix-m: label='continuation' trains short continuations of the live model: it needs ctx.live "
+                "with model and optimizer, and ctx.corpus; use label='sum' to label from the influence matrix alone"
+            )
+        seq = int(self.seq_len or getattr(live, "seq_len", 0) or 0)
+        bs = int(self.batch_size or getattr(live, "batch_size", 0) or 0)
+        tokens = int(self.eval_tokens or self.target_tokens_per_domain or self.tokens_per_domain)
+        sources = dict(ctx.target_sources or {})
+        eval_batches = {
+            t: list(
+                token_batches(sources[t], t, tokens=tokens, seq_len=seq, batch_size=bs, seed=seed)
+                if t in sources and t not in ctx.domains
+                else corpus_batches(ctx.corpus, t, split="val", tokens=tokens, seq_len=seq, batch_size=bs, seed=seed)
+            )
+            for t in ctx.targets
+        }
+        batch = mixture_batch_fn(
+            [ctx.corpus.train_tokens(d) for d in ctx.domains], seq_len=seq, batch_size=bs, seed=seed + 17
+        )
+        y, cost = continuation_labels(
+            model, optimizer, X, train_batch=batch, eval_batches=eval_batches,
+            target_weights=ctx.target_weight_vector(), steps=self.continuation_steps,
+        )  # fmt: skip
+        ctx.compute.add(flops=cost["flops"], tokens=int(cost["tokens"]), seconds=cost["seconds"])
+        log.info("tikmix-m: %d continuation labels of %d steps in %.1fs", len(X), self.continuation_steps,
+                 cost["seconds"])
+        return y
 
     def _with_proxy_losses(
         self, ctx: MixingContext, X: np.ndarray, y: np.ndarray, infl_model: _Surrogate, seed: int
