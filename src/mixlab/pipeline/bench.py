@@ -630,11 +630,12 @@ def run_dynamic(env: _Env, method: str, seed: int) -> dict[str, Any]:
     schedule, the final per-domain losses and the choosing ledger. The pipeline resumes a killed run
     and replays recorded stage decisions, so a re-run reuses finished work.
     """
-    from mixlab.pipeline.dynamic import PipelineConfig, run_pipeline
+    from mixlab.pipeline.dynamic import PLAN_KEYS, PipelineConfig, run_pipeline
 
     t = env.scale.target
     params = _method_params(env, method)
-    dyn = dict(env.scale.dynamic)
+    # a variant's stage plan (tikmix-d[stages=3,first_boundary=0.2]) goes to the pipeline, not the mixer
+    dyn = dict(env.scale.dynamic) | {k: v for k, v in params.items() if k in PLAN_KEYS}
     cfg = PipelineConfig.parse(
         {
             "train": {
@@ -656,7 +657,7 @@ def run_dynamic(env: _Env, method: str, seed: int) -> dict[str, Any]:
                 **({} if env.target_track else {"targets": env.eval_specs}),
             },
             "mixer": _registry_name(method),
-            "mixer_params": params,
+            "mixer_params": {k: v for k, v in params.items() if k not in PLAN_KEYS},
             "initial": dyn.pop("initial", "natural"),
             "max_epochs": env.config.max_epochs,
             **({"targets": env.eval_specs} if env.target_track else {"target_domains": list(env.domains)}),

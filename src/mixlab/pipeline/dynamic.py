@@ -37,6 +37,10 @@ from mixlab.utils.io import atomic_open, atomic_write_json, read_json, read_yaml
 log = logging.getLogger(__name__)
 
 
+PLAN_KEYS = ("stages", "first_boundary", "initial")
+"""The stage-plan settings of :class:`PipelineConfig` (a bench variant may name them)."""
+
+
 class PipelineConfig(BaseModel):
     """A dynamic-mixture run: the training run plus how and when its mixture is re-chosen."""
 
@@ -413,5 +417,5 @@ def run_pipeline(config: PipelineConfig | dict[str, Any], *, store: Any = None, 
     return DynamicPipeline(cfg, store=store, corpus=corpus).run()
 
 
-__all__ = ["DynamicPipeline", "LiveState", "PipelineConfig", "PipelineResult", "StageRecord", "run_pipeline"]
+__all__ = ["PLAN_KEYS", "DynamicPipeline", "LiveState", "PipelineConfig", "PipelineResult", "StageRecord", "run_pipeline"]
 
