@@ -16,6 +16,7 @@ as well. A SIGTERM is turned into ``KeyboardInterrupt``, so a run stopped by ``k
 from __future__ import annotations
 
 import errno
+import functools
 import importlib
 import logging
 import os
@@ -23,6 +24,7 @@ import signal
 import sqlite3
 import sys
 import traceback
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -31,6 +33,7 @@ from rich.markup import escape
 from typer.core import TyperOption
 
 from mixlab.errors import MixlabError
+from mixlab.utils.io import check_output_path
 
 COMMANDS: dict[str, str] = {
     "demo": "mixlab.cli.demo:demo",
@@ -90,10 +93,30 @@ def build_app() -> typer.Typer:
         module = importlib.import_module(module_name)
         obj = getattr(module, attr)
         if isinstance(obj, typer.Typer):
+            for cmd in obj.registered_commands:
+                if cmd.callback is not None and not hasattr(cmd.callback, "__wrapped__"):
+                    cmd.callback = _checks_outputs(cmd.callback)
             app.add_typer(obj, name=name)
         else:
-            app.command(name=name)(obj)
+            app.command(name=name)(_checks_outputs(obj))
     return app
+
+
+OUTPUT_OPTIONS = {"out": "--out", "output": "--output", "plot": "--plot", "save": "--save", "export": "--export"}
+"""Parameters that name a file a command writes; :func:`mixlab.utils.io.check_output_path` checks each
+before the command starts (the output-path policy: the folder must exist, the path must be writable and
+not a folder), so a typo costs nothing instead of the whole computation."""
+
+
+def _checks_outputs(fn: Any) -> Any:
+    @functools.wraps(fn)
+    def command(*args: Any, **kwargs: Any) -> Any:
+        for key, flag in OUTPUT_OPTIONS.items():
+            if isinstance(kwargs.get(key), Path):
+                check_output_path(kwargs[key], what=flag)
+        return fn(*args, **kwargs)
+
+    return command
 
 
 def _debug() -> bool:

@@ -12,24 +12,24 @@ log = logging.getLogger(__name__)
 
 
 def sweep(
-    corpus: Annotated[Path, typer.Option("--corpus", "-c", help="Prepared corpus directory (mixlab prepare).")],
-    n: Annotated[int, typer.Option("--n", "-n", help="Number of mixtures (one proxy run each).")] = 8,
-    tokens: Annotated[int, typer.Option("--tokens", help="Training tokens per proxy run.")] = 1_000_000,
-    model: Annotated[str, typer.Option("--model", help="Proxy model preset.")] = "tiny-1m",
-    name: Annotated[str, typer.Option("--name", help="Sweep name (folder and run-name prefix).")] = "sweep",
-    workspace: Annotated[Path | None, typer.Option("--workspace", "-w", help="Workspace (default: mixlab's).")] = None,
-    engine: Annotated[str, typer.Option("--engine", help="local (process pool) or ray.")] = "local",
+    corpus: Annotated[Path | None, typer.Option("--corpus", "-c", help="Prepared corpus directory (mixlab prepare).")] = None,
+    n: Annotated[int | None, typer.Option("--n", "-n", help="Number of mixtures (one proxy run each). [default: 8]")] = None,
+    tokens: Annotated[int | None, typer.Option("--tokens", help="Training tokens per proxy run. [default: 1000000]")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="Proxy model preset. [default: tiny-1m]")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Sweep name (folder and run-name prefix). [default: sweep]")] = None,
+    workspace: Annotated[Path | None, typer.Option("--workspace", "-w", help="Workspace (default: $MIXLAB_WORKSPACE or ./mixlab-workspace).")] = None,
+    engine: Annotated[str | None, typer.Option("--engine", help="local (process pool) or ray. [default: local]")] = None,
     address: Annotated[str | None, typer.Option("--address", help="Ray cluster HOST:PORT (default: a local Ray instance).")] = None,
-    workers: Annotated[int, typer.Option("--workers", help="Local engine: proxy runs at once.")] = 1,
-    num_cpus: Annotated[float, typer.Option("--num-cpus", help="Ray: CPUs per proxy task.")] = 1.0,
-    num_gpus: Annotated[float, typer.Option("--num-gpus", help="Ray: GPUs per proxy task.")] = 0.0,
-    seq_len: Annotated[int, typer.Option("--seq-len")] = 128,
-    batch_size: Annotated[int, typer.Option("--batch-size")] = 8,
-    lr: Annotated[float, typer.Option("--lr")] = 1e-3,
-    max_epochs: Annotated[float, typer.Option("--max-epochs", help="Availability cap on the drawn mixtures (RegMix: 15).")] = 15.0,
-    retries: Annotated[int, typer.Option("--retries", help="Extra attempts for a failed or killed run.")] = 1,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
-    config: Annotated[Path | None, typer.Option("--config", help="YAML/JSON sweep config; flags given on the command line are overridden by it.")] = None,
+    workers: Annotated[int | None, typer.Option("--workers", help="Local engine: proxy runs at once. [default: 1]")] = None,
+    num_cpus: Annotated[float | None, typer.Option("--num-cpus", help="Ray: CPUs per proxy task. [default: 1.0]")] = None,
+    num_gpus: Annotated[float | None, typer.Option("--num-gpus", help="Ray: GPUs per proxy task. [default: 0.0]")] = None,
+    seq_len: Annotated[int | None, typer.Option("--seq-len", help="Tokens per training sequence of each proxy. [default: 128]")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Sequences per batch of each proxy. [default: 8]")] = None,
+    lr: Annotated[float | None, typer.Option("--lr", help="Peak learning rate of the proxies. [default: 0.001]")] = None,
+    max_epochs: Annotated[float | None, typer.Option("--max-epochs", help="Availability cap on the drawn mixtures (RegMix: 15). [default: 15.0]")] = None,
+    retries: Annotated[int | None, typer.Option("--retries", help="Extra attempts for a failed or killed run. [default: 1]")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Seed of the mixture draws; every proxy also trains with it. [default: 0]")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="YAML/JSON sweep config (SweepConfig fields); flags given on the command line override it, as in `mixlab train`.")] = None,
     target: Annotated[list[str] | None, typer.Option("--target", help="PATH[=WEIGHT] (repeatable): an evaluation-only target every proxy also evaluates (text file or directory, builtin:pydoc); its loss is a target:NAME column of losses.csv.")] = None,
 ) -> None:
     """Train one small proxy model per sampled mixture and record the results.
@@ -49,17 +49,19 @@ def sweep(
     from mixlab.store import default_workspace
     from mixlab.sweep import Sweep, SweepConfig, load_config
 
-    data = dict(
-        corpus=str(corpus), workspace=str(workspace or default_workspace()), name=name, n=n, tokens=tokens,
-        model=model, seq_len=seq_len, batch_size=batch_size, lr=lr, seed=seed, max_epochs=max_epochs,
-        engine=engine, workers=workers, address=address, num_cpus=num_cpus, num_gpus=num_gpus, retries=retries,
+    data = load_config(config) if config is not None else {}
+    flags = dict(
+        corpus=None if corpus is None else str(corpus), workspace=None if workspace is None else str(workspace),
+        name=name, n=n, tokens=tokens, model=model, seq_len=seq_len, batch_size=batch_size, lr=lr, seed=seed,
+        max_epochs=max_epochs, engine=engine, workers=workers, address=address, num_cpus=num_cpus,
+        num_gpus=num_gpus, retries=retries,
     )
+    data.update({k: v for k, v in flags.items() if v is not None})  # flags override the config file
+    data.setdefault("workspace", str(default_workspace()))
     if target:
         from mixlab.data.targets import resolve_target_paths
 
         data["targets"] = resolve_target_paths(target, Path.cwd())
-    if config is not None:
-        data.update(load_config(config))
     cfg = SweepConfig.parse(data, where=str(config) if config else "mixlab sweep")
     result = Sweep(cfg).run(progress=True)
     console = Console(stderr=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,6 +16,16 @@ from mixlab.errors import ConfigError
 
 log = logging.getLogger(__name__)
 console = Console()
+
+
+def _preset_names() -> str:
+    """The model presets' names for ``--help``, read from the presets file's top-level keys (not
+    through ``mixlab.model``, which imports torch and would make ``--help`` slow)."""
+    path = Path(__file__).resolve().parents[1] / "model" / "presets.yaml"
+    try:
+        return ", ".join(re.findall(r"^([A-Za-z0-9][\w.-]*):", path.read_text(encoding="utf-8"), re.M))
+    except OSError:
+        return "see mixlab doctor"
 
 
 def _parse_mixture(value: str) -> Any:
@@ -50,7 +61,7 @@ def _loss_table(title: str, losses: dict[str, float]) -> Table:
 def train(
     config: Annotated[Path | None, typer.Option("--config", "-c", help="Run file (YAML) with TrainConfig fields.")] = None,
     corpus: Annotated[str | None, typer.Option(help="Prepared corpus directory.")] = None,
-    model: Annotated[str | None, typer.Option(help="Model preset (e.g. tiny-1m, small-10m).")] = None,
+    model: Annotated[str | None, typer.Option(help=f"Model preset: {_preset_names()}.")] = None,
     mixture: Annotated[
         str | None, typer.Option(help="natural, uniform, a mixture/schedule file, or web=0.7,code=0.3.")
     ] = None,

@@ -23,9 +23,16 @@ Ray instance.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
 import multiprocessing as mp
 import os
+import signal
+import socket
+import sys
+import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +44,7 @@ from mixlab.errors import ConfigError, MixlabError
 from mixlab.mixture import Mixture
 from mixlab.utils.config import parse_config
 from mixlab.utils.io import atomic_write_json, atomic_write_text, read_json, resolve_under
+from mixlab.utils.lock import DirLock
 
 log = logging.getLogger(__name__)
 
@@ -230,10 +238,7 @@ class Sweep:
         ]
 
     # -- running ---------------------------------------------------------------------------------
-    def run(
-        self, *, task_fn: TaskFn = run_proxy_task, progress: bool = False, start_method: str | None = None
-    ) -> SweepResult:
-        """Run every unfinished proxy; returns which runs finished, failed, were skipped or executed."""
+    def _run(self, *, task_fn: TaskFn, progress: bool, start_method: str | None) -> SweepResult:
         mixtures = self.plan()
         state = self.state()
         runs: dict[str, Any] = state.setdefault("runs", {})
@@ -263,6 +268,16 @@ class Sweep:
         self._save_state(state, mixtures)
         return SweepResult(self.directory, finished, failed, skipped, [t.index for t in todo], state)
 
+    def run(
+        self, *, task_fn: TaskFn = run_proxy_task, progress: bool = False, start_method: str | None = None
+    ) -> SweepResult:
+        """Run every unfinished proxy; returns which runs finished, failed, were skipped or executed.
+
+        The sweep's folder is locked meanwhile: a second ``mixlab sweep`` of the same name gets an error
+        naming this process instead of starting workers on the same run directories."""
+        with DirLock(self.directory, what="sweep"):
+            return self._run(task_fn=task_fn, progress=progress, start_method=start_method)
+
 
 class _Progress:
     """A rich progress bar (or nothing, when disabled)."""
@@ -289,13 +304,62 @@ class _Progress:
             self._bar.stop()
 
 
-def _child(task_fn: TaskFn, task: ProxyTask, conn: Any) -> None:
+def _die_with(parent: int, *, host: str | None = None) -> None:
+    """Make this worker stop when the sweep process ``parent`` is gone, however it died (SIGKILL too).
+
+    On Linux the kernel sends SIGTERM the moment the parent exits (``PR_SET_PDEATHSIG``, for a local
+    worker); everywhere a daemon thread also checks twice a second that the parent lives (for a Ray worker
+    on the driver's host, whose parent is the raylet, by its pid) and ends the process if not. The
+    worker's last checkpoint is complete (writes are atomic), so the re-run sweep resumes it.
+    """
+    local = parent == os.getppid()
+    if local and sys.platform.startswith("linux"):
+        with contextlib.suppress(Exception):
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if host is not None and host != socket.gethostname():
+        return  # a driver on another machine: Ray itself cancels its tasks when it goes
+
+    def gone() -> bool:
+        if local:
+            return os.getppid() != parent
+        try:
+            os.kill(parent, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
+
+    def watch() -> None:
+        while not gone():
+            time.sleep(0.5)
+        log.warning("sweep process %d is gone; stopping this proxy run (it resumes when the sweep is re-run)", parent)
+        os._exit(3)
+
+    if gone():
+        os._exit(3)
+    threading.Thread(target=watch, name="mixlab-parent-watch", daemon=True).start()
+
+
+def _child(task_fn: TaskFn, task: ProxyTask, conn: Any, parent: int) -> None:
+    _die_with(parent)
     try:
-        conn.send(("ok", task_fn(task)))
+        msg: tuple[str, Any] = ("ok", task_fn(task))
     except BaseException as exc:  # the parent records the message; the run is retried or marked failed
-        conn.send(("error", f"{type(exc).__name__}: {exc}"))
+        msg = ("error", f"{type(exc).__name__}: {exc}")
+    try:
+        conn.send(msg)
+    except OSError:  # BrokenPipeError: the sweep that would read it is gone; nothing to report to
+        os._exit(3)
     finally:
-        conn.close()
+        with contextlib.suppress(OSError):
+            conn.close()
+
+
+def _ray_task(task_fn: TaskFn, task: ProxyTask, driver: int, host: str) -> dict[str, Any]:
+    """A Ray task: the proxy run, stopped if the driver (the sweep) dies on this host."""
+    _die_with(driver, host=host)
+    return task_fn(task)
 
 
 def _run_local(
@@ -303,16 +367,34 @@ def _run_local(
     start_method: str | None,
 ) -> None:
     """One process per run, ``cfg.workers`` at a time; a dead process fails only its own run."""
-    from multiprocessing.connection import wait
-
     ctx = mp.get_context(start_method or "spawn")
     queue = [(t, 1) for t in todo]
     live: dict[Any, tuple[Any, Any, ProxyTask, int]] = {}
+    try:
+        _local_loop(ctx, queue, live, task_fn, cfg, record, bar)
+    finally:  # an error or Ctrl-C/SIGTERM here: stop the workers rather than leave them training
+        for proc, _conn, _, _ in live.values():
+            if proc.is_alive():
+                proc.terminate()
+        for proc, conn, _, _ in live.values():
+            proc.join(timeout=10)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+            conn.close()
+
+
+def _local_loop(
+    ctx: Any, queue: list[tuple[ProxyTask, int]], live: dict[Any, tuple[Any, Any, ProxyTask, int]], task_fn: TaskFn,
+    cfg: SweepConfig, record: Callable[..., None], bar: _Progress,
+) -> None:
+    from multiprocessing.connection import wait
+
     while queue or live:
         while queue and len(live) < cfg.workers:
             task, attempt = queue.pop(0)
             parent, child = ctx.Pipe(duplex=False)
-            proc = ctx.Process(target=_child, args=(task_fn, task, child), daemon=True)
+            proc = ctx.Process(target=_child, args=(task_fn, task, child, os.getpid()), daemon=True)
             proc.start()
             child.close()
             live[proc.sentinel] = (proc, parent, task, attempt)
@@ -367,13 +449,14 @@ def _run_ray(
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise MixlabError(f"cannot connect to Ray at {cfg.address or 'a local instance'}: {exc}") from None
     try:
-        remote = ray.remote(num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus, max_retries=0)(task_fn)
+        remote = ray.remote(num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus, max_retries=0)(_ray_task)
         queue = [(t, 1) for t in todo]
         pending: dict[Any, tuple[ProxyTask, int]] = {}
+        driver, host = os.getpid(), socket.gethostname()
         while queue or pending:
             while queue:
                 task, attempt = queue.pop(0)
-                pending[remote.remote(task)] = (task, attempt)
+                pending[remote.remote(task_fn, task, driver, host)] = (task, attempt)
             done, _ = ray.wait(list(pending), num_returns=1)
             for ref in done:
                 task, attempt = pending.pop(ref)

@@ -164,6 +164,9 @@ class Trainer:
             torch.set_float32_matmul_precision("high")
 
         self.corpus = corpus if corpus is not None else self._open_corpus(cfg.corpus)
+        if cfg.corpus and not Path(cfg.corpus).is_absolute():
+            # the run's config.yaml must name the corpus from anywhere (`mixlab eval RUN_DIR` in another folder)
+            self.config = cfg = cfg.model_copy(update={"corpus": str(Path(cfg.corpus).resolve())})
         self.schedule = cfg.resolve_mixture(list(self.corpus.domains), self.corpus.token_counts())
         self.seqs_per_step = self.dist.world_size * cfg.grad_accum * cfg.batch_size
         self.tokens_per_step = self.seqs_per_step * cfg.seq_len
