@@ -171,6 +171,22 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def read_result_curve(path: Path) -> list[dict[str, Any]]:
+    """The validation curve of a ``mixlab train`` run's ``result.json`` as metric rows."""
+    obj = _read_json(path)
+    curve = obj.get("curve") if isinstance(obj, dict) else None
+    if not isinstance(curve, dict) or not curve:
+        raise DataError(f"{path}: no 'curve' of validation losses")
+    steps, tokens = int(obj.get("steps") or 0), obj.get("tokens")
+    rows = []
+    for step, losses in curve.items():
+        for domain, loss in (losses or {}).items():
+            tok = int(tokens) * int(step) // steps if steps and isinstance(tokens, int) else None
+            rows.append({"run_id": obj.get("run_id") or "run", "step": int(step), "tokens": tok, "domain": str(domain),
+                         "loss": _float(loss)})
+    return rows
+
+
 def _matrix(obj: Any) -> np.ndarray:
     return np.array([[math.nan if x is None else float(x) for x in row] for row in obj], dtype=float)
 
@@ -361,6 +377,8 @@ def load_report_input(path: str | Path) -> ReportData:
     metrics = p / "metrics.csv"
     if metrics.is_file():
         data.metrics = _try(data, "losses", read_metrics, metrics)
+    elif (p / "result.json").is_file():  # a plain `mixlab train` run: its validation curve
+        data.metrics = _try(data, "losses", read_result_curve, p / "result.json")
     for f in sorted(p.glob("stages/stage_*/influence.json"), key=lambda f: _stage_index(f) or 0):
         k = _stage_index(f)
         if k is None:

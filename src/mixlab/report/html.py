@@ -225,19 +225,25 @@ def render_html(data: ReportData, on_section: Callable[[str], None] | None = Non
         f'<p class="meta">{html.escape(str(data.source))} ({data.kind}) · generated '
         f"{_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} · mixlab {__version__}</p>",
     ]
+    omitted = []
     for name in SECTIONS:
         present, build = _BUILDERS[name]
-        parts.append(f'<section id="{name}"><h2>{TITLES[name]}</h2>')
-        for note in _notes_for(data, name):
-            parts.append(f'<p class="note">Skipped unreadable input: {html.escape(note)}</p>')
-        if present(data):
-            parts.append(build(data))
-        else:
-            parts.append(f'<p class="note">Section omitted: {MISSING[name]}.</p>')
-        parts.append("</section>")
+        notes = _notes_for(data, name)
+        if present(data) or notes:
+            parts.append(f'<section id="{name}"><h2>{TITLES[name]}</h2>')
+            for note in notes:
+                parts.append(f'<p class="note">Skipped unreadable input: {html.escape(note)}</p>')
+            parts.append(build(data) if present(data) else f'<p class="note">Section omitted: {MISSING[name]}.</p>')
+            parts.append("</section>")
+        else:  # absent inputs are listed once at the end, not as a page of empty sections
+            omitted.append(name)
         log.info("report section %s done", name)
         if on_section is not None:
             on_section(name)
+    if omitted:
+        items = "".join(f"<li>{TITLES[n]}. Section omitted: {MISSING[n]}.</li>" for n in omitted)
+        parts.append(f'<section id="omitted"><p class="note">Not shown, as this input has no data for them:</p>'
+                     f"<ul>{items}</ul></section>")
     parts.append("</body></html>")
     return "\n".join(parts)
 
