@@ -118,7 +118,7 @@ def propose(
     out: Annotated[Path, typer.Option("--out", "-o", help="Where to save the mixture (.yaml/.yml or .json).")],
     target: Annotated[
         list[str] | None,
-        typer.Option("--target", "-t", help="COLUMN or COLUMN=WEIGHT (repeatable): the loss, or weighted sum of losses, to minimise. Default: the average of all loss columns."),
+        typer.Option("--target", "-t", help="COLUMN or COLUMN=WEIGHT (repeatable): the loss, or weighted sum of losses, to minimise (a sweep run with --target PATH has a target:NAME column for it). Default: the average of all loss columns."),
     ] = None,
     test_mixtures: Annotated[Path | None, typer.Option("--test-mixtures", help="Optional CSV of extra candidate mixtures; the search also starts from them.")] = None,
     predictor: PredictorOpt = "best",
