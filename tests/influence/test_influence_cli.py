@@ -49,5 +49,15 @@ def test_cli_measures_matrix_at_checkpoint(tiny_corpus, tmp_path):
         ["influence", str(tmp_path / "run"), "--tokens-per-domain", "128", "--preconditioner", "identity"],
     )
     assert table.exit_code == 0 and "Group Influence at step 6" in table.stdout
+    docs = tmp_path / "docs.txt"
+    docs.write_text("def f(x):\n    return x + 1\n" * 200, encoding="utf-8")
+    col = CliRunner().invoke(
+        build_app(),
+        ["influence", str(tmp_path / "run"), "--tokens-per-domain", "128", "--preconditioner", "identity",
+         "--target", str(docs), "--target", "domain:code=2", "--json"],
+    )
+    assert col.exit_code == 0, col.output
+    rec = json.loads(col.stdout)
+    assert rec["target_domains"] == ["target:docs", "code"] and np.isfinite(np.array(rec["matrix"])).all()
     bad = CliRunner().invoke(build_app(), ["influence", str(tmp_path / "nope")])
     assert isinstance(bad.exception, MixlabError) and "no such run directory" in str(bad.exception)

@@ -99,3 +99,14 @@ def test_ray_two_run_sweep(tiny_corpus, tmp_path):
     store = RunStore(ws)
     for i in (0, 1):
         assert store.get_run(res.state["runs"][str(i)]["run_id"])["status"] == "finished"
+
+
+def test_sweep_targets_reach_every_proxy_and_its_losses(tiny_corpus, tmp_path):
+    """A sweep's targets go into every proxy's training config, so each proxy reports target:<name>."""
+    docs = tmp_path / "docs.txt"
+    docs.write_text("Return the value of x plus one. " * 300, encoding="utf-8")
+    sweep = Sweep(_config(tiny_corpus, tmp_path / "ws", n=1, workers=1, targets=[str(docs)]))
+    (task,) = sweep.tasks(sweep.plan())
+    assert task.train["targets"] == [str(docs)] and task.train["eval_batches"] == 1
+    out = run_proxy_task(task)
+    assert "target:docs" in out["final"]
