@@ -170,7 +170,8 @@ class RandomCorpus:
         return self.data[d][1]
 
 
-def test_mixer_measures_influence_on_the_live_model():
+def _live_ctx():
+    """A 1-layer GPT after one Adam step, as the live model of a stage-1 context over RandomCorpus."""
     from mixlab.model import GPT, GPTConfig
 
     torch.manual_seed(0)
@@ -184,6 +185,11 @@ def test_mixer_measures_influence_on_the_live_model():
         corpus=corpus, live=SimpleNamespace(model=model, optimizer=opt, seq_len=16, batch_size=4), stage=1,
         previous=Mixture.uniform(corpus.domains),
     )  # fmt: skip
+    return model, corpus, ctx
+
+
+def test_mixer_measures_influence_on_the_live_model():
+    model, corpus, ctx = _live_ctx()
     mixer = get_mixer("tikmix-d", tokens_per_domain=2 * 4 * 16)
     mix = mixer.propose(ctx)
     assert mix.domains == corpus.domains
@@ -289,19 +295,7 @@ def test_solver_status_is_recorded_and_a_failed_solve_is_visible(caplog):
 
 
 def test_every_measurement_of_the_budget_is_counted_as_choosing_compute():
-    from mixlab.model import GPT, GPTConfig
-
-    torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=48, block_size=16, n_layer=1, n_head=2, n_embd=16))
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    model(torch.zeros(2, 16, dtype=torch.long), torch.zeros(2, 16, dtype=torch.long))[1].backward()
-    opt.step()
-    corpus = RandomCorpus()
-    ctx = MixingContext(
-        domains=corpus.domains, available_tokens={d: 3000 for d in corpus.domains}, total_tokens=10_000,
-        corpus=corpus, live=SimpleNamespace(model=model, optimizer=opt, seq_len=16, batch_size=4), stage=1,
-        previous=Mixture.uniform(corpus.domains),
-    )  # fmt: skip
+    _, _, ctx = _live_ctx()
     per = 2 * 4 * 16
     mixer = get_mixer("tikmix-d", tokens_per_domain=per, min_stability=1.0, max_tokens_per_domain=3 * per)
     mixer.propose(ctx)
