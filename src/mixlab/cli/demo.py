@@ -10,7 +10,7 @@ import typer
 def demo(
     workspace: Path = typer.Option(Path("mixlab-demo"), help="Directory for the runs and the run store."),
     model: str = typer.Option("tiny-1m", help="Model preset (see `mixlab train --help`)."),
-    tokens: int = typer.Option(491_520, help="Training tokens per run."),
+    tokens: int = typer.Option(393_216, help="Training tokens per run."),
     stages: int = typer.Option(2, help="Number of mixture stages of the dynamic run (2: the TiKMiX paper's plan)."),
     mixer: str = typer.Option(
         "tikmix-d", help="Method that re-chooses the mixture at each stage, or a variant (tikmix-d\\[objective=firstorder])."
@@ -37,7 +37,7 @@ def demo(
     mixture plot and the HTML report of the dynamic run. About 3-4 minutes on 2 free CPU cores.
     Re-running reuses finished runs.
 
-    Example: mixlab demo --tokens 245760 --target notes.txt
+    Example: mixlab demo --tokens 196608 --target notes.txt
     """
     from rich.console import Console
     from rich.markup import escape

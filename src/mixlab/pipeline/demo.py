@@ -11,11 +11,12 @@ Where the time goes (measured with cProfile on the 2-core machine while four oth
 earlier demo: tiny-1m, 1.5M tokens per run, three stages, Group Influence on all six validation
 domains at 32,768 tokens per domain): the dynamic run took 986 s, of which training 681 s and two
 influence passes 298 s (393,216 tokens each: six training domains *and six target columns*, one
-fwd+bwd per batch, as expensive per token as training); each baseline run would take as long as the
-dynamic run's training. The demo now: 491,520 tokens per run, the paper's two stages (one influence
-pass), one target column (the downstream target) and 16,384 tokens per domain (eight batches: enough
-for the split-half stability to be assessed, pooled up to twice while it is below 0.8), threads
-sized to the free cores. Everything runs in one workspace (a run directory each plus the SQLite store),
+fwd+bwd per batch, as expensive per token as training), evaluation 109 s (every 73 steps, seven times
+per run); each baseline run would take as long as the dynamic run's training. The demo now: 393,216
+tokens per run (192 steps), the paper's two stages (one influence pass), one target column (the
+downstream target) and 16,384 tokens per domain (eight batches: enough for the split-half stability
+to be assessed, pooled up to twice while it is below 0.8), four evaluations per run, threads sized
+to the free cores. Everything runs in one workspace (a run directory each plus the SQLite store),
 so a second ``mixlab demo`` reuses what the first one finished.
 """
 
@@ -52,10 +53,11 @@ class DemoResult:
 
 def demo_train_settings(*, workspace: Path, corpus: str, model: str, tokens: int, seed: int) -> dict[str, Any]:
     """The run settings shared by the dynamic run and its baselines (so they differ only in mixture)."""
+    steps = max(1, tokens // (128 * 16))
     return {
         "corpus": corpus, "model": model, "tokens": tokens, "seq_len": 128, "batch_size": 16,
         "lr": 2e-3, "warmup": 0.05, "lr_schedule": "cosine", "eval_batches": 4, "seed": seed,
-        "workspace": str(workspace), "max_epochs": 50.0, "on_exceed": "warn",
+        "eval_interval": max(1, steps // 4), "workspace": str(workspace), "max_epochs": 50.0, "on_exceed": "warn",
     }
 
 
@@ -63,7 +65,7 @@ def run_demo(
     workspace: str | Path = "mixlab-demo",
     *,
     model: str = "tiny-1m",
-    tokens: int = 491_520,
+    tokens: int = 393_216,
     stages: int = 2,
     mixer: str = "tikmix-d",
     baselines: tuple[str, ...] = ("uniform", "natural"),
