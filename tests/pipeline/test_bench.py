@@ -146,6 +146,18 @@ def test_dynamic_methods_run_through_the_pipeline(tiny_corpus, tmp_path, monkeyp
     assert math.isfinite(row["avg_loss"]) and row["choose_flops"] == 0
 
 
+def test_a_variant_names_the_stage_plan(tiny_corpus, tmp_path, monkeypatch):
+    # stages/first_boundary in a variant go to the pipeline (not to the mixer): an earlier first decision
+    from mixlab.mixers.baselines import UniformMixer
+
+    monkeypatch.setattr(UniformMixer, "dynamic", True)
+    cfg = BenchConfig(scale="tiny", methods=["uniform[stages=3,first_boundary=0.25]"], seeds=1,
+                      workspace=str(tmp_path / "ws"), device="cpu")  # fmt: skip
+    rows = {r["method"]: r for r in run_bench(cfg, corpus=tiny_corpus)}
+    assert rows["uniform"]["schedule"][1]["start_step"] == 8  # the scale's plan: half of 16 steps
+    assert rows["uniform[stages=3,first_boundary=0.25]"]["schedule"][1]["start_step"] == 4
+
+
 def test_method_specs_and_lists():
     from mixlab.pipeline.bench import parse_method_spec, split_methods
 
