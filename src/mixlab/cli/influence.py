@@ -147,7 +147,8 @@ def _print_table(gi: Any, step: int) -> None:
 
     table = Table(
         title=f"Group Influence at step {step} ({gi.preconditioner}; {gi.tokens:,} tokens, {gi.seconds:.1f}s)",
-        caption="rows: training domain up-weighted; columns: target loss; positive = helpful; dim = |z| < 2",
+        caption="rows: training domain up-weighted; columns: target loss; positive = helpful; dim = |z| < 2 "
+        f"(no ± below 8 batches); split-half stability {gi.stability:.2f} (warn below 0.8)",
     )
     table.add_column("train \\ target")
     for t in gi.target_domains:
@@ -156,7 +157,8 @@ def _print_table(gi: Any, step: int) -> None:
     for i, d in enumerate(gi.train_domains):
         cells = []
         for j in range(len(gi.target_domains)):
-            text = f"{gi.matrix[i, j]:.3g} ± {gi.stderr[i, j]:.2g}"
+            se = gi.stderr[i, j]
+            text = f"{gi.matrix[i, j]:.3g}" + ("" if se != se else f" ± {se:.2g}")
             cells.append(f"[dim]{text}[/dim]" if not abs(z[i, j]) >= 2 else text)
         table.add_row(d, *cells)
     Console().print(table)
