@@ -303,3 +303,16 @@ def test_every_measurement_of_the_budget_is_counted_as_choosing_compute():
     assert len(recs) == 3 and [r["seed"] for r in recs] == [0, 1, 2]
     assert ctx.compute.tokens == mixer.last_influence_.tokens == 3 * 6 * per
     assert all(r["stability"] is None or -1 <= r["stability"] <= 1 for r in recs)
+
+
+def test_pooled_measurements_fit_ekfac_once():
+    _, _, ctx = _live_ctx()
+    per = 2 * 4 * 16
+    mixer = get_mixer(
+        "tikmix-d", tokens_per_domain=per, preconditioner="ekfac", min_stability=1.0, max_tokens_per_domain=2 * per
+    )
+    mixer.propose(ctx)
+    first, second = mixer.last_measurements_
+    assert second["tokens"] == 6 * per  # three training domains and three targets, no refit
+    assert first["tokens"] == 6 * per + 2 * 3 * 2 * 4 * 16  # plus the fit: 2 batches per domain, 2 passes
+    assert mixer.last_influence_.preconditioner == "ekfac" and ctx.compute.tokens == first["tokens"] + second["tokens"]

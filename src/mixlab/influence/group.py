@@ -247,7 +247,8 @@ def compute_group_influence(
     returns one (so large samples are streamed). ``loss_fn(model, batch)`` returns the mean loss.
     Preconditioners that need data (``diag-gn``, ``kfac``, ``ekfac``, ``exact``) are fitted on
     ``fit_batches`` (default: the first ``fit_batches_per_domain`` batches of every training domain),
-    standing for the training objective's curvature. The model is put in eval mode (no dropout) and
+    standing for the training objective's curvature; an instance that is already fitted is reused
+    without a new fit (and without its cost). The model is put in eval mode (no dropout) and
     restored afterwards. ``distributed`` (default: whenever ``torch.distributed`` is initialised)
     shares the batches among ranks; every rank must then call this function. Pass ``False`` when only
     one rank measures.
@@ -266,7 +267,7 @@ def compute_group_influence(
     bar: _Progress | None = None
     try:
         precond = make_preconditioner(preconditioner, optimizer=optimizer, damping=damping).bind(params)
-        if precond.needs_data:
+        if precond.needs_data and not precond.is_fitted():
             source = (
                 fit_batches
                 if fit_batches is not None

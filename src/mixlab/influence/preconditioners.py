@@ -75,6 +75,11 @@ class Preconditioner:
     def fit(self, model: torch.nn.Module, loss_fn: LossFn, batches: Any) -> Preconditioner:
         return self
 
+    def is_fitted(self) -> bool:
+        """True once :meth:`fit` has seen data (``batches_seen_``): Group Influence then reuses the fit
+        (e.g. across the pooled measurements of one stage boundary) instead of paying for it again."""
+        return hasattr(self, "batches_seen_")
+
     def apply(self, v: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
@@ -386,6 +391,7 @@ class ExactHessianPreconditioner(Preconditioner):
             raise MixlabError("the exact preconditioner got no batches to build the Hessian from")
         H = H / n
         self.hessian_ = 0.5 * (H + H.T)
+        self.batches_seen_ = n
         try:
             self.inverse_ = torch.linalg.inv(
                 self.hessian_ + self.damping * torch.eye(p, dtype=torch.float64, device=device)

@@ -532,10 +532,12 @@ def measure_live_influence(
     bs = int(batch_size or getattr(live, "batch_size", 0) or 0)
     if seq <= 0 or bs <= 0:
         raise MixlabError(f"{method}: give seq_len and batch_size (ctx.live does not say them)")
-    from mixlab.influence import measure_group_influence
+    from mixlab.influence import make_preconditioner, measure_group_influence
     from mixlab.influence.budget import measure_until_stable
 
     tgt_ratio = None if target_tokens_per_domain is None else target_tokens_per_domain / tokens_per_domain
+    # one preconditioner for every pooled measurement: a data-fitted one (EK-FAC) is fitted, and paid, once
+    precond = make_preconditioner(preconditioner, optimizer=optimizer)
 
     def one(tokens: int, s: int) -> Any:
         return measure_group_influence(
@@ -547,7 +549,7 @@ def measure_live_influence(
             target_tokens_per_domain=None if tgt_ratio is None else max(1, round(tgt_ratio * tokens)),
             seq_len=seq,
             batch_size=bs,
-            preconditioner=preconditioner,
+            preconditioner=precond,
             optimizer=optimizer,
             projection_dim=projection_dim,
             seed=s,
