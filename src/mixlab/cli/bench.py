@@ -75,7 +75,7 @@ def bench(
 
     Example: mixlab bench --target my_eval.txt --target builtin:pydoc=0.5
 
-    Example: mixlab bench --methods 'regmix,tikmix-d,tikmix-d\\[pareto=false]'
+    Example: mixlab bench --methods 'regmix,tikmix-d,tikmix-d[pareto=false]'
     """
     import logging
 

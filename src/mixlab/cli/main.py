@@ -18,6 +18,7 @@ from __future__ import annotations
 import errno
 import functools
 import importlib
+import inspect
 import logging
 import os
 import signal
@@ -95,11 +96,33 @@ def build_app() -> typer.Typer:
         if isinstance(obj, typer.Typer):
             for cmd in obj.registered_commands:
                 if cmd.callback is not None and not hasattr(cmd.callback, "__wrapped__"):
+                    cmd.help = cmd.help or reflow_help(inspect.getdoc(cmd.callback))
                     cmd.callback = _checks_outputs(cmd.callback)
             app.add_typer(obj, name=name)
         else:
-            app.command(name=name)(_checks_outputs(obj))
+            app.command(name=name, help=reflow_help(inspect.getdoc(obj)))(_checks_outputs(obj))
     return app
+
+
+def reflow_help(doc: str | None) -> str | None:
+    """A command's docstring as ``--help`` text that reflows to the terminal's width.
+
+    Docstrings are wrapped at the source's line length; rich keeps those hard breaks, so in an
+    80-column terminal every paragraph came out ragged. Prose paragraphs (no indented line) become
+    one line each, which rich then wraps; paragraphs with indented lines (YAML, commands) keep their
+    layout. Square brackets are escaped: ``[builtin:pydoc, ...]`` in an example is text, not rich markup.
+    """
+    if not doc:
+        return doc
+    paragraphs = doc.strip().split("\n\n")
+    out = []
+    for para in paragraphs:
+        lines = para.split("\n")
+        if any(line.startswith((" ", "\t")) for line in lines):
+            out.append(para)
+        else:
+            out.append(" ".join(line.strip() for line in lines))
+    return escape("\n\n".join(out))
 
 
 OUTPUT_OPTIONS = {"out": "--out", "output": "--output", "plot": "--plot", "save": "--save", "export": "--export"}
