@@ -1,4 +1,4 @@
-"""Rank unseen mixtures on RegMix's published proxy runs (issue 5's protocol).
+"""Rank unseen mixtures on RegMix's published proxy runs (RegMix's ranking protocol).
 
 Each predictor is fitted on n of the 512 training runs (n in 512, 256, 102, 51; the subset is
 ``sorted(random.Random(seed).sample(range(512), n))`` for seeds 0, 1, 2) and scored by the Spearman

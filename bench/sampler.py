@@ -1,4 +1,4 @@
-"""Throughput of the mixture sampler against contiguous memmap reads (issue 2).
+"""Throughput of the mixture sampler against contiguous memmap reads.
 
 Both sides assemble the same output, int64 ``input_ids``/``labels`` tensors of batch x seq_len
 (16 x 512 by default), from the same corpus in the same process:

@@ -2,8 +2,9 @@
 
 RegMix (arXiv 2407.01492, Sec. 3 and sail-sg/regmix) fits one LightGBM regressor per target loss on
 the raw mixture weights: gbdt boosting, learning rate 0.01, 1000 rounds. The published code stops
-early after 3 rounds without improvement on a held-out split; the reference figures in issue 5 use
-no early stopping, which is mixlab's default (``early_stopping_rounds`` turns it on).
+early after 3 rounds without improvement on a held-out split; mixlab's figures on RegMix's
+published runs (`bench/regmix_data.py`) use no early stopping, which is mixlab's default
+(``early_stopping_rounds`` turns it on).
 
 TiKMiX-M (arXiv 2508.17677, Sec. 3.3) fits "a LightGBM regression model" from a mixture to its
 aggregate influence over a few hundred Latin-Hypercube candidates; the paper gives no hyper-parameters.

@@ -101,13 +101,13 @@ class LocalProxyRunner:
         name: str | None = None,
     ) -> ProxyResult:
         """Train (or reuse) the proxy for ``mixture``; ``eval_every`` counts optimizer steps."""
-        from mixlab.train.trainer import Trainer, _corpus_fingerprint
+        from mixlab.train.trainer import Trainer, corpus_identity
 
         mixture = mixture if isinstance(mixture, Mixture) else Mixture(mixture)
         cfg = self.config_for(mixture, tokens=tokens, seed=seed, eval_every=eval_every, name=name)
         corpus = self._corpus()
         store = self._store()
-        done = store.find_runs(config_hash=cfg.config_hash(_corpus_fingerprint(corpus)), status="finished")
+        done = store.find_runs(config_hash=cfg.config_hash(corpus_identity(corpus)), status="finished")
         for run in done:
             curve = store.curve(run["id"])
             if curve and run.get("tokens") is not None:

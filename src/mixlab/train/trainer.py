@@ -140,7 +140,9 @@ def build_model(spec: str | dict[str, Any], *, vocab_size: int, seq_len: int, se
     return GPT(cfg), {"gpt": cfg.to_dict()}
 
 
-def _corpus_fingerprint(corpus: Any) -> str:
+def corpus_identity(corpus: Any) -> str:
+    """Which corpus a run trains on, as part of its config hash: the resolved directory and the token
+    counts per domain (so a re-prepared corpus with other counts never resumes an old run)."""
     root = getattr(corpus, "root", None)
     counts = corpus.token_counts() if hasattr(corpus, "token_counts") else {}
     return f"{Path(root).resolve() if root else id(corpus)}|{sorted(counts.items())}"
@@ -180,7 +182,7 @@ class Trainer:
         self.eval_interval = cfg.eval_interval or max(1, self.total_steps // 10)
         self.checkpoint_interval = cfg.checkpoint_interval or self.eval_interval
 
-        self.config_hash = cfg.config_hash(_corpus_fingerprint(self.corpus))
+        self.config_hash = cfg.config_hash(corpus_identity(self.corpus))
         self.run_id = cfg.run_name or f"{cfg.kind}-{self.config_hash[:12]}"
         self.run_dir = self._run_dir()
         self.ckpt_root = self.run_dir / "checkpoints"
