@@ -26,16 +26,30 @@ Labels. Hugging Face causal LMs shift labels inside the model, so by default ``l
 ``input_ids`` (``labels="hf"``); ``labels="shifted"`` yields mixlab's convention (``labels[t]`` is
 the token after ``input_ids[t]``) for models that do not shift.
 
-The stream lives in the training process: use ``dataloader_num_workers=0`` (checked at
-``on_train_begin``), since a worker process would hold its own copy of the sampler that the callback
-cannot switch.
+Distributed and worker processes. Under ``torchrun``/``accelerate`` each rank's stream reads its own
+slice of the global stream (``rank``/``world_size``, taken from the environment by default), and
+``dataloader_num_workers=N`` splits a rank's micro-batches among the workers (worker ``w`` serves
+micro-batches ``w, w+N, ...``, which the DataLoader returns in order), so nothing is read twice.
+Build the dataset with ``stream.to_hf_dataset(num_workers=N)`` and give the Trainer
+``accelerator_config={"dispatch_batches": False}`` when ``world_size > 1`` (the callback checks both).
+A *dynamic* mixer needs ``dataloader_num_workers=0``: it switches the sampler in the training process.
+
+Resume. The callback writes the stream's state at each Trainer checkpoint
+(``checkpoint-<step>/mixlab_stream.rank<r>.json``: the sampler position after exactly ``<step>``
+optimizer steps, the schedule including stages chosen live, and the stage records) and restores it
+when ``trainer.train(resume_from_checkpoint=...)`` starts from it. With ``ignore_data_skip=True`` the
+stream continues from the saved position directly; otherwise the Trainer replays and skips the
+batches already trained, which gives the same data because the stream is a pure function of the
+seed, the restored schedule and the position.
 """
 
 from __future__ import annotations
 
 import csv
 import itertools
+import json
 import logging
+import os
 import re
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
@@ -85,8 +99,10 @@ class MixtureStream:
         on_exceed: Literal["error", "warn"] = "error",
         labels: Literal["hf", "shifted"] = "hf",
         max_batches: int | None = None,
+        rank: int | None = None,
+        world_size: int | None = None,
     ) -> None:
-        from mixlab.data import Corpus, MixtureSampler
+        from mixlab.data import Corpus
 
         if labels not in ("hf", "shifted"):
             raise ConfigError(f"labels must be 'hf' (labels = input_ids) or 'shifted', got {labels!r}")
@@ -96,20 +112,38 @@ class MixtureStream:
             mixture_or_schedule = Mixture.from_weights({d: float(counts[d]) for d in self.corpus.domains})
         self.labels = labels
         self.max_batches = max_batches
-        self.sampler: MixtureSampler = MixtureSampler(
-            self.corpus,
-            mixture_or_schedule,
+        rank, world_size = _rank_and_world(rank, world_size)
+        self._sampler_kw: dict[str, Any] = dict(
             seq_len=seq_len,
             batch_size=batch_size,
             grad_accum=grad_accum,
             seed=seed,
             max_epochs=max_epochs,
             on_exceed=on_exceed,
+            rank=rank,
+            world_size=world_size,
         )
+        self.sampler: MixtureSampler = self.new_sampler(mixture_or_schedule)
+        self.hf_workers: int | None = None
+        """The ``num_workers`` the HF dataset was built for (None: not built)."""
         self.step_counts: dict[int, dict[str, int]] = {}
         """Sequences read per domain, by the optimizer step they belong to."""
         self._id = next(_NEXT_ID)
         _STREAMS[self._id] = self
+
+    def new_sampler(self, mixture_or_schedule: Mixture | Schedule | Mapping[str, float]) -> MixtureSampler:
+        """A fresh sampler with this stream's settings (rank, world size, shapes, seed, epochs)."""
+        from mixlab.data import MixtureSampler
+
+        return MixtureSampler(self.corpus, mixture_or_schedule, **self._sampler_kw)
+
+    @property
+    def rank(self) -> int:
+        return self.sampler.rank
+
+    @property
+    def world_size(self) -> int:
+        return self.sampler.world_size
 
     @property
     def seq_len(self) -> int:
@@ -149,11 +183,23 @@ class MixtureStream:
         return out
 
     def examples(self) -> Iterator[dict[str, Any]]:
-        """Yield ``{"input_ids", "labels", "domain"}`` per sequence, continuing the sampler's stream."""
+        """Yield ``{"input_ids", "labels", "domain"}`` per sequence, continuing the sampler's stream.
+
+        In DataLoader worker ``w`` of ``N`` only micro-batches ``w, w+N, ...`` (counted from where the
+        stream stood when the worker started) are read; the others are skipped without reading tokens.
+        """
+        import torch.utils.data
+
+        info = torch.utils.data.get_worker_info()
+        worker, n_workers = (info.id, info.num_workers) if info is not None else (0, 1)
         done = 0
         domains = self.domains
         while self.max_batches is None or done < self.max_batches:
             step = self.sampler.step
+            if done % n_workers != worker:
+                self.sampler.skip_batch()
+                done += 1
+                continue
             batch = self.sampler.next_batch()
             done += 1
             counts = self.step_counts.setdefault(step, dict.fromkeys(domains, 0))
@@ -181,8 +227,13 @@ class MixtureStream:
             out[d] = datasets.Dataset.from_dict({"input_ids": chunks, "labels": chunks})
         return out
 
-    def to_hf_dataset(self) -> Any:
-        """A ``datasets.IterableDataset`` over :meth:`examples` (``pip install mixlab[hf]``)."""
+    def to_hf_dataset(self, num_workers: int = 0) -> Any:
+        """A ``datasets.IterableDataset`` over :meth:`examples` (``pip install mixlab[hf]``).
+
+        ``num_workers`` must be the Trainer's ``dataloader_num_workers``: the dataset has
+        ``world_size * max(1, num_workers)`` shards so that ``accelerate`` gives each rank its own and
+        ``datasets`` one to each worker (each shard runs this rank's stream; see :meth:`examples`).
+        """
         try:
             import datasets
         except ImportError:  # pragma: no cover - depends on the environment
@@ -196,17 +247,34 @@ class MixtureStream:
         )
         # A module-level generator and an integer handle: `datasets` fingerprints the generator and
         # its arguments by pickling them, which must not copy the corpus.
+        if num_workers < 0:
+            raise ConfigError(f"num_workers must be >= 0, got {num_workers}")
+        self.hf_workers = num_workers
+        shards = self.world_size * max(1, num_workers)
         return datasets.IterableDataset.from_generator(
-            _generate, features=features, gen_kwargs={"stream_id": self._id}
+            _generate, features=features, gen_kwargs={"stream_id": self._id, "shard": list(range(shards))}
         )
 
 
-def _generate(stream_id: int) -> Iterator[dict[str, Any]]:
+def _rank_and_world(rank: int | None, world_size: int | None) -> tuple[int, int]:
+    """This process's rank and the world size: given, else torch.distributed, else torchrun's env."""
+    if rank is not None and world_size is not None:
+        return int(rank), int(world_size)
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        r, w = dist.get_rank(), dist.get_world_size()
+    else:
+        r, w = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    return (int(rank) if rank is not None else r), (int(world_size) if world_size is not None else w)
+
+
+def _generate(stream_id: int, shard: int = 0) -> Iterator[dict[str, Any]]:
     stream = _STREAMS.get(stream_id)
     if stream is None:
         raise MixlabError(
             "the MixtureStream behind this dataset no longer exists (keep a reference to it while training), "
-            "or the dataset was sent to a DataLoader worker process: use dataloader_num_workers=0"
+            "or a DataLoader worker was started with 'spawn': use the default 'fork' start method"
         )
     yield from stream.examples()
 
@@ -328,6 +396,7 @@ class MixtureScheduleCallback(_CallbackBase):
         self.stages: list[StageRecord] = []
         self._pending: list[int] = []
         self._mixer_obj: Mixer | None = None
+        self._trained: MixtureSampler | None = None
         self._announced = 0
         self.metrics: list[dict[str, Any]] = []
         """Per-domain evaluation losses seen so far: ``{run_id, step, tokens, domain, loss}`` rows."""
@@ -352,10 +421,30 @@ class MixtureScheduleCallback(_CallbackBase):
             problems.append(
                 f"gradient_accumulation_steps={args.gradient_accumulation_steps} but the stream's grad_accum={self.stream.grad_accum}"
             )
-        if getattr(args, "world_size", 1) != 1:
-            problems.append(f"world_size={args.world_size}: the callback drives a single-process stream")
-        if getattr(args, "dataloader_num_workers", 0):
-            problems.append("dataloader_num_workers > 0: the stream must live in the training process; use 0")
+        world = int(getattr(args, "world_size", 1))
+        if world != self.stream.world_size:
+            problems.append(
+                f"world_size={world} but the stream was built for world_size={self.stream.world_size} "
+                "(build the MixtureStream inside each torchrun process)"
+            )
+        if world > 1:
+            acc = getattr(args, "accelerator_config", None)
+            if getattr(acc, "dispatch_batches", None) is not False:
+                problems.append(
+                    "world_size > 1 needs accelerator_config={'dispatch_batches': False}: each rank reads "
+                    "its own slice of the stream"
+                )
+        workers = int(getattr(args, "dataloader_num_workers", 0) or 0)
+        if workers and self.mixer is not None:
+            problems.append(
+                "dataloader_num_workers > 0 with a dynamic mixer: the mixer switches the sampler in the "
+                "training process; use 0"
+            )
+        if self.stream.hf_workers is not None and self.stream.hf_workers != workers:
+            problems.append(
+                f"dataloader_num_workers={workers} but the dataset was built with "
+                f"stream.to_hf_dataset(num_workers={self.stream.hf_workers})"
+            )
         if problems:
             raise ConfigError(
                 "MixtureScheduleCallback: TrainingArguments do not match the MixtureStream: "
@@ -433,6 +522,8 @@ class MixtureScheduleCallback(_CallbackBase):
                 start,
             )
         self.stream.set_schedule(self.stream.schedule.with_stage(start, mixture))
+        if self._trained is not None:
+            self._trained.set_schedule(self.stream.schedule)
         record = StageRecord(
             len(self.stages),
             start,
@@ -501,16 +592,72 @@ class MixtureScheduleCallback(_CallbackBase):
                     {**s.influence, "step": s.start_step},
                 )
 
+    # ----------------------------------------------------------------- checkpoints
+    def _state_path(self, args: Any, step: int) -> Path:
+        return Path(args.output_dir) / f"checkpoint-{step}" / f"mixlab_stream.rank{self.stream.rank}.json"
+
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+        """Store the stream as it stands after exactly ``global_step`` steps beside the checkpoint."""
+        assert self._trained is not None
+        step = int(state.global_step)
+        if self._trained.step != step or self._trained.state_dict()["micro"] != 0:
+            raise MixlabError(
+                f"the stream's trained position ({self._trained.step}) does not match the Trainer's step {step}"
+            )
+        atomic_write_json(
+            self._state_path(args, step),
+            {
+                "sampler": self._trained.state_dict(),
+                "stages": [{**rec.to_dict(), "mixture": rec.mixture.to_dict()} for rec in self.stages],
+                "pending": self._pending,
+                "announced": self._announced,
+            },
+        )
+        return control
+
+    def _resume(self, args: Any, step: int) -> None:
+        path = self._state_path(args, step)
+        if not path.is_file():
+            raise MixlabError(
+                f"resuming at step {step}, but {path} is missing: the checkpoint was not written with "
+                "MixtureScheduleCallback, so the data stream cannot be restored"
+            )
+        saved = json.loads(path.read_text())
+        if self.stream.sampler.step != 0:
+            raise MixlabError("resume with a fresh MixtureStream (this one has already been read)")
+        trained = self.stream.new_sampler(self.stream.schedule)
+        trained.load_state_dict(saved["sampler"])
+        self._trained = trained
+        if getattr(args, "ignore_data_skip", False):
+            self.stream.sampler.load_state_dict(saved["sampler"])  # continue from the saved position
+        else:
+            self.stream.set_schedule(trained.schedule)  # the Trainer replays and skips the trained steps
+        self.stages = [
+            StageRecord(
+                r["index"],
+                r["start_step"],
+                Mixture(r["mixture"]),
+                decided_at_step=r.get("decided_at_step"),
+                influence=r.get("influence"),
+                compute=r.get("compute") or {},
+            )
+            for r in saved["stages"]
+        ]
+        self._pending = [int(b) for b in saved["pending"]]
+        self._announced = int(saved["announced"])
+        log.info("resumed the mixture stream at step %d from %s", step, path)
+
     # ----------------------------------------------------------------- Trainer events
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
         self._check_args(args)
-        if state.global_step != 0 or self.stream.sampler.step != 0:
-            raise MixlabError(
-                "MixtureScheduleCallback starts a fresh stream; resuming a Trainer checkpoint is not supported yet "
-                "(restore the stream with stream.sampler.load_state_dict and a new callback)"
-            )
+        if state.global_step != 0:
+            self._resume(args, int(state.global_step))
+            return control
+        if self.stream.sampler.step != 0:
+            raise MixlabError("MixtureScheduleCallback starts a fresh stream; this one has already been read")
         if self.schedule is not None:
             self.stream.set_schedule(self.schedule)
+        self._trained = self.stream.new_sampler(self.stream.schedule)
         sched = self.stream.schedule
         self.stages = [StageRecord(i, s.start_step, s.mixture) for i, s in enumerate(sched.stages)]
         self._pending = [b for b in self.boundaries if b > sched.stages[-1].start_step]
@@ -546,6 +693,9 @@ class MixtureScheduleCallback(_CallbackBase):
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
         step = int(state.global_step)
+        if self._trained is not None:  # the position actually trained (the loader reads ahead)
+            while self._trained.step < step:
+                self._trained.skip_batch()
         while self._pending and self.stream.next_whole_step() >= self._pending[0]:
             boundary = self._pending.pop(0)
             start = max(boundary, self.stream.next_whole_step())
