@@ -21,8 +21,9 @@ set in both tracks, so target-agnostic methods' runs are shared between them.
 
 Paired seeds: every row trains the same seeds; ``delta_vs_uniform`` is the mean over seeds of the
 per-seed difference of ``target_loss`` to uniform's, ``delta_vs_uniform_ci95`` its 95% t-interval.
-The ``oracle`` row is the best of ``oracle_candidates`` static mixtures, each trained at target scale on
-a separate selection seed (its choosing compute is all those runs), then trained on the paired seeds;
+The ``oracle`` row is the best of ``oracle_candidates`` generic static mixtures and the static methods'
+choices, each trained at target scale on a separate selection seed (its choosing compute is all those
+runs), then trained on the paired seeds;
 ``headroom`` (uniform minus oracle) is also given in seed standard deviations: a track whose headroom
 is under 5 SD cannot rank methods. Controls for each dynamic method: its schedule's time-averaged
 mixture trained statically (``<method>:avg-static``) and the schedule natural-then-uniform with the
@@ -794,8 +795,11 @@ def oracle_candidates(domains: Sequence[str], natural: Mixture, n: int, *, seed:
     return out[:n]
 
 
-def run_oracle(env: _Env, on_event: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """The best of ``oracle_candidates`` static mixtures at target scale.
+def run_oracle(
+    env: _Env, on_event: Callable[[str], None] | None = None, extra: Sequence[Mixture] = ()
+) -> dict[str, Any]:
+    """The best of ``oracle_candidates`` static mixtures at target scale, plus the ``extra`` mixtures
+    (the benchmarked static methods' choices), so the oracle is the best *known* static mixture.
 
     Every candidate is trained on a selection seed that is none of the paired seeds (so the pick's
     luck on its seed does not flatter it), the one with the lowest objective is trained on the paired
@@ -804,6 +808,12 @@ def run_oracle(env: _Env, on_event: Callable[[str], None] | None = None) -> dict
     note = on_event or (lambda msg: None)
     natural = Mixture.from_weights({d: float(env.corpus.token_counts()[d]) for d in env.domains})
     cands = oracle_candidates(env.domains, natural, env.scale.oracle_candidates, seed=env.config.seed)
+    seen = [c.to_array(env.domains) for c in cands]
+    for m in extra:
+        w = m.to_array(env.domains)
+        if all(np.abs(w - v).max() > 1e-3 for v in seen):
+            cands.append(m)
+            seen.append(w)
     pick_seed = env.config.seed + 1000
     scores, flops, tokens, seconds = [], 0.0, 0, 0.0
     for i, m in enumerate(cands):
@@ -932,7 +942,8 @@ def run_bench(
         detail = "; ".join(f"{m}: {e}" for m, e in errors.items())
         raise MixlabError(f"bench: no method finished ({detail})")
     if env.scale.oracle_candidates > 0:
-        row = attempt("oracle", lambda: run_oracle(env, on_event))
+        picks = [Mixture(r["mixture"]) for r in rows if r.get("mixture") and not r["dynamic"] and "control_of" not in r]
+        row = attempt("oracle", lambda: run_oracle(env, on_event, picks))
         if row is not None:
             rows.append(row)
             if on_method:

@@ -108,6 +108,9 @@ class TrainConfig(BaseModel):
     """Evaluation-only targets evaluated beside the domains (``mixlab.data.targets``: ``PATH[=WEIGHT]``,
     ``builtin:pydoc``, ``domain:NAME`` or mappings); they appear in the curve as ``target:<name>`` and
     are never trained on."""
+    target_eval_batches: int | None = Field(None, ge=1)
+    """Validation batches per evaluation-only target (default ``4 * eval_batches``), on windows that are
+    the same in every run whatever its seed."""
 
     @field_validator("tokens")
     @classmethod
@@ -194,6 +197,7 @@ class TrainConfig(BaseModel):
         payload = self.model_dump(exclude=_NOT_HASHED)
         if not payload.get("targets"):  # runs without targets keep the hash they had before targets existed
             payload.pop("targets", None)
+            payload.pop("target_eval_batches", None)
         payload["corpus"] = corpus_fingerprint or payload.get("corpus")
         text = json.dumps(payload, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()

@@ -39,14 +39,18 @@ def validation_windows(
     seed: int = 0,
     split: str = "val",
     extra: Mapping[str, Any] | None = None,
+    extra_batches: int | None = None,
 ) -> dict[str, torch.Tensor]:
     """``{domain: LongTensor [N, seq_len + 1]}``: N = ``batches * batch_size`` windows per domain.
 
     Windows are non-overlapping ``seq_len + 1`` token slices of the domain's validation stream, chosen
     without replacement with a generator seeded by ``(seed, domain index)``; a domain with fewer
     windows than asked uses all it has (at least one is required). ``extra`` maps more names to token
-    arrays (evaluation-only targets, ``mixlab.data.targets``), windowed the same way with a generator
-    seeded by ``(seed, name)``, so adding a target does not change any domain's windows.
+    arrays (evaluation-only targets, ``mixlab.data.targets``), windowed the same way but with
+    ``extra_batches`` batches (default ``batches``) and a generator seeded by the name alone: every run
+    evaluates a target on the same windows whatever its seed, so the difference between two runs'
+    target losses is the runs' difference, not a different sample of the target (adding a target
+    changes no domain's windows either).
     """
     out: dict[str, torch.Tensor] = {}
     want = batches * batch_size
@@ -54,9 +58,10 @@ def validation_windows(
         rng = np.random.default_rng([seed, k, 0xE7A1])
         out[domain] = _windows_of(corpus.tokens(domain, split), f"domain {domain!r}", split, seq_len=seq_len,
                                   want=want, rng=rng)
+    want_extra = (extra_batches or batches) * batch_size
     for name, toks in (extra or {}).items():
-        rng = np.random.default_rng([seed, zlib.crc32(name.encode("utf-8")), 0xE7A1])
-        out[name] = _windows_of(toks, f"{name!r}", "evaluation", seq_len=seq_len, want=want, rng=rng)
+        rng = np.random.default_rng([zlib.crc32(name.encode("utf-8")), 0xE7A1])
+        out[name] = _windows_of(toks, f"{name!r}", "evaluation", seq_len=seq_len, want=want_extra, rng=rng)
     return out
 
 

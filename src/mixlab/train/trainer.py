@@ -413,7 +413,7 @@ class Trainer:
         if self._windows is None:
             self._windows = validation_windows(
                 self.corpus, seq_len=cfg.seq_len, batches=cfg.eval_batches, batch_size=bs, seed=cfg.seed,
-                extra=self.target_sources,
+                extra=self.target_sources, extra_batches=cfg.target_eval_batches or 4 * cfg.eval_batches,
             )
         return loss_on_windows(self.model, self._windows, batch_size=bs, device=self.device, amp_dtype=self._amp())
 
