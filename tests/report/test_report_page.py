@@ -18,7 +18,7 @@ from report_fixtures import BENCH, make_run_dir  # noqa: E402
 
 from mixlab.errors import DataError  # noqa: E402
 from mixlab.report import plots  # noqa: E402
-from mixlab.report.data import load_report_input  # noqa: E402
+from mixlab.report.data import load_report_input, load_report_inputs  # noqa: E402
 from mixlab.report.html import render_html, write_report  # noqa: E402
 
 IMG_RE = re.compile(
@@ -96,11 +96,14 @@ def _row_runs(mask: np.ndarray, gap: int = 40) -> list[tuple[int, int]]:
 def test_report_renders_plots_in_chromium(full_report, tmp_path) -> None:
     """Screenshot the page and a twin whose plots are replaced by transparent PNGs of the same size
     (identical layout): the pixels that differ must be exactly one non-blank block per plot."""
+    _check_painted(full_report[1], tmp_path)
+
+
+def _check_painted(text: str, tmp_path: Path) -> None:
     browser = _chromium()
     if browser is None:
         pytest.skip("Chromium is not installed (apt-get install -y chromium); cannot check the rendered page")
     pytest.importorskip("PIL")
-    _, text = full_report
     imgs = IMG_RE.findall(text)
     page = tmp_path / "report.html"
     twin = tmp_path / "twin.html"
@@ -120,6 +123,50 @@ def test_report_renders_plots_in_chromium(full_report, tmp_path) -> None:
         assert region.std() > 20, f"{alt}: plot region is blank"
         colourful = (region.max(axis=2) - region.min(axis=2)) > 60
         assert colourful.mean() > 0.001, f"{alt}: no coloured marks drawn"
+
+
+@pytest.fixture(scope="module")
+def compare_report(tmp_path_factory) -> tuple[Path, str]:
+    """A dynamic run and a uniform baseline (its own schedule and a higher loss curve) plus a bench file."""
+    root = tmp_path_factory.mktemp("compare")
+    dynamic = make_run_dir(root / "a", with_bench=False).rename(root / "tikmix")
+    uniform = make_run_dir(root / "b", with_bench=False).rename(root / "uniform")
+    (uniform / "schedule.json").write_text(
+        json.dumps({"mixture": {"web": 1 / 3, "code": 1 / 3, "books": 1 / 3}})
+    )
+    rows = (uniform / "metrics.csv").read_text().splitlines()
+    shifted = [rows[0]] + [
+        ",".join([*r.split(",")[:4], f"{float(r.split(',')[4]) + 0.25:.4f}"]) for r in rows[1:]
+    ]
+    (uniform / "metrics.csv").write_text("\n".join(shifted) + "\n")
+    (root / "bench.json").write_text(json.dumps(BENCH))
+    path = write_report([dynamic, uniform, root / "bench.json"])
+    return path, path.read_text()
+
+
+def test_report_compares_several_runs_and_a_bench(compare_report) -> None:
+    path, text = compare_report
+    assert path.name == "compare.html" and path.parent.name == "tikmix"
+    alts = [a for a, *_ in IMG_RE.findall(text)]
+    assert alts[:2] == ["mixture of each run", "mean validation loss over domains, per run"]
+    assert "per-domain loss curves" in alts and "benchmark: loss vs compute spent choosing" in alts
+    table = text[text.index("Final validation loss per run") :]
+    # best mean first: the dynamic run's curve is 0.25 below the uniform one in every domain
+    assert table.index(">tikmix<") < table.index(">uniform<")
+    data = load_report_inputs([path.parent, path.parent.with_name("uniform")])
+    assert set(data.runs) == {"tikmix", "uniform"}
+    assert {r["run_id"] for r in data.metrics} == {"tikmix", "uniform"}
+    final = {
+        run: np.mean([r["loss"] for r in data.metrics if r["run_id"] == run and r["step"] == 400])
+        for run in data.runs
+    }
+    assert final["uniform"] - final["tikmix"] == pytest.approx(0.25, abs=0.01)
+    for method in (r["method"] for r in BENCH):
+        assert f">{method} (bench)<" in text
+
+
+def test_compare_report_renders_in_chromium(compare_report, tmp_path) -> None:
+    _check_painted(compare_report[1], tmp_path)
 
 
 def test_missing_and_broken_inputs_become_notes(tmp_path) -> None:

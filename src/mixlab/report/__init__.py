@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["load_report_input", "render_html", "write_report"]
+__all__ = ["load_report_input", "load_report_inputs", "render_html", "write_report"]
 
 
 def __getattr__(name: str) -> Any:
-    if name == "load_report_input":
-        from mixlab.report.data import load_report_input
+    if name in ("load_report_input", "load_report_inputs"):
+        from mixlab.report import data
 
-        return load_report_input
+        return getattr(data, name)
     if name in ("render_html", "write_report"):
         from mixlab.report import html
 

@@ -29,6 +29,10 @@ Bench JSON (``mixlab bench`` output): a list of objects (or {"results": [...]}) 
 ``avg_loss``, ``worst_loss``, ``target_loss``, ``choose_flops``, ``choose_tokens``,
 ``choose_seconds``, ``seeds`` and optional ``<key>_std`` for each numeric key.
 
+Several inputs (:func:`load_report_inputs`: run directories and/or bench JSON files) are compared on
+one page: every run's mixture and loss curves are overlaid (labelled by the run directory's name),
+bench rows are pooled, and influence/laws/predictions come from the first input that has them.
+
 Loading is tolerant: a malformed optional file becomes a note in the report, never a crash; only a
 path that is neither a directory nor a JSON file raises :class:`~mixlab.errors.DataError`.
 """
@@ -92,6 +96,8 @@ class ReportData:
     bench: list[dict[str, Any]] | None = None
     notes: dict[str, str] = field(default_factory=dict)
     """Per-section explanations (why a section is missing or partly unreadable)."""
+    runs: dict[str, list[tuple[int, dict[str, float]]] | None] = field(default_factory=dict)
+    """Compared runs (label -> its schedule, or None); empty for a single input."""
 
     @property
     def last_step(self) -> int | None:
@@ -182,8 +188,15 @@ def read_result_curve(path: Path) -> list[dict[str, Any]]:
     for step, losses in curve.items():
         for domain, loss in (losses or {}).items():
             tok = int(tokens) * int(step) // steps if steps and isinstance(tokens, int) else None
-            rows.append({"run_id": obj.get("run_id") or "run", "step": int(step), "tokens": tok, "domain": str(domain),
-                         "loss": _float(loss)})
+            rows.append(
+                {
+                    "run_id": obj.get("run_id") or "run",
+                    "step": int(step),
+                    "tokens": tok,
+                    "domain": str(domain),
+                    "loss": _float(loss),
+                }
+            )
     return rows
 
 
@@ -396,3 +409,51 @@ def load_report_input(path: str | Path) -> ReportData:
     if bench.is_file():
         data.bench = _try(data, "bench", lambda: parse_bench(_read_json(bench), str(bench)))
     return data
+
+
+def _labels(paths: list[Path]) -> list[str]:
+    """A short, unique label per input: its directory or file name (numbered when names repeat)."""
+    names = [p.name if p.is_dir() else p.stem for p in paths]
+    out = []
+    for i, n in enumerate(names):
+        out.append(n if names.count(n) == 1 else f"{n}#{names[: i + 1].count(n)}")
+    return out
+
+
+def load_report_inputs(paths: str | Path | list[str | Path]) -> ReportData:
+    """Load one input (as :func:`load_report_input`) or several, merged for comparison.
+
+    With several, each run's metrics rows are relabelled with the run's label (``label`` or
+    ``label/run_id`` when a run directory holds several run ids), ``runs`` holds each run's schedule,
+    ``schedule`` is the first run's, and bench rows from every input are pooled.
+    """
+    items = [Path(p) for p in (paths if isinstance(paths, list) else [paths])]
+    if not items:
+        raise DataError("give at least one run directory or bench .json file")
+    if len(items) == 1:
+        return load_report_input(items[0])
+    loaded = [load_report_input(p) for p in items]
+    merged = ReportData(source=items[0], kind="compare")
+    metrics: list[dict[str, Any]] = []
+    bench: list[dict[str, Any]] = []
+    for label, data in zip(_labels(items), loaded, strict=True):
+        if data.kind == "run" or data.schedule is not None:
+            merged.runs[label] = data.schedule
+        ids = {str(r["run_id"]) for r in data.metrics or []}
+        for r in data.metrics or []:
+            metrics.append({**r, "run_id": label if len(ids) == 1 else f"{label}/{r['run_id']}"})
+        for r in data.bench or []:
+            bench.append({**r, "method": r["method"] if len(items) == 1 else f"{r['method']} ({label})"})
+        if merged.schedule is None:
+            merged.schedule = data.schedule
+        if not merged.influence:
+            merged.influence = data.influence
+        if not merged.laws:
+            merged.laws = data.laws
+        if merged.predictions is None:
+            merged.predictions = data.predictions
+        for k, v in data.notes.items():
+            merged.notes[k] = f"{label}: {v}"
+    merged.metrics = metrics or None
+    merged.bench = bench or None
+    return merged

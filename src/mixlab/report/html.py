@@ -18,13 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from mixlab.report import plots
-from mixlab.report.data import BENCH_KEYS, ReportData, load_report_input
+from mixlab.report.data import BENCH_KEYS, ReportData, load_report_inputs
 from mixlab.utils.io import atomic_write_text
 
 log = logging.getLogger(__name__)
 
-SECTIONS = ("mixture", "losses", "influence", "laws", "predictions", "bench")
+SECTIONS = ("compare", "mixture", "losses", "influence", "laws", "predictions", "bench")
 TITLES = {
+    "compare": "Runs compared",
     "mixture": "Mixture per stage",
     "losses": "Per-domain validation loss",
     "influence": "Group Influence per stage",
@@ -33,6 +34,7 @@ TITLES = {
     "bench": "Benchmark",
 }
 MISSING = {
+    "compare": "a single input (pass several run directories to compare them)",
     "mixture": "no schedule.json in the input",
     "losses": "no metrics.csv (run_id, step, tokens, domain, loss) in the input",
     "influence": "no stages/stage_<k>/influence.json in the input",
@@ -123,6 +125,37 @@ def _section_losses(data: ReportData) -> str:
     return _img(fig, "per-domain loss curves") + table
 
 
+def _section_compare(data: ReportData) -> str:
+    """Each run's mixture side by side, the mean loss over domains per run, and final losses."""
+    parts = []
+    rows = [
+        {"method": label, "schedule": [{"start_step": st, "mixture": m} for st, m in sched]}
+        for label, sched in data.runs.items()
+        if sched
+    ]
+    if rows:
+        parts.append(_img(plots.plot_method_mixtures(rows), "mixture of each run"))
+    metrics = data.metrics or []
+    if metrics:
+        parts.append(_img(plots.plot_mean_loss(metrics), "mean validation loss over domains, per run"))
+        last: dict[tuple[str, str], tuple[int, float]] = {}
+        for r in metrics:
+            key = (str(r["run_id"]), str(r["domain"]))
+            if key not in last or r["step"] >= last[key][0]:
+                last[key] = (int(r["step"]), float(r["loss"]))
+        runs = list(dict.fromkeys(k[0] for k in last))
+        domains = list(dict.fromkeys(k[1] for k in last))
+        table_rows = []
+        for run in runs:
+            vals = [last.get((run, d), (0, math.nan))[1] for d in domains]
+            finite = [v for v in vals if math.isfinite(v)]
+            table_rows.append([run, *vals, sum(finite) / len(finite) if finite else math.nan])
+        table_rows.sort(key=lambda r: r[-1])
+        parts.append("<h3>Final validation loss per run (best mean first)</h3>")
+        parts.append(_table(["run", *domains, "mean"], table_rows))
+    return "".join(parts)
+
+
 def _section_influence(data: ReportData) -> str:
     fig = plots.plot_influence(data.influence)
     return (
@@ -190,6 +223,7 @@ def _section_bench(data: ReportData) -> str:
 
 
 _BUILDERS: dict[str, tuple[Callable[[ReportData], bool], Callable[[ReportData], str]]] = {
+    "compare": (lambda d: len(d.runs) > 1, _section_compare),
     "mixture": (lambda d: bool(d.schedule), _section_mixture),
     "losses": (lambda d: bool(d.metrics), _section_losses),
     "influence": (lambda d: bool(d.influence), _section_influence),
@@ -233,31 +267,44 @@ def render_html(data: ReportData, on_section: Callable[[str], None] | None = Non
             parts.append(f'<section id="{name}"><h2>{TITLES[name]}</h2>')
             for note in notes:
                 parts.append(f'<p class="note">Skipped unreadable input: {html.escape(note)}</p>')
-            parts.append(build(data) if present(data) else f'<p class="note">Section omitted: {MISSING[name]}.</p>')
+            parts.append(
+                build(data) if present(data) else f'<p class="note">Section omitted: {MISSING[name]}.</p>'
+            )
             parts.append("</section>")
-        else:  # absent inputs are listed once at the end, not as a page of empty sections
+        elif name != "compare":  # absent inputs are listed once at the end, not as empty sections
             omitted.append(name)
         log.info("report section %s done", name)
         if on_section is not None:
             on_section(name)
     if omitted:
         items = "".join(f"<li>{TITLES[n]}. Section omitted: {MISSING[n]}.</li>" for n in omitted)
-        parts.append(f'<section id="omitted"><p class="note">Not shown, as this input has no data for them:</p>'
-                     f"<ul>{items}</ul></section>")
+        parts.append(
+            f'<section id="omitted"><p class="note">Not shown, as this input has no data for them:</p>'
+            f"<ul>{items}</ul></section>"
+        )
     parts.append("</body></html>")
     return "\n".join(parts)
 
 
-def default_output(source: str | Path) -> Path:
+def default_output(source: str | Path | list[str | Path]) -> Path:
+    """``RUN_DIR/report.html`` or ``BENCH.html``; with several inputs ``compare.html`` beside the first."""
+    if isinstance(source, list):
+        if len(source) > 1:
+            first = Path(source[0])
+            return (first if first.is_dir() else first.parent) / "compare.html"
+        source = source[0]
     src = Path(source)
     return src / "report.html" if src.is_dir() else src.with_suffix(".html")
 
 
 def write_report(
-    source: str | Path, out: str | Path | None = None, on_section: Callable[[str], None] | None = None
+    source: str | Path | list[str | Path],
+    out: str | Path | None = None,
+    on_section: Callable[[str], None] | None = None,
 ) -> Path:
-    """Load ``source`` (run directory or bench JSON), render the page and write it atomically."""
-    data = load_report_input(source)
+    """Load ``source`` (a run directory or bench JSON, or a list of them to compare), render the page
+    and write it atomically."""
+    data = load_report_inputs(source if isinstance(source, list) else [source])
     target = Path(out) if out is not None else default_output(source)
     atomic_write_text(target, render_html(data, on_section))
     log.info("wrote report %s", target)

@@ -122,6 +122,29 @@ def plot_loss_curves(rows: Sequence[Mapping[str, Any]], boundaries: Sequence[int
     return fig
 
 
+def plot_mean_loss(rows: Sequence[Mapping[str, Any]]) -> Figure:
+    """Mean validation loss over the domains each run reports, per step: one line per run."""
+    runs = list(dict.fromkeys(str(r["run_id"]) for r in rows))
+    colors = domain_colors(runs)
+    fig = _figure(height=3.6)
+    ax = fig.add_subplot()
+    for run in runs:
+        by_step: dict[int, list[float]] = {}
+        for r in rows:
+            if str(r["run_id"]) == run and math.isfinite(float(r["loss"])):
+                by_step.setdefault(int(r["step"]), []).append(float(r["loss"]))
+        if not by_step:
+            continue
+        x = sorted(by_step)
+        y = [float(np.mean(by_step[s])) for s in x]
+        ax.plot(x, y, color=colors[run], label=run, marker="o" if len(x) < 12 else None, ms=3)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("mean validation loss over domains")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
+    return fig
+
+
 def plot_influence(stages: Sequence[InfluenceStage]) -> Figure:
     """One heatmap per stage of I[train, target] on a shared symmetric colour scale (red = helps)."""
     from matplotlib.colors import TwoSlopeNorm
