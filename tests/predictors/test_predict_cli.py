@@ -109,3 +109,23 @@ def test_regmix_data_default_predictor_beats_lightgbm_at_102_runs():
         p = get_predictor(name).fit(mix.values[idx], y[idx], domains=mix.columns, targets=[target])
         scores[name] = spearman(yt, p.predict(tmix.values))
     assert scores["mixlab"] > 0.985 and scores["mixlab"] > scores["lightgbm"] + 0.02
+
+
+def test_propose_writes_cross_validated_predictions_the_report_shows(files):
+    from mixlab.report.data import load_report_input
+    from mixlab.report.html import write_report
+
+    d, _ = files
+    report = d / "report"
+    res = CliRunner().invoke(build_app(), [
+        "propose", "--train-mixtures", str(d / "mix.csv"), "--train-losses", str(d / "loss.csv"),
+        "--predictor", "dml", "--samples", "2000", "--top-k", "16", "--out", str(d / "best.yaml"),
+        "--report-dir", str(report)])
+    assert res.exit_code == 0, res.output
+    data = load_report_input(report)
+    p = data.predictions
+    assert p is not None and len(p["true"]) == 40 * len(LOSSES)
+    assert set(p["model"]) == {f"dml: {c}" for c in LOSSES}
+    # out-of-fold predictions of a law that matches the data's form rank the runs almost perfectly
+    assert spearman(p["true"], p["predicted"]) > 0.95
+    assert "predicted vs true scatter" in write_report(report).read_text()

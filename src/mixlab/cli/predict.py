@@ -131,6 +131,7 @@ def propose(
     samples: Annotated[int, typer.Option("--samples", help="Dirichlet samples for the top-k search.")] = 100_000,
     top_k: Annotated[int, typer.Option("--top-k", help="Average the best K samples (RegMix: 128).")] = 128,
     seed: Annotated[int, typer.Option("--seed")] = 0,
+    report_dir: Annotated[Path | None, typer.Option("--report-dir", help="Also write DIR/predictions.csv: the predictor's 5-fold cross-validated prediction of each run's loss against the true loss, which `mixlab report DIR` shows.")] = None,
 ) -> None:
     """Fit a predictor on a sweep's results and save the mixture that minimises the predicted loss.
 
@@ -183,6 +184,8 @@ def propose(
             if extra.predicted < found.predicted:
                 found = extra
     save_mixture(found.mixture, out)
+    if report_dir is not None:
+        _write_cv_predictions(model, mix.values, Y, cols, report_dir / "predictions.csv", seed)
     table = Table(title=f"proposed mixture ({model.name}, {found.method}; predicted {found.predicted:.4f})")
     table.add_column("domain")
     table.add_column("weight", justify="right")
@@ -190,3 +193,24 @@ def propose(
         table.add_row(d, f"{found.mixture[d]:.4f}")
     console.print(table)
     console.print(f"saved to {out}")
+
+
+def _write_cv_predictions(model: Any, X: Any, Y: Any, cols: list[str], path: Path, seed: int) -> None:
+    """Out-of-fold predictions (``true, predicted, model``) in the layout the report's predictor section reads."""
+    import csv
+
+    import numpy as np
+
+    from mixlab.predictors.base import cross_validate
+    from mixlab.utils.io import atomic_open
+
+    Y = np.asarray(Y, dtype=float).reshape(len(X), -1)
+    cv = cross_validate(model, X, Y, folds=min(5, len(X)), seed=seed)
+    oof = np.asarray(cv.oof, dtype=float).reshape(Y.shape)
+    with atomic_open(path, "w") as fh:
+        w = csv.writer(fh)
+        w.writerow(["true", "predicted", "model"])
+        for j, col in enumerate(cols):
+            for t, pr in zip(Y[:, j], oof[:, j], strict=True):
+                w.writerow([f"{t:.6g}", f"{pr:.6g}", f"{model.name}: {col}"])
+    log.info("wrote cross-validated predictions (Spearman %.3f) to %s", cv.overall.get("spearman", float("nan")), path)
