@@ -134,9 +134,11 @@ def _section_compare(data: ReportData) -> str:
         if sched
     ]
     if rows:
+        parts.append("<h3>Mixture of each run</h3>")
         parts.append(_img(plots.plot_method_mixtures(rows), "mixture of each run"))
     metrics = data.metrics or []
     if metrics:
+        parts.append("<h3>Mean validation loss over domains, per run</h3>")
         parts.append(_img(plots.plot_mean_loss(metrics), "mean validation loss over domains, per run"))
         last: dict[tuple[str, str], tuple[int, float]] = {}
         for r in metrics:
