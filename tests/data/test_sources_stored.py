@@ -167,7 +167,9 @@ def test_datasets_on_disk_arrow_and_local_load_dataset(tmp_path, monkeypatch) ->
         prepare_corpus(tmp_path / "bad.yaml")
     bad = {**cfg, "domains": {"x": {"path": "nowhere", "format": "hf-local"}}}
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
-    with pytest.raises(DataError, match="local path only"):
+    with pytest.raises(
+        DataError, match="not in the local Hugging Face datasets cache; mixlab never downloads"
+    ):
         prepare_corpus(tmp_path / "bad.yaml")
 
 

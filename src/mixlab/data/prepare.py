@@ -89,6 +89,9 @@ def _file_records(files: list[Path], previous: list[dict[str, Any]] | None) -> l
         if f.is_dir():  # a datasets directory: its files' hashes, in order
             out.append({"path": str(f.resolve()), "sha256": _source_sha256(f)})
             continue
+        if not f.exists():  # a dataset name read from the local datasets cache (hf-local)
+            out.append({"path": str(f), "sha256": f"hf-cache:{f}"})
+            continue
         st = f.stat()
         rec = {"path": str(f.resolve()), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
         old = prev.get(rec["path"])

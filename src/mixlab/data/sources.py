@@ -19,6 +19,7 @@ path order so that a corpus is reproducible.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import gzip
 import io
@@ -92,11 +93,9 @@ def resolve_files(
         s = os.fspath(s)
         p = Path(s)
         if fmt == "hf-local":
-            if not p.exists():
-                raise DataError(
-                    f"{where}: hf-local reads a local path only (never the network); {p} does not exist"
-                )
-            files.append(p)  # load_dataset resolves it (a local directory, file or dataset script)
+            files.append(
+                p
+            )  # a local path, or a dataset name already in the local datasets cache  # load_dataset resolves it (a local directory, file or dataset script)
         elif fmt == "megatron" and not p.exists() and Path(s + ".bin").is_file():
             files.append(Path(s + ".bin"))  # a Megatron data prefix: PREFIX.bin + PREFIX.idx
         elif any(ch in s for ch in "*?["):
@@ -223,6 +222,18 @@ def _hf_datasets() -> Any:
     return datasets
 
 
+@contextlib.contextmanager
+def _offline(datasets: Any) -> Iterator[None]:
+    """``datasets`` offline while a dataset is opened, even if it was imported before the variable was set."""
+    cfg = datasets.config
+    old = getattr(cfg, "HF_DATASETS_OFFLINE", None)
+    cfg.HF_DATASETS_OFFLINE = True
+    try:
+        yield
+    finally:
+        cfg.HF_DATASETS_OFFLINE = old
+
+
 def _hf_rows(ds: Any, hf_split: str, where: str) -> Iterator[tuple[str, Any]]:
     datasets = _hf_datasets()
     if isinstance(ds, (datasets.DatasetDict, datasets.IterableDatasetDict)):
@@ -270,16 +281,25 @@ def iter_records(path: Path, *, fmt: str = "auto", hf_split: str = "train") -> I
                 yield from _table_rows(rb, where)
         elif kind == "hf-disk":
             datasets = _hf_datasets()
-            yield from _hf_rows(datasets.load_from_disk(str(path)), hf_split, where)
+            with _offline(datasets):
+                ds = datasets.load_from_disk(str(path))
+            yield from _hf_rows(ds, hf_split, where)
         elif kind == "hf-local":
             datasets = _hf_datasets()
-            if not path.exists():
-                raise DataError(
-                    f"{where}: hf-local reads a local path only (never the network); it does not exist"
-                )
-            yield from _hf_rows(
-                datasets.load_dataset(str(path), split=hf_split, streaming=True), hf_split, where
-            )
+            if path.exists():
+                with _offline(datasets):
+                    ds = datasets.load_dataset(str(path), split=hf_split, streaming=True)
+            else:
+                try:  # a name: only from the local cache, since HF_DATASETS_OFFLINE is set
+                    with _offline(datasets):
+                        ds = datasets.load_dataset(str(path), split=hf_split)
+                except Exception as exc:
+                    raise DataError(
+                        f"{where}: not a local path and not in the local Hugging Face datasets cache; mixlab "
+                        f"never downloads (HF_DATASETS_OFFLINE=1): fetch it first or give a path "
+                        f"({type(exc).__name__})"
+                    ) from None
+            yield from _hf_rows(ds, hf_split, where)
         else:
             raise DataError(
                 f"{where}: format {kind!r} has no records; allowed: jsonl, jsonl.gz, jsonl.zst, parquet, arrow, hf-disk, hf-local"
@@ -345,9 +365,7 @@ def domain_values(files: list[Path], *, fmt: str, field: str, hf_split: str = "t
     """Each value of ``field`` in the sources and how many records carry it (for a mixed source)."""
     counts: dict[str, int] = {}
     for f in files:
-        for at, rec in iter_records(
-            f, fmt=file_format(f, fmt) or "auto", hf_split=hf_split
-        ):
+        for at, rec in iter_records(f, fmt=file_format(f, fmt) or "auto", hf_split=hf_split):
             v = _domain_of(rec, field, at)
             counts[v] = counts.get(v, 0) + 1
     return counts
