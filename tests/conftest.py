@@ -22,6 +22,43 @@ def pytest_addoption(parser):
     )
 
 
+class ReliabilityLedger:
+    """What the reliability tests exercised, for the table tests/reliability/conftest.py prints:
+    ``kill(command, identical)``, ``bad_input(command, clean)``, ``writers(n, rows, lost)``, ``orphans(n)``."""
+
+    def __init__(self):
+        self.kills: dict[str, list[int]] = {}
+        self.bad: dict[str, list[int]] = {}
+        self.writer_runs: list[tuple[int, int, int]] = []
+        self.orphan_counts: list[int] = []
+
+    def kill(self, command: str, identical: bool) -> None:
+        row = self.kills.setdefault(command, [0, 0])
+        row[0] += 1
+        row[1] += bool(identical)
+
+    def bad_input(self, command: str, clean: bool) -> None:
+        row = self.bad.setdefault(command, [0, 0])
+        row[0] += 1
+        row[1] += bool(clean)
+
+    def writers(self, n: int, rows: int, lost: int) -> None:
+        self.writer_runs.append((n, rows, lost))
+
+    def orphans(self, n: int) -> None:
+        self.orphan_counts.append(n)
+
+
+def pytest_configure(config):
+    config.reliability_ledger = ReliabilityLedger()
+
+
+@pytest.fixture()
+def ledger(request):
+    """The session's :class:`ReliabilityLedger` (a reliability test records what it tried in it)."""
+    return request.config.reliability_ledger
+
+
 def pytest_collection_modifyitems(config, items):
     if not config.getoption("--skip-slow"):
         return

@@ -37,6 +37,11 @@ class Mixture:
     weights: Mapping[str, float]
 
     def __post_init__(self) -> None:
+        if not isinstance(self.weights, Mapping):
+            raise ConfigError(
+                f"a mixture is a mapping of domain -> weight (e.g. {{web: 0.7, code: 0.3}}), got "
+                f"{type(self.weights).__name__} {str(self.weights)[:40]!r}"
+            )
         if not self.weights:
             raise ConfigError("mixture is empty: give at least one domain weight")
         clean: dict[str, float] = {}
@@ -190,7 +195,11 @@ class Schedule:
         for i, item in enumerate(items):
             if not isinstance(item, Mapping) or "mixture" not in item:
                 raise ConfigError(f"{where}[{i}]: each stage needs 'start_step' and 'mixture'")
-            pairs.append((int(item.get("start_step", 0)), item["mixture"]))
+            try:
+                start = int(item.get("start_step", 0))
+            except (TypeError, ValueError):
+                raise ConfigError(f"{where}[{i}]: start_step must be a whole number, got {item.get('start_step')!r}") from None
+            pairs.append((start, item["mixture"]))
         return cls.from_pairs(pairs)
 
 

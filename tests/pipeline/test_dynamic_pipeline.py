@@ -84,7 +84,8 @@ def _run(cfg: dict, corpus_root: Path) -> dict:
 
 
 @pytest.mark.slow
-def test_kill_and_resume_reproduces_schedule(tiny_corpus, tmp_path):
+@pytest.mark.reliability
+def test_kill_and_resume_reproduces_schedule(tiny_corpus, tmp_path, ledger):
     mixer_params = {"tokens_per_domain": 2048, "batch_size": 4, "pareto": False}
     base = {"mixer": "tikmix-d", "mixer_params": mixer_params, "stages": 3, "initial": "uniform"}
     train = _train(tiny_corpus, tmp_path / "a", checkpoint_interval=4)
@@ -105,6 +106,7 @@ def test_kill_and_resume_reproduces_schedule(tiny_corpus, tmp_path):
         os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     resumed = _run(cfg, tiny_corpus.root)
+    ledger.kill("run", resumed == full)
     assert resumed["schedule"] == full["schedule"]
     assert resumed["final"] == full["final"]
     assert len(full["schedule"]) == 3

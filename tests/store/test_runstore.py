@@ -87,7 +87,8 @@ for r in range(n_runs):
 """
 
 
-def test_four_parallel_writers_lose_no_rows(tmp_path):
+@pytest.mark.reliability
+def test_four_parallel_writers_lose_no_rows(tmp_path, ledger):
     path = str(tmp_path / "mixlab.db")
     RunStore(path)
     n_runs, n_rows = 3, 15
@@ -99,6 +100,8 @@ def test_four_parallel_writers_lose_no_rows(tmp_path):
     runs = store.list_runs()
     assert len(runs) == 4 * n_runs
     assert all(r["status"] == "finished" for r in runs)
-    assert sum(len(store.metrics(r["id"])) for r in runs) == 4 * n_runs * n_rows * 2
+    written = sum(len(store.metrics(r["id"])) for r in runs)
+    ledger.writers(4, written, 4 * n_runs * n_rows * 2 - written)
+    assert written == 4 * n_runs * n_rows * 2
     assert all(store.get_artifact(r["id"], "done") is not None for r in runs)
     assert store._read("PRAGMA journal_mode")[0][0] == "wal"

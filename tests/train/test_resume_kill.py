@@ -49,8 +49,10 @@ def _cfg():
 
 
 @pytest.mark.slow
+@pytest.mark.reliability
 @pytest.mark.parametrize("mode,kill_step,expect_latest", [("mid-step", 14, 12), ("in-save", 16, 12)])
-def test_sigkill_and_resume_reproduces_uninterrupted_curve(tiny_corpus, tmp_path, mode, kill_step, expect_latest):
+def test_sigkill_and_resume_reproduces_uninterrupted_curve(tiny_corpus, tmp_path, mode, kill_step, expect_latest,
+                                                           ledger):
     cfg = _cfg()
     reference = Trainer(cfg.model_copy(update={"out_dir": str(tmp_path / "ref")}), store=False,
                         corpus=tiny_corpus).fit()
@@ -69,6 +71,7 @@ def test_sigkill_and_resume_reproduces_uninterrupted_curve(tiny_corpus, tmp_path
     resumed = Trainer(cfg.model_copy(update={"out_dir": str(run_dir)}), store=False, corpus=tiny_corpus)
     assert resumed.resumed_from == expect_latest
     result = resumed.fit()
+    ledger.kill("train", result.train_losses == reference.train_losses and result.curve == reference.curve)
     assert result.train_losses == reference.train_losses  # exact, step by step
     assert result.curve == reference.curve
     assert result.tokens == reference.tokens

@@ -15,6 +15,7 @@ as well. A SIGTERM is turned into ``KeyboardInterrupt``, so a run stopped by ``k
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import importlib
@@ -190,7 +191,8 @@ def _terminate(signum: int, frame: Any) -> None:
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, _terminate)
+        with contextlib.suppress(ValueError):  # only the main thread may set handlers
+            signal.signal(signal.SIGTERM, _terminate)
     app = build_app()
     _state["debug"] = False
     try:

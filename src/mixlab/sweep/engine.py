@@ -275,6 +275,7 @@ class Sweep:
 
         The sweep's folder is locked meanwhile: a second ``mixlab sweep`` of the same name gets an error
         naming this process instead of starting workers on the same run directories."""
+        self.plan()  # checks the corpus and settings before anything is created
         with DirLock(self.directory, what="sweep"):
             return self._run(task_fn=task_fn, progress=progress, start_method=start_method)
 
