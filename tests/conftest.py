@@ -31,13 +31,15 @@ class ReliabilityLedger:
         self.bad: dict[str, list[int]] = {}
         self.writer_runs: list[tuple[int, int, int]] = []
         self.orphan_counts: list[int] = []
+        self.tracebacks = 0
 
     def kill(self, command: str, identical: bool) -> None:
         row = self.kills.setdefault(command, [0, 0])
         row[0] += 1
         row[1] += bool(identical)
 
-    def bad_input(self, command: str, clean: bool) -> None:
+    def bad_input(self, command: str, clean: bool, traceback: bool = False) -> None:
+        self.tracebacks += bool(traceback)
         row = self.bad.setdefault(command, [0, 0])
         row[0] += 1
         row[1] += bool(clean)

@@ -37,6 +37,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     kt = [sum(v[i] for v in ledger.kills.values()) for i in (0, 1)]
     bt = [sum(v[i] for v in ledger.bad.values()) for i in (0, 1)]
     tr.write_line(f"{'total':<12} {f'{kt[1]} / {kt[0]}':>34} {f'{bt[1]} / {bt[0]}':>26}")
+    if ledger.bad:
+        tr.write_line(f"tracebacks printed on bad inputs: {ledger.tracebacks}")
     for n, rows, lost in ledger.writer_runs:
         tr.write_line(f"concurrent writers: {n} processes, {rows} rows written, {lost} lost")
     if ledger.orphan_counts:

@@ -104,7 +104,7 @@ class Sandbox:
         err = self.capsys.readouterr().err
         after = _snapshot(self.root)
         clean = code == 2 and "Traceback" not in err and "error:" in err and before == after
-        self.ledger.bad_input(self.command, clean)
+        self.ledger.bad_input(self.command, clean, traceback="Traceback" in err)
         assert code == 2, (argv, code, err[-1500:])
         assert "Traceback" not in err and "error:" in err, err[-1500:]
         assert before == after, sorted(set(after.items()) ^ set(before.items()))
