@@ -20,5 +20,9 @@ class DataError(MixlabError):
     """A corpus, shard, CSV or other input file is missing, empty or corrupt."""
 
 
+class NotFittedError(MixlabError):
+    """An estimator (a mixing law, a predictor) was used before ``fit``."""
+
+
 class TrainingError(MixlabError):
     """A training run cannot continue (NaN loss, missing checkpoint, incompatible resume)."""

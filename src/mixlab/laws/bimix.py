@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from mixlab.errors import ConfigError, DataError, MixlabError
+from mixlab.errors import ConfigError, DataError, MixlabError, NotFittedError
 from mixlab.laws._nls import robust_least_squares
 from mixlab.laws._run_effects import RunBlock, fit_proportion_term, fit_step_terms, run_index
 from mixlab.laws._simplex import minimize_on_simplex, resolve_constraints
@@ -43,12 +43,9 @@ _LOG_BOUNDS = (
     np.array([-10.0, np.log(1e-6), -20.0, np.log(1e-4)]),
     np.array([10.0, np.log(5.0), 40.0, np.log(5.0)]),
 )
+_STAT_ATTRS = ("r2_", "r2_log_", "mre_", "n_points_", "n_excluded_")
 _ALPHA_GRID = np.array([1e-3, 3e-3, 0.01, 0.02, 0.04, 0.07, 0.1, 0.15, 0.25, 0.4, 0.7])
 _BETA_GRID = np.geomspace(0.02, 3.0, 16)
-
-
-class NotFittedError(MixlabError):
-    """A law was used before ``fit``."""
 
 
 def _check_fitted(obj: Any, attr: str) -> None:
@@ -731,6 +728,38 @@ class BiMixModel:
         r = minimize_on_simplex(fun, jac, r0, lower, cons.upper, extra_starts=[uniform])
         self.optimize_method_ = "numerical"
         return Mixture.from_weights(np.clip(r, 0, None), self.domains_)
+
+    def get_params(self) -> dict[str, Any]:
+        return {**self._law_params(), "share_beta": self.share_beta}
+
+    def to_state(self) -> dict[str, Any]:
+        """The fitted model as plain JSON-able data (:meth:`from_state` rebuilds it; no pickle)."""
+        _check_fitted(self, "laws_")
+        laws = {}
+        for d in self.loss_domains_:
+            law = self.laws_[d]
+            laws[d] = {"theta": law.theta_.tolist(), "cov": law.cov_.tolist(),
+                       "stats": {k: getattr(law, k) for k in _STAT_ATTRS if hasattr(law, k)}}
+        return {"params": self.get_params(), "domains": list(self.domains_),
+                "loss_domains": list(self.loss_domains_), "laws": laws}
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> BiMixModel:
+        """A fitted model from :meth:`to_state` output; it predicts and optimises exactly as the saved one."""
+        model = cls(**state["params"])
+        model.domains_ = list(state["domains"])
+        model.loss_domains_ = list(state["loss_domains"])
+        model.laws_ = {}
+        for d in model.loss_domains_:
+            entry = state["laws"][d]
+            law = BiMixLaw(**model._law_params())
+            law._set_fitted(np.asarray(entry["theta"], dtype=float), np.asarray(entry["cov"], dtype=float))
+            for k, v in entry.get("stats", {}).items():
+                setattr(law, k, v)
+            model.laws_[d] = law
+        if model.share_beta:
+            model.beta_ = model.laws_[model.loss_domains_[0]].beta_
+        return model
 
     def summary(self) -> list[dict[str, Any]]:
         """One row per loss domain: coefficients, standard errors and fit statistics."""

@@ -41,6 +41,7 @@ from mixlab.laws.bimix import (
 from mixlab.mixture import Mixture, MixtureConstraints
 
 TAU_MAX = 10.0
+_STATE_ARRAYS = ("A_", "alpha_", "B_", "beta_", "C_", "tau_")
 _TAU_STARTS = (0.03, 0.1, 0.3)
 
 
@@ -116,7 +117,10 @@ class BiMixTransferModel:
         domains: Sequence[str] | None = None,
         loss_domains: Sequence[str] | None = None,
         sample_weight: Any = None,
+        runs: Any = None,
     ) -> BiMixTransferModel:
+        """Fit one law per loss domain (class docstring); ``runs`` is accepted for the common law
+        interface (:mod:`mixlab.laws.registry`) and not used: the law pools the runs' points."""
         if not float(self.tau_max) > 0:
             raise ConfigError(f"tau_max must be positive, got {self.tau_max}")
         R, doms, s, Y, ldoms = long_table_inputs(
@@ -297,6 +301,33 @@ class BiMixTransferModel:
 
     def get_params(self) -> dict[str, Any]:
         return {**self._law_params(), "share_beta": self.share_beta, "tau_max": self.tau_max}
+
+    def to_state(self) -> dict[str, Any]:
+        """The fitted law as plain JSON-able data (:meth:`from_state` rebuilds it; no pickle)."""
+        _check_fitted(self, "tau_")
+        return {
+            "params": self.get_params(), "domains": list(self.domains_), "loss_domains": list(self.loss_domains_),
+            "coef": {k: getattr(self, k).tolist() for k in _STATE_ARRAYS},
+            "mre": dict(self.mre_), "n_points": dict(self.n_points_),
+        }
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> BiMixTransferModel:
+        """A fitted law from :meth:`to_state` output; it predicts and optimises exactly as the saved one."""
+        model = cls(**state["params"])
+        model.domains_ = list(state["domains"])
+        model.loss_domains_ = list(state["loss_domains"])
+        for k in _STATE_ARRAYS:
+            setattr(model, k, np.asarray(state["coef"][k], dtype=float))
+        model.mre_ = dict(state.get("mre", {}))
+        model.n_points_ = dict(state.get("n_points", {}))
+        model.params_ = {
+            d: {"A": float(model.A_[j]), "alpha": float(model.alpha_[j]), "B": float(model.B_[j]),
+                "beta": float(model.beta_[j]), "C": float(model.C_[j]),
+                "tau": {q: float(model.tau_[j, i]) for i, q in enumerate(model.domains_) if q != d}}
+            for j, d in enumerate(model.loss_domains_)
+        }
+        return model
 
     def __repr__(self) -> str:
         return f"BiMixTransferModel({', '.join(f'{k}={v!r}' for k, v in self.get_params().items())})"

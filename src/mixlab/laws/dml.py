@@ -25,10 +25,10 @@ from typing import Any
 
 import numpy as np
 
-from mixlab.errors import ConfigError, DataError
+from mixlab.errors import ConfigError, DataError, NotFittedError
 from mixlab.laws._nls import robust_least_squares
 from mixlab.laws._simplex import minimize_on_simplex, resolve_constraints
-from mixlab.laws.bimix import NotFittedError, _r2
+from mixlab.laws.bimix import _r2
 from mixlab.mixture import Mixture, MixtureConstraints
 
 
@@ -234,3 +234,191 @@ class DataMixingLaw:
 def dml_from_mappings(mixtures: Sequence[Mapping[str, float]], domains: Sequence[str]) -> np.ndarray:
     """Mixtures keyed by domain name as an ``[n, k]`` matrix aligned with ``domains``."""
     return np.array([[float(m.get(d, 0.0)) for d in domains] for m in mixtures])
+
+
+_STEP_EXPONENTS = np.geomspace(0.05, 3.0, 60)
+_DEFAULT_STEP_EXPONENT = 0.5
+
+
+class NestedDataMixingLaw:
+    """The Data Mixing Law on loss curves, nested with a step law (arXiv 2403.16952 Sec. 4).
+
+    :class:`DataMixingLaw` has no step term: it maps a mixture to the loss at one step. The paper
+    predicts a later step by nesting it with a scaling law in steps; mixlab does the same on a long
+    table (one row per evaluation of a run):
+
+    1. each run's curve of each loss domain follows ``L(s) = E + B s^-b`` with one exponent ``b`` per
+       loss domain shared by the runs (``b`` profiled over a grid; for a fixed ``b`` each run's
+       ``E, B`` are a linear least-squares fit). Runs with 3 or more steps inform ``b``; a run with 2
+       steps is fitted exactly, a run with 1 step only gives its loss at that step.
+    2. at a query step ``s``, each run contributes its observed loss when it was evaluated at ``s``,
+       else its step law's value at ``s``; ``L_j(r) = c_j + k_j exp(t_j . r)`` is fitted on those
+       (one :class:`DataMixingLaw` per query step, cached) and predicts the query mixtures.
+
+    Unlike BiMix, a loss domain need not be a mixture domain. The arguments ``loss``, ``n_init``,
+    ``space``, ``seed`` are :class:`DataMixingLaw`'s.
+
+    Fitted attributes: ``domains_``, ``loss_domains_``, ``mixtures_`` (``[runs, k]``), ``E_``, ``B_``
+    (``[runs, m]``, NaN where a run cannot be extrapolated), ``b_`` (``[m]``), ``observed_`` (run ->
+    ``{step: [m] losses}``).
+    """
+
+    def __init__(self, loss: str = "huber", n_init: int = 6, space: str = "log", seed: int = 0) -> None:
+        self.loss = loss
+        self.n_init = n_init
+        self.space = space
+        self.seed = seed
+
+    def get_params(self) -> dict[str, Any]:
+        return {"loss": self.loss, "n_init": self.n_init, "space": self.space, "seed": self.seed}
+
+    def fit(
+        self,
+        mixtures: Any,
+        steps: Any,
+        losses: Any,
+        *,
+        domains: Sequence[str],
+        loss_domains: Sequence[str] | None = None,
+        runs: Any = None,
+        sample_weight: Any = None,
+    ) -> NestedDataMixingLaw:
+        """Fit the step law of every run (see the class docstring); ``runs`` labels each row's run
+        (default: rows with the same mixture are one run). ``sample_weight`` is not used."""
+        R = np.atleast_2d(np.asarray(mixtures, dtype=float))
+        s = np.asarray(steps, dtype=float).ravel()
+        Y = np.asarray(losses, dtype=float)
+        Y = Y[:, None] if Y.ndim == 1 else Y
+        if not (R.shape[0] == s.size == Y.shape[0]):
+            raise DataError(f"mixtures ({R.shape[0]} rows), steps ({s.size}) and losses ({Y.shape[0]}) differ in length")
+        if R.shape[1] != len(domains):
+            raise DataError(f"mixtures have {R.shape[1]} columns for {len(domains)} domains")
+        labels = np.round(R, 12) if runs is None else np.asarray(runs)
+        _, run = np.unique(labels, axis=0 if labels.ndim > 1 else None, return_inverse=True)
+        run = np.asarray(run).ravel()
+        n_runs, m = int(run.max()) + 1, Y.shape[1]
+        if n_runs < R.shape[1] + 2:
+            raise DataError(
+                f"the Data Mixing Law fits k + 1 = {R.shape[1] + 1} coefficients per loss domain from one loss per "
+                f"run; {n_runs} runs given, need at least {R.shape[1] + 2}: add proxy runs"
+            )
+        self.mixtures_ = np.stack([R[run == u][0] for u in range(n_runs)])
+        self.observed_: dict[int, dict[float, list[float]]] = {}
+        for u in range(n_runs):
+            rows = np.nonzero(run == u)[0]
+            self.observed_[u] = {float(s[i]): Y[i].tolist() for i in rows}
+        self.E_ = np.full((n_runs, m), np.nan)
+        self.B_ = np.full((n_runs, m), np.nan)
+        self.b_ = np.full(m, _DEFAULT_STEP_EXPONENT)
+        for j in range(m):
+            curves = []
+            for u in range(n_runs):
+                rows = np.nonzero((run == u) & np.isfinite(Y[:, j]))[0]
+                curves.append((s[rows], Y[rows, j]))
+            self._fit_step_law(j, curves)
+        self.domains_ = list(domains)
+        self.loss_domains_ = list(loss_domains) if loss_domains is not None else list(domains)
+        self._laws: dict[float, DataMixingLaw] = {}
+        return self
+
+    def _fit_step_law(self, j: int, curves: list[tuple[np.ndarray, np.ndarray]]) -> None:
+        def solve(b: float):
+            sse, coefs = 0.0, []
+            for x, y in curves:
+                if np.unique(x).size < 2:
+                    coefs.append((np.nan, np.nan))
+                    continue
+                A = np.stack([np.ones_like(x), x**-b], axis=1)
+                c, *_ = np.linalg.lstsq(A, y, rcond=None)
+                sse += float(np.sum((A @ c - y) ** 2)) if np.unique(x).size >= 3 else 0.0
+                coefs.append((float(c[0]), float(c[1])))
+            return sse, coefs
+
+        informative = any(np.unique(x).size >= 3 for x, _ in curves)
+        grid = _STEP_EXPONENTS if informative else [_DEFAULT_STEP_EXPONENT]
+        best = min((solve(b) + (b,) for b in grid), key=lambda t: t[0])
+        _, coefs, self.b_[j] = best
+        for u, (e, bb) in enumerate(coefs):
+            self.E_[u, j], self.B_[u, j] = e, bb
+
+    def _check(self) -> None:
+        if not hasattr(self, "E_"):
+            raise NotFittedError("NestedDataMixingLaw is not fitted yet: call fit() first")
+
+    def values_at(self, step: float) -> np.ndarray:
+        """Each run's loss at ``step`` (observed, else its step law's value; NaN if neither), ``[runs, m]``."""
+        self._check()
+        out = self.E_ + self.B_ * float(step) ** -self.b_[None, :]
+        for u, obs in self.observed_.items():
+            if float(step) in obs:
+                seen = np.asarray(obs[float(step)], dtype=float)
+                out[u] = np.where(np.isfinite(seen), seen, out[u])
+        return out
+
+    def law_at(self, step: float) -> DataMixingLaw:
+        """The Data Mixing Law fitted on every run's loss at ``step`` (cached)."""
+        self._check()
+        key = float(step)
+        if key not in self._laws:
+            v = self.values_at(key)
+            usable = int(np.min(np.sum(np.isfinite(v), axis=0)))
+            k = self.mixtures_.shape[1]
+            if usable < k + 2:
+                raise DataError(
+                    f"only {usable} runs give a loss at step {key:g} (observed there or extrapolated from >= 2 "
+                    f"steps); the Data Mixing Law needs at least {k + 2}"
+                )
+            X = self.mixtures_ / self.mixtures_.sum(axis=1, keepdims=True)
+            self._laws[key] = DataMixingLaw(**self.get_params()).fit(X, v)
+        return self._laws[key]
+
+    def predict(self, mixtures: Any, steps: Any) -> np.ndarray:
+        """Predicted losses ``[n, m]`` for ``n`` mixtures (rows over ``domains_``) at ``steps``."""
+        self._check()
+        R = np.atleast_2d(np.asarray(mixtures, dtype=float))
+        s = np.broadcast_to(np.asarray(steps, dtype=float), (R.shape[0],))
+        out = np.zeros((R.shape[0], len(self.loss_domains_)))
+        for step in np.unique(s):
+            rows = s == step
+            out[rows] = np.asarray(self.law_at(step).predict(R[rows])).reshape(int(rows.sum()), -1)
+        return out
+
+    def optimize(
+        self, step: float, weights: Mapping[str, float] | None = None, constraints: MixtureConstraints | None = None,
+    ) -> Mixture:
+        """The mixture minimising the weighted sum of the predicted losses at ``step`` (equal weights
+        over ``loss_domains_`` by default); see :meth:`DataMixingLaw.optimize`."""
+        self._check()
+        wv = None if weights is None else [float(weights.get(d, 0.0)) for d in self.loss_domains_]
+        return self.law_at(step).optimize(weights=wv, constraints=constraints, domains=self.domains_)
+
+    def to_state(self) -> dict[str, Any]:
+        """The fitted law as plain JSON-able data (:meth:`from_state` rebuilds it; no pickle)."""
+        self._check()
+        return {
+            "params": self.get_params(), "domains": self.domains_, "loss_domains": self.loss_domains_,
+            "mixtures": self.mixtures_.tolist(), "E": _nan_list(self.E_), "B": _nan_list(self.B_),
+            "b": self.b_.tolist(),
+            "observed": [[[s, _nan_list([y])[0]] for s, y in self.observed_[u].items()] for u in range(len(self.mixtures_))],
+        }
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> NestedDataMixingLaw:
+        model = cls(**state["params"])
+        model.domains_ = list(state["domains"])
+        model.loss_domains_ = list(state["loss_domains"])
+        model.mixtures_ = np.asarray(state["mixtures"], dtype=float)
+        model.E_ = np.array(state["E"], dtype=float)
+        model.B_ = np.array(state["B"], dtype=float)
+        model.b_ = np.asarray(state["b"], dtype=float)
+        model.observed_ = {
+            u: {float(s): [np.nan if v is None else float(v) for v in y] for s, y in obs}
+            for u, obs in enumerate(state["observed"])
+        }
+        model._laws = {}
+        return model
+
+
+def _nan_list(a: np.ndarray) -> list:
+    """An array as nested lists with NaN as ``None`` (JSON has no NaN)."""
+    return [[None if not np.isfinite(v) else float(v) for v in row] for row in a]

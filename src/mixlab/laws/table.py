@@ -2,7 +2,8 @@
 
 One row per (run, evaluation): a column ``r_<d>`` per training domain ``d`` (its proportion in the
 run's mixture), ``step``, and ``loss_<d>`` for every domain whose loss is modelled. Any other columns
-(a run id, notes) are ignored. A query table has the ``r_<d>`` columns and ``step``.
+(notes) are ignored, except ``run``: when present it names each row's proxy run (otherwise rows with
+the same proportions are one run). A query table has the ``r_<d>`` columns and ``step``.
 """
 
 from __future__ import annotations
@@ -16,13 +17,15 @@ from pathlib import Path
 import numpy as np
 
 from mixlab.errors import DataError
+from mixlab.laws._run_effects import run_index
 from mixlab.utils.io import atomic_open, read_text
 
 
 @dataclass
 class WideTable:
     """A parsed wide table: proportions ``R [n, k]`` over ``domains``, ``steps [n]`` (NaN if the
-    table has no step column) and losses ``Y [n, m]`` over ``loss_domains`` (empty if none)."""
+    table has no step column), losses ``Y [n, m]`` over ``loss_domains`` (empty if none) and run
+    indices ``runs [n]`` (from the ``run`` column, else one run per distinct mixture)."""
 
     path: Path
     domains: list[str]
@@ -30,6 +33,7 @@ class WideTable:
     steps: np.ndarray
     loss_domains: list[str]
     Y: np.ndarray
+    runs: np.ndarray
 
 
 def read_wide_csv(path: str | Path, *, need_losses: bool = True, need_step: bool = True) -> WideTable:
@@ -82,7 +86,11 @@ def read_wide_csv(path: str | Path, *, need_losses: bool = True, need_step: bool
     Y = np.array([[num(row, c, i) for c in l_cols] for i, row in enumerate(rows)]) if l_cols else np.zeros((len(rows), 0))
     if Y.size and np.any(Y <= 0):
         raise DataError(f"{p}: losses must be positive")
-    return WideTable(p, [c[2:] for c in r_cols], R, steps, [c[5:] for c in l_cols], Y)
+    if "run" in header:
+        runs = run_index(np.array([(row.get("run") or "").strip() for row in rows]))
+    else:
+        runs = run_index(np.round(R, 12))
+    return WideTable(p, [c[2:] for c in r_cols], R, steps, [c[5:] for c in l_cols], Y, runs)
 
 
 def write_predictions(path: str | Path, query: WideTable, loss_domains: list[str], pred: np.ndarray) -> None:

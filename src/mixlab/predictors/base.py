@@ -22,14 +22,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from mixlab.errors import ConfigError, DataError, MixlabError
+from mixlab.errors import ConfigError, DataError, NotFittedError
 
 SIMPLEX_TOLERANCE = 1e-2
 """Rows may miss sum 1 by this much (published sweeps round weights to 3 decimals)."""
-
-
-class NotFittedError(MixlabError):
-    """``predict`` was called on a predictor that has not been fitted."""
 
 
 def _rows(bad: np.ndarray, lines: Sequence[int] | None) -> str:
