@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from mixlab.cli.main import build_app
 from mixlab.laws.bimix import BiMixLaw
+from mixlab.laws.select import LawSelector
 
 LAWS = {"web": BiMixLaw.from_params(A=3, alpha=0.05, B=40, beta=0.45), "code": BiMixLaw.from_params(A=1.5, alpha=0.2, B=80, beta=0.5)}
 
@@ -53,18 +54,57 @@ def test_fit_predict_plot(runs_csv, tmp_path):
 
 def test_run_effects_and_share_beta_options(runs_csv, tmp_path):
     js = tmp_path / "law.json"
-    res = _invoke("fit-law", "--data", runs_csv, "--run-effects", "--share-beta", "--save", js)
+    res = _invoke("fit-law", "--data", runs_csv, "--law", "bimix", "--run-effects", "--share-beta", "--save", js)
     assert res.exit_code == 0, res.output
-    fits = json.loads(js.read_text())["fits"]
-    assert fits["web"]["params"]["beta"] == fits["code"]["params"]["beta"]
-    assert fits["web"]["params"]["beta"] == pytest.approx(0.47, abs=0.05)
-    assert fits["code"]["params"]["alpha"] == pytest.approx(0.2, rel=0.1)
+    saved = json.loads(js.read_text())
+    assert saved["law"] == "bimix" and saved["settings"]["share_beta"] is True and saved["settings"]["run_effects"] is True
+    assert all(r["settings"]["share_beta"] and r["settings"]["run_effects"] for r in saved["cv"])
+    laws = LawSelector.from_dict(saved).estimator_.laws_
+    assert laws["web"].beta_ == laws["code"].beta_
+    assert laws["web"].beta_ == pytest.approx(0.47, abs=0.05)
+    assert laws["code"].alpha_ == pytest.approx(0.2, rel=0.1)
+
+
+def test_auto_default_prints_cv_table_and_saved_fit_predicts_identically(runs_csv, tmp_path):
+    q = _write(tmp_path / "q.csv", ["r_web", "r_code", "step"], [[0.4, 0.6, 5000], [0.25, 0.75, 900]])
+    js, out1, out2 = tmp_path / "fit.json", tmp_path / "p1.csv", tmp_path / "p2.csv"
+    res = _invoke("fit-law", "--data", runs_csv, "--predict", q, "--out", out1, "--save", js, "--folds", "3")
+    assert res.exit_code == 0, res.output
+    assert "cross-validation" in res.output and "chosen law: bimix" in res.output
+    saved = json.loads(js.read_text())
+    assert saved["law"] == "bimix" and {r["law"] for r in saved["cv"]} == {"bimix", "bimix-transfer", "dml"}
+    assert any(r["chosen"] for r in saved["cv"]) and len(saved["folds"]) == 3
+    res = _invoke("fit-law", "--load", js, "--predict", q, "--out", out2)
+    assert res.exit_code == 0, res.output
+    assert open(out1).read() == open(out2).read()
+    # the report reads the saved file's laws section: fitted curves and predicted vs true
+    from mixlab.report.data import read_laws
+
+    series = read_laws(js)
+    assert {s.name for s in series} >= {"web: last step, predicted vs true", "code: last step, predicted vs true"}
+    assert any(s.x_label == "steps" and s.curve_x is not None for s in series)
+
+
+def test_held_out_rows_are_never_read(runs_csv, tmp_path):
+    """The query's own loss columns (the held-out truth) do not change the selection or the predictions."""
+    rows = [[0.4, 0.6, 1600, 9.0, 9.0], [0.6, 0.4, 1600, 1.0, 1.0]]
+    q1 = _write(tmp_path / "q1.csv", ["r_web", "r_code", "step", "loss_web", "loss_code"], rows)
+    q2 = _write(tmp_path / "q2.csv", ["r_web", "r_code", "step", "loss_web", "loss_code"],
+                [[*r[:3], 2 * r[3], 0.5 * r[4]] for r in rows])
+    outs = []
+    for i, q in enumerate((q1, q2)):
+        js, out = tmp_path / f"f{i}.json", tmp_path / f"p{i}.csv"
+        res = _invoke("fit-law", "--data", runs_csv, "--predict", q, "--out", out, "--save", js, "--folds", "3")
+        assert res.exit_code == 0, res.output
+        saved = json.loads(js.read_text())
+        outs.append((saved["law"], saved["settings"], saved["cv"], open(out).read()))
+    assert outs[0] == outs[1]
 
 
 def test_dml_law(runs_csv, tmp_path):
     q = _write(tmp_path / "q.csv", ["r_web", "r_code", "step"], [[0.5, 0.5, 1600]])
     out = tmp_path / "pred.csv"
-    res = _invoke("fit-law", "--data", runs_csv, "--law", "dml", "--predict", q, "--out", out)
+    res = _invoke("fit-law", "--data", runs_csv, "--law", "dml", "--predict", q, "--out", out, "--folds", "3")
     assert res.exit_code == 0, res.output
     row = next(csv.DictReader(open(out)))
     assert float(row["loss_web"]) == pytest.approx(LAWS["web"].predict(0.5, 1600), rel=0.02)
@@ -78,7 +118,7 @@ def test_dml_law(runs_csv, tmp_path):
         (["step", "loss_web"], [[10, 3.0]], "no proportion columns"),
         (["r_web", "r_code", "step", "loss_web"], [[0.5, 0.5, 10, "nan"]], "row 2, column 'loss_web'"),
         (["r_web", "r_code", "step", "loss_web"], [[0.5, 0.4, 10, 3.0]], "sum to 0.9"),
-        (["r_web", "r_code", "step", "loss_other"], [[0.5, 0.5, 10, 3.0]] * 8, "no matching r_ column"),
+        (["r_web", "r_code", "step", "loss_other"], [[0.5, 0.5, 10, 3.0]] * 8, "have no proportion column"),
     ],
 )
 def test_bad_csvs_give_clear_errors(tmp_path, header, rows, needle):

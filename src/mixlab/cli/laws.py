@@ -18,11 +18,6 @@ log = logging.getLogger(__name__)
 console = Console()
 
 
-class LawName(str, Enum):
-    bimix = "bimix"
-    dml = "dml"
-
-
 class Measure(str, Enum):
     se = "se"
     je = "je"
@@ -30,17 +25,30 @@ class Measure(str, Enum):
     vne = "vne"
 
 
-def _fit_bimix(table, *, share_beta: bool = False, run_effects: bool = False):
-    from mixlab.laws.bimix import BiMixModel
+def _law_names() -> list[str]:
+    from mixlab.laws.registry import REGISTRY
 
-    missing = [d for d in table.loss_domains if d not in table.domains]
-    if missing:
-        raise DataError(
-            f"{table.path}: loss column(s) {[f'loss_{d}' for d in missing]} have no matching r_ column; BiMix models "
-            f"a domain's loss through its own proportion (domains with r_ columns: {table.domains}); use --law dml"
-        )
-    model = BiMixModel(share_beta=share_beta, run_effects=run_effects)
-    return model.fit(table.R, table.steps, table.Y, domains=table.domains, loss_domains=table.loss_domains)
+    return ["auto", *REGISTRY]
+
+
+def _cv_table(selector) -> Table:
+    t = Table(title="leave-runs-out cross-validation (held-out runs predicted at their last step)", title_justify="left")
+    for col in ("", "law", "settings", "CV MRE %", "± SE", "points"):
+        t.add_column(col, justify="right" if col in ("CV MRE %", "± SE", "points") else "left")
+    from mixlab.laws.registry import get_law
+
+    for row in selector.cv_table():
+        default = get_law(row["law"]).defaults()
+        settings = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+                             for k, v in row["settings"].items() if default.get(k) != v) or "defaults"
+        if row["error"]:
+            t.add_row("", row["law"], settings, "failed", "", "", style="dim")
+            continue
+        se = row["se"]
+        t.add_row("*" if row["chosen"] else "", row["law"], settings, f"{row['mre']:.3f}",
+                  "" if se is None or not np.isfinite(se) else f"{se:.3f}", str(row["n_points"]),
+                  style="bold" if row["chosen"] else None)
+    return t
 
 
 def _bimix_table(model) -> Table:
@@ -56,36 +64,76 @@ def _bimix_table(model) -> Table:
     return t
 
 
-def _dml_fits(table, steps: list[float]):
-    from mixlab.laws.dml import DataMixingLaw
-
-    fits = {}
-    for s in steps:
-        rows = table.steps == s if np.isfinite(s) else np.ones(table.R.shape[0], bool)
-        if not rows.any():
-            have = sorted({float(v) for v in table.steps})
-            raise DataError(
-                f"the Data Mixing Law has no step term: it is fitted on the rows at one step, and the data has no "
-                f"rows at step {s:g} (steps present: {have[:10]}{' ...' if len(have) > 10 else ''})"
-            )
-        fits[s] = DataMixingLaw().fit(table.R[rows], table.Y[rows])
-    return fits
-
-
-def _dml_table(fits, table) -> Table:
-    t = Table(title="Data Mixing Law fit: L = c + k exp(sum_i t_i r_i)   (sum_i t_i = 0 gauge)", title_justify="left")
-    for col in ("step", "domain", "c", "k", "t (" + ", ".join(table.domains) + ")", "R^2", "MRE %"):
-        t.add_column(col, justify="left" if col in ("domain", "step") else "right")
-    for s, law in fits.items():
-        for j, d in enumerate(table.loss_domains):
-            t.add_row(
-                f"{s:g}", d, f"{law.c_[j]:.4g}", f"{law.k_[j]:.4g}", ", ".join(f"{v:+.3g}" for v in law.t_[j]),
-                f"{law.r2_[j]:.4f}", f"{100 * law.mre_[j]:.3f}",
-            )
+def _transfer_table(model) -> Table:
+    t = Table(title="BiMix + transfer: L_i = A_i / (r_i + sum_j tau_ij r_j)^alpha_i * (B_i / s^beta_i + 1)",
+              title_justify="left")
+    for col in ("domain", "A", "alpha", "B", "beta", "tau (" + ", ".join(model.domains_) + ")", "MRE %"):
+        t.add_column(col, justify="left" if col == "domain" else "right")
+    for j, d in enumerate(model.loss_domains_):
+        t.add_row(d, *(f"{v[j]:.4g}" for v in (model.A_, model.alpha_, model.B_, model.beta_)),
+                  ", ".join(f"{v:.3g}" for v in model.tau_[j]), f"{100 * model.mre_.get(d, np.nan):.3f}")
     return t
 
 
-def _plot_bimix(model, table, path: Path) -> None:
+def _dml_table(model) -> Table:
+    t = Table(title="Data Mixing Law L = c + k exp(t . r), nested with L(s) = E + B s^-b per run "
+              "(fitted at each query step)", title_justify="left")
+    t.add_column("domain")
+    t.add_column("step exponent b", justify="right")
+    for d, b in zip(model.loss_domains_, model.b_, strict=True):
+        t.add_row(d, f"{b:.4g}")
+    return t
+
+
+_COEF_TABLES = {"bimix": _bimix_table, "bimix-transfer": _transfer_table, "dml": _dml_table}
+
+
+def _report_records(selector, table) -> list[dict]:
+    """The report's laws section: per loss domain, the fitted curve of the longest run that has the
+    domain, and the cross-validated prediction of every run's last-step loss against the truth."""
+    from mixlab.report.data import law_record
+
+    model = selector.estimator_
+    law = selector.law_
+    last = table.last_rows()
+    out = []
+    for j, d in enumerate(table.loss_domains):
+        own = table.domains.index(d) if d in table.domains else None
+        runs_ok = [u for u in range(table.n_runs) if own is None or table.R[table.runs == u][0, own] > 0]
+        if runs_ok:
+            u = max(runs_ok, key=lambda q: int(np.sum(table.runs == q)))
+            rows = np.nonzero((table.runs == u) & np.isfinite(table.Y[:, j]))[0]
+            if rows.size:
+                grid = np.geomspace(table.steps[rows].min(), table.steps[rows].max(), 24)
+                curve = model.predict(np.repeat(table.R[rows[:1]], grid.size, 0), grid)[:, j]
+                out.append(law_record(f"{d}: run {u} (longest)", table.steps[rows], table.Y[rows, j], grid, curve,
+                                      law=law, x_label="steps", y_label=f"loss_{d}"))
+        ok = table.scored()[last, j]
+        if selector.oof_ is not None and ok.any():
+            true, pred = table.Y[last, j][ok], selector.oof_[:, j][ok]
+            label = "cross-validated prediction"
+        elif ok.any():
+            true, pred = table.Y[last, j][ok], model.predict(table.R[last], table.steps[last])[:, j][ok]
+            label = "fitted prediction"
+        else:
+            continue
+        good = np.isfinite(pred)
+        if good.any():
+            lo, hi = float(true.min()), float(true.max())
+            out.append(law_record(f"{d}: last step, predicted vs true", true[good], pred[good], [lo, hi], [lo, hi],
+                                  law=law, x_label=f"true loss_{d}", y_label=label))
+    return out
+
+
+def _check_query(query, domains: list[str]) -> None:
+    if query is not None and query.domains != domains:
+        raise DataError(
+            f"{query.path}: proportion columns {query.domains} do not match the data's {domains}; "
+            "give the query the same r_<domain> columns in the same order"
+        )
+
+
+def _plot_fit(model, table, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -95,41 +143,18 @@ def _plot_bimix(model, table, path: Path) -> None:
     fig, axes = plt.subplots(1, len(doms), figsize=(4.2 * len(doms), 3.6), squeeze=False)
     mixes, inv = np.unique(np.round(table.R, 8), axis=0, return_inverse=True)
     cmap = plt.get_cmap("viridis", max(len(mixes), 2))
-    grid = np.geomspace(table.steps.min(), table.steps.max() * 1.5, 100)
+    grid = np.geomspace(table.steps.min(), table.steps.max() * 1.5, 24)
     for j, d in enumerate(doms):
         ax = axes[0, j]
         for m, mix in enumerate(mixes):
             rows = inv.ravel() == m
             ax.scatter(table.steps[rows], table.Y[rows, j], s=10, color=cmap(m))
-            if mix[model.domains_.index(d)] > 0:
+            if d not in model.domains_ or mix[model.domains_.index(d)] > 0:
                 ax.plot(grid, model.predict(np.repeat(mix[None], grid.size, 0), grid)[:, j], color=cmap(m), lw=1)
         ax.set_xscale("log")
         ax.set_title(d)
         ax.set_xlabel("step")
     axes[0, 0].set_ylabel("loss (points observed, lines fitted)")
-    fig.tight_layout()
-    _save_fig(fig, path)
-
-
-def _plot_dml(fits, table, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    doms = table.loss_domains
-    fig, axes = plt.subplots(1, len(doms), figsize=(4.2 * len(doms), 3.6), squeeze=False)
-    for j, d in enumerate(doms):
-        ax = axes[0, j]
-        for s, law in fits.items():
-            rows = table.steps == s if np.isfinite(s) else np.ones(table.R.shape[0], bool)
-            pred = law.predict(table.R[rows])[:, j]
-            ax.scatter(table.Y[rows, j], pred, s=12, label=f"step {s:g}")
-        lo, hi = np.nanmin(table.Y[:, j]), np.nanmax(table.Y[:, j])
-        ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
-        ax.set_title(d)
-        ax.set_xlabel("observed loss")
-    axes[0, 0].set_ylabel("fitted loss")
     fig.tight_layout()
     _save_fig(fig, path)
 
@@ -145,90 +170,122 @@ def _save_fig(fig, path: Path) -> None:
 
 
 def fit_law(
-    data: Annotated[Path, typer.Option("--data", help="Wide CSV: r_<domain> columns, step, loss_<domain> columns.")],
-    law: Annotated[LawName, typer.Option("--law", help="bimix (proportion x steps) or dml (mixture only).")] = LawName.bimix,
+    data: Annotated[
+        Path | None, typer.Option("--data", help="Wide CSV: r_<domain> columns, step, loss_<domain> columns (optional run).")
+    ] = None,
+    law: Annotated[
+        str, typer.Option("--law", help="auto (choose by cross-validation), bimix, bimix-transfer or dml.")
+    ] = "auto",
     predict: Annotated[
         Path | None, typer.Option("--predict", help="Query CSV with the same r_<domain> columns and step.")
     ] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Where to write the predictions (CSV).")] = None,
     plot: Annotated[Path | None, typer.Option("--plot", help="Save a plot of observed points and fitted curves.")] = None,
-    save: Annotated[Path | None, typer.Option("--save", help="Save the fitted coefficients as JSON.")] = None,
+    save: Annotated[
+        Path | None, typer.Option("--save", help="Save the chosen law, settings, coefficients and CV table (JSON).")
+    ] = None,
+    load: Annotated[
+        Path | None, typer.Option("--load", help="Predict with a fit saved by --save instead of fitting.")
+    ] = None,
     share_beta: Annotated[
-        bool, typer.Option("--share-beta", help="BiMix: one step exponent for all domains, fitted jointly.")
-    ] = False,
+        bool | None, typer.Option("--share-beta/--no-share-beta", help="Fix: one step exponent for all domains.")
+    ] = None,
     run_effects: Annotated[
-        bool,
-        typer.Option(
-            "--run-effects",
-            help="BiMix: fit the step term within runs (rows with the same proportions are one run), so a "
-            "run's loss level that the law does not explain cannot bend the extrapolation in steps.",
-        ),
-    ] = False,
+        bool | None,
+        typer.Option("--run-effects/--no-run-effects", help="Fix (bimix): fit the step term within runs."),
+    ] = None,
+    min_step_frac: Annotated[
+        float | None, typer.Option("--min-step-frac", help="Fix the warm-up cut (fraction of the median run length).")
+    ] = None,
+    step_weight: Annotated[
+        float | None, typer.Option("--step-weight", help="Fix the late-point weight (s / run's last step)^p.")
+    ] = None,
+    folds: Annotated[int, typer.Option("--folds", min=2, help="Cross-validation folds over runs.")] = 5,
 ) -> None:
-    """Fit a mixing law on any table of proxy-run losses, print its fit statistics, predict, plot.
+    """Fit a mixing law on any table of proxy-run losses, chosen by cross-validation over runs; predict, plot.
 
     The data CSV has one row per evaluation: a column r_<d> per training domain (the run's proportions,
-    summing to 1), step, and loss_<d> per modelled domain. BiMix (arXiv 2405.14908) fits
-    L_d = A / r_d^alpha * (B / step^beta + C) per domain and extrapolates to later steps; the Data Mixing
-    Law (arXiv 2403.16952) fits L_d = c + k exp(t . r) on the rows at one step (for predictions: at each
-    query step, which must occur in the data).
+    summing to 1), step, loss_<d> per modelled domain and optionally run. With --law auto (the default)
+    every registered law (BiMix, arXiv 2405.14908; BiMix + transfer; the Data Mixing Law, arXiv
+    2403.16952, nested with a step law) and its fitting settings (warm-up cut, late-point weight,
+    shared step exponent, within-run fit) are scored by leave-runs-out cross-validation: fit on the
+    other runs, predict each held-out run's last-step losses. The best law is kept unless a law with
+    fewer coefficients is within one standard error. --law NAME fixes the law and still chooses its
+    settings; the setting options fix those settings.
 
-    Example: mixlab fit-law --data runs.csv --law bimix --predict query.csv --out pred.csv --plot fit.png
+    Example: mixlab fit-law --data runs.csv --predict query.csv --out pred.csv --save fit.json
     """
+    import json
     import warnings
 
+    from mixlab.laws.registry import LongTable
+    from mixlab.laws.select import LawSelector, fit_law
     from mixlab.laws.table import read_wide_csv, write_predictions
     from mixlab.utils.io import atomic_write_json
 
+    if law not in _law_names():
+        raise ConfigError(f"--law {law!r}: choose one of {_law_names()}")
     if out is not None and predict is None:
         raise ConfigError("--out needs --predict (the query CSV to predict for)")
-    table = read_wide_csv(data)
-    query = read_wide_csv(predict, need_losses=False, need_step=law is LawName.bimix) if predict else None
-    if query is not None and query.domains != table.domains:
-        raise DataError(
-            f"{query.path}: proportion columns {query.domains} do not match the data's {table.domains}; "
-            "give the query the same r_<domain> columns in the same order"
-        )
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        if law is LawName.bimix:
-            model = _fit_bimix(table, share_beta=share_beta, run_effects=run_effects)
-            console.print(_bimix_table(model))
-            params = {d: model.laws_[d].to_dict() for d in model.loss_domains_}
-        else:
-            steps = sorted({float(s) for s in query.steps}) if query is not None else [float(np.nanmax(table.steps))]
-            fits = _dml_fits(table, steps)
-            console.print(_dml_table(fits, table))
-            params = {f"{s:g}": f.to_dict() for s, f in fits.items()}
-    for w in caught:
-        console.print(f"[yellow]warning:[/] {w.message}")
+    fixed = {k: v for k, v in {"share_beta": share_beta, "run_effects": run_effects, "min_step_frac": min_step_frac,
+                               "step_weight": step_weight}.items() if v is not None}
+    table = None
+    query = read_wide_csv(predict, need_losses=False) if predict else None
+    if (data is None) == (load is None):
+        raise ConfigError("give --data (a table to fit) or --load (a fit saved with --save), not both or neither")
+    if load is not None:
+        try:
+            obj = json.loads(Path(load).read_text())
+        except (OSError, ValueError) as exc:
+            raise DataError(f"{load}: cannot read a saved fit ({exc})") from None
+        selector = LawSelector.from_dict(obj, source=str(load))
+        _check_query(query, selector.domains_)
+    else:
+        wide = read_wide_csv(data)
+        _check_query(query, wide.domains)
+        table = LongTable.from_wide(wide)
+        if law == "bimix" and any(d not in table.domains for d in table.loss_domains):
+            raise DataError(
+                f"{data}: loss column(s) {[f'loss_{d}' for d in table.loss_domains if d not in table.domains]} have no "
+                f"matching r_ column; BiMix models a domain's loss through its own proportion (domains with r_ "
+                f"columns: {table.domains}); use --law dml"
+            )
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            selector = fit_law(table, law=law, fixed=fixed, n_folds=folds)
+        for w in {str(w.message): w for w in caught}.values():
+            console.print(f"[yellow]warning:[/] {w.message}")
+        for name, why in selector.skipped_.items():
+            console.print(f"[dim]{name}: not considered, {why}[/]")
+        if selector.cv_:
+            console.print(_cv_table(selector))
+    settings = ", ".join(f"{k}={v}" for k, v in selector.settings_.items()) or "none"
+    console.print(f"chosen law: [bold]{selector.law_}[/] ({settings}); by {selector.selected_by_}")
+    console.print(_COEF_TABLES[selector.law_](selector.estimator_))
     if save is not None:
-        atomic_write_json(save, {"law": law.value, "domains": table.domains, "loss_domains": table.loss_domains, "fits": params})
+        obj = selector.to_dict()
+        if table is not None:
+            obj["laws"] = _report_records(selector, table)
+        atomic_write_json(save, obj)
+        console.print(f"wrote the fit to {save}")
     if query is not None:
-        if law is LawName.bimix:
-            pred = model.predict(query.R, query.steps)
-        else:
-            pred = np.zeros((query.R.shape[0], len(table.loss_domains)))
-            for s, f in fits.items():
-                rows = query.steps == s if np.isfinite(s) else np.ones(query.R.shape[0], bool)
-                pred[rows] = f.predict(query.R[rows])
+        pred = selector.predict(query.R, query.steps)
         if np.any(~np.isfinite(pred)):
-            console.print("[yellow]warning:[/] some query rows give a domain proportion 0: BiMix predicts inf there")
+            console.print("[yellow]warning:[/] some query rows give a domain proportion 0: the law predicts inf there")
         if out is not None:
-            write_predictions(out, query, table.loss_domains, pred)
+            write_predictions(out, query, selector.loss_domains_, pred)
             console.print(f"wrote {pred.shape[0]} predictions to {out}")
         else:
             t = Table(title=f"predictions for {query.path}", title_justify="left")
-            for c in [*(f"r_{d}" for d in query.domains), "step", *(f"loss_{d}" for d in table.loss_domains)]:
+            for c in [*(f"r_{d}" for d in query.domains), "step", *(f"loss_{d}" for d in selector.loss_domains_)]:
                 t.add_column(c, justify="right")
             for r, s, y in zip(query.R, query.steps, pred, strict=True):
                 t.add_row(*(f"{v:.4g}" for v in r), f"{s:g}", *(f"{v:.4f}" for v in y))
             console.print(t)
     if plot is not None:
-        if law is LawName.bimix:
-            _plot_bimix(model, table, plot)
-        else:
-            _plot_dml(fits, table, plot)
+        if table is None:
+            raise ConfigError("--plot needs --data (the observed points)")
+        _plot_fit(selector.estimator_, table, plot)
         console.print(f"wrote plot to {plot}")
 
 

@@ -8,11 +8,12 @@ last step, and the score is the mean relative error over those (run, loss domain
 points where a loss domain's own proportion is 0 skipped (:meth:`LongTable.scored`).
 
 Settings (:data:`~mixlab.laws.registry.REGISTRY`) are searched coordinate-wise: starting from the
-defaults, each setting in turn takes the candidate with the lowest score, the others held at their
-current choice (one pass). Across laws, :class:`LawSelector` takes the law with the fewest
+defaults, each setting in turn tries its candidates with the others held at their current choice
+(one pass), and a candidate replaces the current choice only when its score is lower by more than
+its standard error across folds. The defaults are the plain fit, so a setting
+moves away from its default only when cross-validation shows a real improvement, not noise. Across laws, :class:`LawSelector` takes the law with the fewest
 coefficients whose score is within one standard error of the best law's (the one-standard-error rule
-of Hastie, Tibshirani and Friedman, *Elements of Statistical Learning* Sec. 7.10, applied to the
-paired per-fold differences): a richer law is chosen only when cross-validation says it predicts
+of Hastie, Tibshirani and Friedman, *Elements of Statistical Learning* Sec. 7.10): a richer law is chosen only when cross-validation says it predicts
 unseen mixtures better, not when it merely ties.
 """
 
@@ -57,6 +58,12 @@ def quiet_fits() -> Iterator[None]:
             yield
     finally:
         logger.setLevel(level)
+
+
+def _beats(row: Mapping[str, Any], ref: Mapping[str, Any]) -> bool:
+    """``row``'s score is lower than ``ref``'s by more than ``row``'s standard error across folds."""
+    se = row["se"] if np.isfinite(row["se"]) else 0.0
+    return bool(row["mre"] + se < ref["mre"])
 
 
 def _score(table: LongTable, pred: np.ndarray) -> np.ndarray:
@@ -141,8 +148,16 @@ class LawSelector:
             if best is not None:
                 best_per_law.append((spec, best))
         if not best_per_law:
-            errors = "; ".join(f"{r['law']} {r['settings']}: {r['error']}" for r in self.cv_ if r["error"])
-            raise DataError(f"every law failed in cross-validation over runs: {errors}")
+            # too few runs to leave any out: the first law that fits on all runs, at its defaults
+            errors = "; ".join(dict.fromkeys(f"{r['law']}: {r['error']}" for r in self.cv_ if r["error"]))
+            for spec in usable:
+                settings = {k: v for k, v in fixed.items() if k in spec.grid}
+                try:
+                    self._finish(table, spec, settings, f"its defaults: no law could be cross-validated ({errors})")
+                    return self
+                except (MixlabError, FloatingPointError) as exc:
+                    errors += f"; {spec.name} on all runs: {exc}"
+            raise DataError(f"no mixing law could be fitted: {errors}")
         spec, row = self._one_se_choice(best_per_law)
         how = "cross-validation over runs" + (" (one-standard-error rule)" if len(best_per_law) > 1 else "")
         self._finish(table, spec, row["settings"], how, oof=self._oof[id(row)])
@@ -174,7 +189,7 @@ class LawSelector:
                     continue
                 for v in values:
                     row = run({**current, name: v})
-                    if row["error"] is None and (best["error"] is not None or row["mre"] < best["mre"]):
+                    if row["error"] is None and (best["error"] is not None or _beats(row, best)):
                         best, current = row, dict(row["settings"])
         return None if best["error"] is not None else best
 
@@ -218,14 +233,11 @@ class LawSelector:
 
     @staticmethod
     def _one_se_choice(best_per_law: list[tuple[LawSpec, dict[str, Any]]]) -> tuple[LawSpec, dict[str, Any]]:
-        """The lowest-rank law whose paired fold differences to the best law average within one
-        standard error of those differences."""
+        """The lowest-rank law whose score is within one standard error (across folds) of the best law's."""
         top_spec, top = min(best_per_law, key=lambda t: t[1]["mre"])
+        limit = top["mre"] + (top["se"] if np.isfinite(top["se"]) else 0.0)
         for spec, row in sorted(best_per_law, key=lambda t: t[0].rank):
-            d = np.array(row["fold_mre"]) - np.array(top["fold_mre"])
-            d = d[np.isfinite(d)]
-            se = float(np.std(d, ddof=1) / np.sqrt(d.size)) if d.size > 1 else 0.0
-            if spec is top_spec or (d.size and float(np.mean(d)) <= se):
+            if spec is top_spec or row["mre"] <= limit:
                 return spec, row
         return top_spec, top
 
