@@ -134,12 +134,25 @@ class DataMixingLaw:
             c, kk, t = self._unpack(theta)
             return c + kk * np.exp(np.clip(X @ t, -700, 700))
 
+        D = X[:, :-1] - X[:, -1:]  # d (X t) / d t_free under the zero-sum gauge
+
+        def dpred(theta):
+            c, kk, t = self._unpack(theta)
+            e = kk * np.exp(np.clip(X @ t, -700, 700))
+            return np.concatenate([np.full((X.shape[0], 1), c), e[:, None], e[:, None] * D], axis=1)
+
         if self.space == "log":
             def resid(theta):
                 return sw * (np.log(pred_of(theta)) - ly)
+
+            def jac(theta):
+                return (sw / pred_of(theta))[:, None] * dpred(theta)
         else:
             def resid(theta):
                 return sw * (pred_of(theta) - y)
+
+            def jac(theta):
+                return sw[:, None] * dpred(theta)
 
         def project(t: np.ndarray) -> np.ndarray | None:
             t = t - t.mean()
@@ -174,7 +187,7 @@ class DataMixingLaw:
         hi = np.concatenate([[10.0, 10.0], np.full(k - 1, self.t_bound)])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            res = robust_least_squares(resid, x0s, bounds=(lo, hi), loss=self.loss, f_scale=self.f_scale)
+            res = robust_least_squares(resid, x0s, bounds=(lo, hi), loss=self.loss, f_scale=self.f_scale, jac_fn=jac)
         return res.theta, res.cov
 
     def _check(self) -> None:
