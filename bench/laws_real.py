@@ -1,90 +1,60 @@
-"""Real-data check of the mixing laws on the published Data Mixing Laws curves (issue 6).
+"""Mixing laws on the published Data Mixing Laws curves: predicting mixtures that were never trained.
 
-Protocol (exactly the issue's): for each model size, hold out the 6 mixtures
-``random.Random(0).sample(sorted(run_ids), 6)`` (run ids as integers), fit on the other 20 mixtures
-using only the rows with ``step <= last_step(run) / 2``, and report the mean relative error (%) of the
-predicted last-step group loss of the held-out mixtures (groups with proportion 0 skipped).
+Data: the 5-group Pile curves (``shared/data/mixinglaws``, :func:`mixlab.laws.pile5.load_pile5`) at
+70M and 160M, 26 runs each, every run evaluated at step 30000 (some runs go on to 90k-100k).
 
-Laws compared (the baseline is the plain fit, run in the same process; ratios are against it):
+Table 1, mixture extrapolation (the headline: what a user needs to choose a mixture):
 
-- ``plain BiMix``: scipy least squares on L, Huber loss, three initialisations (the reference fit).
-- ``mixlab BiMix``: the same law fitted on log L with the variable-projection starts; the late-point
-  weight ``(s / s_max)^p`` and the warm-up cut ``min_step`` are chosen *without looking at held-out
-  runs or late steps*: every candidate is fitted on the training runs' steps ``<= 0.3 x last`` and
-  scored on predicting those same runs at their last allowed step (``<= 0.5 x last``), the inner
-  analogue of the outer task. Candidates whose inner fit has too few points are skipped. The same
-  inner score also chooses ``share_beta``: one step exponent for all five groups, fitted jointly with
-  each group's own ``A, alpha, B`` (the BiMix form unchanged, the extrapolating parameter pooled).
-- ``mixlab BiMix, within-run fit``: the same law and the same selection, fitted with
-  ``run_effects=True``: the step term from each run's own curve shape (a free offset per run), then
-  ``A, alpha`` from the runs' offsets (:mod:`mixlab.laws._run_effects`). The law's form is unchanged.
-- ``BiMix + transfer`` (an additional law; the ``bimix_mre_pct`` line still reports mixlab BiMix):
-  ``r_i`` replaced by ``r_i + sum_{j != i} tau_ij r_j`` with ``tau >= 0``, selected exactly as mixlab
-  BiMix (same grid, same inner score on training runs and early steps only).
-- ``DML (nested)``: the Data Mixing Law per group, nested with a step law as in the paper: each
-  training run's group curve is extrapolated to the target step with ``L(s) = E + B s^-b`` (one
-  exponent per group shared by the runs, per-run E and B), then ``c + k exp(t . r)`` is fitted on
-  the extrapolated values at that target step.
+- split: fit on the full curves of 20 runs, predict the 6 held-out runs
+  (``random.Random(0).sample(sorted run ids, 6)``) at step 30000; mean relative error (%) over
+  (run, group) with the group's proportion > 0.
+- 5-fold CV over all 26 runs: the sorted run ids shuffled by ``random.Random(1).shuffle`` and dealt
+  round-robin into 5 folds (fold f = positions f, f + 5, ...); each fold predicted at step 30000 by
+  a fit on the other 21 runs. MRE as above over all 26 runs, and per group the Spearman correlation
+  of the out-of-fold predictions with the true losses over the runs with that group > 0 (min / mean
+  over the 5 groups).
 
-Findings (see the per-group line): the remaining error is not mainly the step extrapolation. Fitted
-on every step of the 20 training runs, the same law still misses the held-out last-step losses by
-about 0.6-0.7% (70M), with prose over-predicted for every held-out mixture that is 75% internet: prose
-loss falls with the *internet* share, a cross-domain transfer that BiMix's own-proportion-only form
-``A / r_i^alpha`` cannot express. A Data Mixing Law mixture term (all proportions) times the BiMix step
-term, fitted jointly, reached 0.69-0.75% on 70M in exploration but not on 160M (about 1.1%), whose
-symbolic-group curves extrapolate worst; it is not part of this benchmark.
+Every mixlab row is :func:`mixlab.laws.select.fit_law` exactly as ``mixlab fit-law`` calls it with
+no option: ``auto`` chooses the law and its settings by leave-runs-out cross-validation *inside the
+training runs only* (nested: the outer held-out runs are never passed in). The rows ``bimix``,
+``bimix-transfer``, ``dml`` are ``fit_law(table, law=NAME)``: the law fixed, its settings chosen the
+same way (read from the same selection, ``LawSelector.best_``, which searches each law on the same
+folds independently of the others). The reference is a plain ``scipy.optimize.curve_fit`` of the
+BiMix form per group on L (no weights, no warm-up cut), fitted in the same process.
 
-A shared step exponent (``share_beta``, chosen by the inner score) fixes most of the 160M symbolic
-miss (per-group beta extrapolated symbolic too flat: 2.6% -> 0.9%) but the inner score keeps per-group
-exponents on 70M, whose prose miss is the transfer above: every pooled exact-BiMix candidate of the grid stays
-at or above 0.78% there. The effective-proportion extension ``r_eff,i = r_i + sum_j tau_ij r_j``
-(``tau >= 0``) in BiMix's own-proportion term is the additional row ``BiMix + transfer``
-(:class:`mixlab.laws.bimix_transfer.BiMixTransferModel`), its ``step_weight``, ``min_step`` and
-``share_beta`` chosen by the same inner score on the same grid: it removes the 70M prose miss
-(2.6% -> 0.4%; 70M 0.90% -> 0.39%) and matches mixlab BiMix on 160M (0.555% vs 0.556%), where its
-academic and internet errors are slightly worse and dialogue and symbolic slightly better.
+Table 2, step extrapolation (reported separately): fit on the 20 split-training runs' steps
+<= 15000 and predict each of those runs' step-30000 loss (MRE over (run, group), proportion > 0).
 
-The within-run fit removes most of the 70M prose miss inside BiMix's own form (prose 2.6% -> 0.9%;
-70M 0.90% -> 0.64%, under the 0.75% target) because the late part of the pooled curve comes from
-the five long runs, whose prose sits high for reasons the law does not model, and that bent the
-pooled step term. On 160M it is worse (1.46%; dialogue and symbolic over-predicted). The inner score
-cannot arbitrate between the two estimators: no point of the fit window (steps <= half of each run)
-shows the end of the learning-rate schedule, where the outer task predicts. Put into one selected
-grid it would pick pooled on 70M (inner 0.645% vs 0.661%) and within-run on 160M (0.905% vs
-1.084%): 0.90% / 1.46%, the worse of both. So both rows are reported, and the last line stays the
-pooled fit. The split holds over the whole grid, even when a setting is picked by its held-out error:
-within-run gets 0.61-0.66% on 70M (1.6% with neither the late-point weight nor the warm-up cut)
-and stays at or above 1.02% on 160M, and pooled stays at or above 0.78% on 70M.
-
-Run: ``python bench/laws_real.py [--data ../shared/data/mixinglaws]``. Last line ``bimix_mre_pct=...``
-(the worse of the two sizes for mixlab's BiMix).
+Run: ``python bench/laws_real.py [--data ../shared/data/mixinglaws] [--jobs N]`` (``--jobs`` runs the
+independent fits in N processes). Last line ``laws_mixture_mre_pct=...``: the worst, over the two
+sizes and the two protocols (split and CV), of the ``auto`` row (the target is <= 0.4).
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
-import itertools
 import logging
 import random
 import sys
 import time
 import warnings
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from scipy.optimize import curve_fit
+from scipy.stats import spearmanr
 
-from mixlab.errors import MixlabError
-from mixlab.laws.bimix import BiMixModel
-from mixlab.laws.bimix_transfer import BiMixTransferModel
-from mixlab.laws.dml import DataMixingLaw
 from mixlab.laws.pile5 import GROUPS, RunCurve, load_pile5
+from mixlab.laws.registry import REGISTRY, LongTable, fit_spec
+from mixlab.laws.select import fit_law
 
 G = list(GROUPS)
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "mixinglaws"
-GRID_STEP_WEIGHT = (0.0, 1.0, 2.0, 4.0)
-GRID_MIN_STEP = (0.0, 5000.0, 9000.0)
-GRID_SHARE_BETA = (False, True)
+TARGET_STEP = 30000.0
+STEP_CUT = 15000.0
+LAWS = ("auto", *REGISTRY)
+ROWS = (*LAWS, "plain")
 
 
 def split(runs: dict[int, RunCurve]) -> tuple[list[int], list[int]]:
@@ -92,193 +62,168 @@ def split(runs: dict[int, RunCurve]) -> tuple[list[int], list[int]]:
     return [r for r in sorted(runs) if r not in held], held
 
 
-def long_table(runs, ids, frac):
-    R, S, Y = [], [], []
+def cv_folds(runs: dict[int, RunCurve], k: int = 5) -> list[list[int]]:
+    ids = sorted(runs)
+    random.Random(1).shuffle(ids)
+    return [ids[f::k] for f in range(k)]
+
+
+def long_table(runs: dict[int, RunCurve], ids: list[int], max_step: float = np.inf) -> LongTable:
+    R, S, Y, U = [], [], [], []
     for rid in ids:
         c = runs[rid]
-        keep = c.steps <= c.steps[-1] * frac
-        for s, loss in zip(c.steps[keep], c.losses[keep], strict=True):
-            R.append(c.mixture)
-            S.append(s)
-            Y.append(loss)
-    return np.array(R), np.array(S), np.array(Y)
+        for s, loss in zip(c.steps, c.losses, strict=True):
+            if s <= max_step:
+                R.append(c.mixture)
+                S.append(s)
+                Y.append(loss)
+                U.append(rid)
+    return LongTable.from_arrays(R, S, Y, domains=G, runs=U)
 
 
-def mre_at(predict, runs, ids, frac) -> float:
-    """Mean relative error (%) at each run's last step ``<= frac x last`` (zero-proportion groups skipped)."""
-    errs = []
-    for rid in ids:
-        c = runs[rid]
-        k = np.nonzero(c.steps <= c.steps[-1] * frac)[0][-1]
-        pred = predict(rid, c.mixture, c.steps[k])
-        for j in range(len(G)):
-            if c.mixture[j] > 0:
-                errs.append(abs(pred[j] - c.losses[k, j]) / c.losses[k, j])
-    return 100.0 * float(np.mean(errs))
+def truth_at(runs, ids, step):
+    """``(mixtures [n, 5], losses [n, 5])`` of ``ids`` at ``step``."""
+    R = np.array([runs[r].mixture for r in ids])
+    Y = np.array([runs[r].losses[np.nonzero(runs[r].steps == step)[0][0]] for r in ids])
+    return R, Y
 
 
-def group_mre(predict, runs, ids) -> list[float]:
-    """Per-group mean relative error (%) at each held-out run's last step (diagnostic)."""
-    out = []
+def mre(R, Y, P) -> float:
+    ok = R > 0
+    return 100.0 * float(np.mean(np.abs(P[ok] - Y[ok]) / Y[ok]))
+
+
+def _bimix_form(x, a, alpha, b, beta):
+    r, s = x
+    return a * r**-alpha * (b * s**-beta + 1.0)
+
+
+def plain_fit(table: LongTable):
+    """The reference: ``curve_fit`` of ``A r^-alpha (B s^-beta + 1)`` per group on L, fixed start."""
+    params = []
     for j in range(len(G)):
-        errs = []
-        for rid in ids:
-            c = runs[rid]
-            if c.mixture[j] > 0:
-                errs.append(abs(predict(rid, c.mixture, c.steps[-1])[j] - c.losses[-1, j]) / c.losses[-1, j])
-        out.append(100.0 * float(np.mean(errs)) if errs else float("nan"))
-    return out
+        ok = table.R[:, j] > 0
+        p, _ = curve_fit(_bimix_form, (table.R[ok, j], table.steps[ok]), table.Y[ok, j], p0=(3.0, 0.05, 10.0, 0.5),
+                         bounds=(1e-9, [100.0, 5.0, 1e6, 5.0]), maxfev=20000)
+        params.append(p)
+
+    def predict(R, s):
+        s = np.broadcast_to(np.asarray(s, dtype=float), (R.shape[0],))
+        with np.errstate(divide="ignore"):
+            return np.stack([_bimix_form((R[:, j], s), *params[j]) for j in range(len(G))], axis=1)
+
+    return predict
 
 
-def bimix_predictor(model: BiMixModel):
-    return lambda rid, mix, step: model.predict(mix[None], step)[0]
+def fit_all(table: LongTable) -> tuple[dict, dict]:
+    """Predictors for every row of the tables, and the settings each mixlab row chose."""
+    sel = fit_law(table)  # exactly what `mixlab fit-law` does with no option
+    preds = {"auto": sel.predict, "plain": plain_fit(table)}
+    chosen = {"auto": (sel.law_, sel.settings_)}
+    for name in REGISTRY:
+        if name in sel.best_:
+            settings = sel.best_[name]["settings"]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                est = fit_spec(REGISTRY[name], table, settings)
+            preds[name] = est.predict
+            chosen[name] = (name, settings)
+    return preds, chosen
 
 
-def fit_plain(runs, train):
-    R, S, Y = long_table(runs, train, 0.5)
-    return BiMixModel(space="linear", loss="huber", n_init=3).fit(R, S, Y, domains=G)
-
-
-def fit_selected(model_cls, runs, train):
-    """A ``model_cls`` law (mixlab BiMix or BiMix + transfer) whose step weight, warm-up cut and shared
-    beta are chosen on the training runs only: every grid point is fitted on steps <= 0.3 x last and
-    scored at the last step <= 0.5 x last; the best is refitted on steps <= 0.5 x last."""
-    R_in, S_in, Y_in = long_table(runs, train, 0.3)
-    best = None
-    for share, p, ms in itertools.product(GRID_SHARE_BETA, GRID_STEP_WEIGHT, GRID_MIN_STEP):
-        try:
-            inner = model_cls(step_weight=p, min_step=ms, share_beta=share).fit(R_in, S_in, Y_in, domains=G)
-        except MixlabError:
-            continue
-        score = mre_at(bimix_predictor(inner), runs, train, 0.5)
-        if best is None or score < best[0]:
-            best = (score, p, ms, share)
-    score, p, ms, share = best
-    R, S, Y = long_table(runs, train, 0.5)
-    model = model_cls(step_weight=p, min_step=ms, share_beta=share).fit(R, S, Y, domains=G)
-    return model, {"step_weight": p, "min_step": ms, "share_beta": share, "inner_mre": score}
-
-
-def extrapolate_runs(runs, ids, j, target_step, frac=0.5):
-    """Each run's group-j loss at ``target_step`` from ``E + B s^-b`` fitted on its steps <= frac x last,
-    with b shared by the runs (profiled over a grid; E, B per run by linear least squares)."""
-    curves = []
-    for rid in ids:
-        c = runs[rid]
-        keep = c.steps <= c.steps[-1] * frac
-        curves.append((c.steps[keep], c.losses[keep, j]))
-    best = None
-    for b in np.geomspace(0.05, 3.0, 120):
-        sse, preds = 0.0, []
-        for s, y in curves:
-            A = np.stack([np.ones_like(s), s**-b], axis=1)
-            coef, *_ = np.linalg.lstsq(A, y, rcond=None)
-            sse += float(np.sum((A @ coef - y) ** 2))
-            preds.append(coef[0] + coef[1] * target_step**-b)
-        if best is None or sse < best[0]:
-            best = (sse, preds)
-    return np.array(best[1])
-
-
-def dml_predictions(runs, train, held):
-    """Nested DML: predictions for each held-out run at its last step, ``{run: [5]}``."""
-    out = {h: np.full(len(G), np.nan) for h in held}
-    X = np.array([runs[r].mixture for r in train])
-    for target in sorted({runs[h].steps[-1] for h in held}):
-        for j in range(len(G)):
-            y = extrapolate_runs(runs, train, j, target)
-            law = DataMixingLaw().fit(X, y)
-            for h in held:
-                if runs[h].steps[-1] == target:
-                    out[h][j] = law.predict(runs[h].mixture[None])[0]
-    return out
+def task(args):
+    """One independent fit: ``(size, kind, index)`` -> predictions at the task's query points."""
+    path, size, kind, idx = args
+    logging.disable(logging.WARNING)
+    warnings.simplefilter("ignore")
+    runs = load_pile5(path)
+    train, held = split(runs)
+    if kind == "split":
+        fit_ids, query, max_step = train, held, np.inf
+    elif kind == "cv":
+        query = cv_folds(runs)[idx]
+        fit_ids, max_step = [r for r in sorted(runs) if r not in query], np.inf
+    else:  # step extrapolation
+        fit_ids, query, max_step = train, train, STEP_CUT
+    t0 = time.perf_counter()
+    preds, chosen = fit_all(long_table(runs, fit_ids, max_step))
+    R, Y = truth_at(runs, query, TARGET_STEP)
+    out = {name: np.asarray(p(R, TARGET_STEP), dtype=float) for name, p in preds.items()}
+    return size, kind, idx, query, out, chosen, time.perf_counter() - t0
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=str(DEFAULT_DATA))
+    ap.add_argument("--jobs", type=int, default=1)
     args = ap.parse_args(argv)
     logging.disable(logging.WARNING)
     warnings.simplefilter("ignore")
     data = Path(args.data)
-    rows = {}
-    for size in ("70M", "160M"):
-        path = data / f"pile5_{size}.csv"
-        if not path.is_file():
-            print(f"{path} not found; pass --data", file=sys.stderr)
+    sizes = ("70M", "160M")
+    paths = {s: data / f"pile5_{s}.csv" for s in sizes}
+    for p in paths.values():
+        if not p.is_file():
+            print(f"{p} not found; pass --data", file=sys.stderr)
             return 2
-        runs = load_pile5(path)
-        train, held = split(runs)
-        t0 = time.perf_counter()
-        plain = fit_plain(runs, train)
-        t_plain = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        mixlab, chosen = fit_selected(BiMixModel, runs, train)
-        t_mixlab = time.perf_counter() - t0
-        transfer, chosen_tr = fit_selected(BiMixTransferModel, runs, train)
-        within, chosen_wi = fit_selected(functools.partial(BiMixModel, run_effects=True), runs, train)
-        dml = dml_predictions(runs, train, held)
-        rows[size] = {
-            "held": held,
-            "plain": mre_at(bimix_predictor(plain), runs, held, 1.0),
-            "mixlab": mre_at(bimix_predictor(mixlab), runs, held, 1.0),
-            "dml": mre_at(lambda rid, mix, step, d=dml: d[rid], runs, held, 1.0),
-            "transfer": mre_at(bimix_predictor(transfer), runs, held, 1.0),
-            "within": mre_at(bimix_predictor(within), runs, held, 1.0),
-            "chosen_within": chosen_wi,
-            "groups_within": group_mre(bimix_predictor(within), runs, held),
-            "chosen_transfer": chosen_tr,
-            "groups_transfer": group_mre(bimix_predictor(transfer), runs, held),
-            "tau": transfer.tau_,
-            "chosen": chosen,
-            "groups": group_mre(bimix_predictor(mixlab), runs, held),
-            "time_ratio": t_mixlab / t_plain,
-        }
-    print(f"held-out runs: {rows['70M']['held']} (both sizes)")
-    print(f"{'law':<36}{'70M MRE %':>12}{'160M MRE %':>12}{'ratio vs plain':>18}")
-    for key, label in (
-        ("plain", "plain BiMix (reference)"), ("mixlab", "mixlab BiMix"),
-        ("within", "mixlab BiMix, within-run fit"), ("dml", "DML (nested step law)"),
-        ("transfer", "BiMix + transfer (additional law)"),
-    ):
-        a, b = rows["70M"][key], rows["160M"][key]
-        ratio = f"{a / rows['70M']['plain']:.2f} / {b / rows['160M']['plain']:.2f}"
-        print(f"{label:<36}{a:>12.3f}{b:>12.3f}{ratio:>18}")
-    for size in ("70M", "160M"):
-        c = rows[size]["chosen"]
-        print(
-            f"{size}: mixlab BiMix chose step_weight={c['step_weight']:g} min_step={c['min_step']:g} "
-            f"share_beta={c['share_beta']} "
-            f"(inner MRE {c['inner_mre']:.3f}%); fit time ratio vs plain {rows[size]['time_ratio']:.1f}x"
-        )
-    for size in ("70M", "160M"):
-        c = rows[size]["chosen_within"]
-        print(
-            f"{size}: within-run fit chose step_weight={c['step_weight']:g} min_step={c['min_step']:g} "
-            f"share_beta={c['share_beta']} (inner MRE {c['inner_mre']:.3f}%)"
-        )
-    for size in ("70M", "160M"):
-        c = rows[size]["chosen_transfer"]
-        print(
-            f"{size}: BiMix + transfer chose step_weight={c['step_weight']:g} min_step={c['min_step']:g} "
-            f"share_beta={c['share_beta']} (inner MRE {c['inner_mre']:.3f}%)"
-        )
-    print("mixlab BiMix per-group MRE % (" + ", ".join(G) + "):")
-    for size in ("70M", "160M"):
-        print(f"  {size}: " + "  ".join(f"{v:.2f}" for v in rows[size]["groups"]))
-    print("mixlab BiMix, within-run fit, per-group MRE %:")
-    for size in ("70M", "160M"):
-        print(f"  {size}: " + "  ".join(f"{v:.2f}" for v in rows[size]["groups_within"]))
-    print("BiMix + transfer per-group MRE %:")
-    for size in ("70M", "160M"):
-        print(f"  {size}: " + "  ".join(f"{v:.2f}" for v in rows[size]["groups_transfer"]))
-    print("BiMix + transfer tau (row = loss group, column = training group; > 0.05 shown):")
-    for size in ("70M", "160M"):
-        tau = rows[size]["tau"]
-        big = [f"{G[i]}<-{G[j]} {tau[i, j]:.2f}" for i in range(len(G)) for j in range(len(G)) if tau[i, j] > 0.05]
-        print(f"  {size}: " + (", ".join(big) or "none"))
-    worst = max(rows["70M"]["mixlab"], rows["160M"]["mixlab"])
-    print(f"bimix_mre_pct={worst:.3f}")
+    tasks = [(str(paths[s]), s, kind, i) for s in sizes for kind, n in (("split", 1), ("cv", 5), ("step", 1)) for i in range(n)]
+    t0 = time.perf_counter()
+    if args.jobs > 1:
+        with ProcessPoolExecutor(args.jobs) as pool:
+            results = list(pool.map(task, tasks))
+    else:
+        results = [task(t) for t in tasks]
+    wall = time.perf_counter() - t0
+    res: dict = {s: {"cv": {}} for s in sizes}
+    for size, kind, idx, query, out, chosen, secs in results:
+        if kind == "cv":
+            res[size]["cv"][idx] = (query, out)
+        else:
+            res[size][kind] = (query, out, chosen, secs)
+    rows: dict = {s: {} for s in sizes}
+    for size in sizes:
+        runs = load_pile5(paths[size])
+        query, out, _, _ = res[size]["split"]
+        R, Y = truth_at(runs, query, TARGET_STEP)
+        ids = sorted(runs)
+        Rall, Yall = truth_at(runs, ids, TARGET_STEP)
+        for name in ROWS:
+            r = {"split": mre(R, Y, out[name]) if name in out else np.nan}
+            oof = np.full((len(ids), len(G)), np.nan)
+            for q, o in res[size]["cv"].values():
+                if name in o:
+                    oof[[ids.index(u) for u in q]] = o[name]
+            r["cv"] = mre(Rall, Yall, oof) if np.all(np.isfinite(oof[Rall > 0])) else np.nan
+            rho = [spearmanr(oof[Rall[:, j] > 0, j], Yall[Rall[:, j] > 0, j])[0] for j in range(len(G))]
+            r["rho_min"], r["rho_mean"] = float(np.min(rho)), float(np.mean(rho))
+            q2, o2, _, _ = res[size]["step"]
+            R2, Y2 = truth_at(runs, q2, TARGET_STEP)
+            r["step"] = mre(R2, Y2, o2[name]) if name in o2 else np.nan
+            rows[size][name] = r
+    labels = {"auto": "mixlab fit-law (auto, no option)", "bimix": "bimix (law fixed)",
+              "bimix-transfer": "bimix-transfer (law fixed)", "dml": "dml (law fixed, nested)",
+              "plain": "plain scipy curve_fit (BiMix)"}
+    print("Table 1: mixture extrapolation, MRE % at step 30000 (split: 6 held-out runs; CV: 5 folds over 26 runs)")
+    print(f"{'law':<36}" + "".join(f"{f'{s} split':>11}{f'{s} CV':>9}{'rho min/mean':>15}" for s in sizes))
+    for name in ROWS:
+        line = f"{labels[name]:<36}"
+        for s in sizes:
+            r = rows[s][name]
+            line += f"{r['split']:>11.3f}{r['cv']:>9.3f}{r['rho_min']:>9.2f}/{r['rho_mean']:.2f}"
+        print(line)
+    print("Table 2: step extrapolation, MRE % at step 30000 from steps <= 15000 (the 20 split-training runs)")
+    print(f"{'law':<36}" + "".join(f"{s:>11}" for s in sizes))
+    for name in ROWS:
+        print(f"{labels[name]:<36}" + "".join(f"{rows[s][name]['step']:>11.3f}" for s in sizes))
+    for size in sizes:
+        for kind in ("split", "step"):
+            _, _, chosen, secs = res[size][kind]
+            law, settings = chosen["auto"]
+            text = ", ".join(f"{k}={v}" for k, v in settings.items())
+            print(f"{size} {kind}: auto chose {law} ({text}) in {secs:.0f} s")
+    print(f"wall time {wall:.0f} s with {args.jobs} process(es)")
+    worst = max(rows[s]["auto"][k] for s in sizes for k in ("split", "cv"))
+    print(f"laws_mixture_mre_pct={worst:.3f}")
     return 0
 
 

@@ -89,7 +89,8 @@ class LawSelector:
     fitted on every run), ``cv_`` (one row per evaluated (law, settings): ``law``, ``settings``,
     ``mre`` (%), ``se``, ``fold_mre``, ``n_points``, ``error`` or ``None``), ``folds_`` (run indices),
     ``oof_`` (the chosen configuration's out-of-fold predictions at each run's last step, ``[runs, m]``),
-    ``skipped_`` (law -> why it was not considered), ``selected_by_``.
+    ``skipped_`` (law -> why it was not considered), ``selected_by_``, ``best_`` (law -> its best
+    ``cv_`` row: what ``law=<that law>`` would have chosen, on the same folds).
     """
 
     def __init__(
@@ -137,6 +138,7 @@ class LawSelector:
                 f"{n} {why}" for n, why in self.skipped_.items()))
         self.folds_ = run_folds(table.n_runs, self.n_folds, self.seed)
         self.cv_: list[dict[str, Any]] = []
+        self.best_: dict[str, dict[str, Any]] = {}
         self._oof: dict[int, np.ndarray] = {}
         if not self.folds_:
             spec = usable[0]
@@ -147,6 +149,7 @@ class LawSelector:
             best = self._search(table, spec, {k: v for k, v in fixed.items() if k in spec.grid})
             if best is not None:
                 best_per_law.append((spec, best))
+                self.best_[spec.name] = best
         if not best_per_law:
             # too few runs to leave any out: the first law that fits on all runs, at its defaults
             errors = "; ".join(dict.fromkeys(f"{r['law']}: {r['error']}" for r in self.cv_ if r["error"]))
