@@ -98,14 +98,26 @@ def _bimix_form(x, a, alpha, b, beta):
     return a * r**-alpha * (b * s**-beta + 1.0)
 
 
+PLAIN_STARTS = ((3.0, 0.05, 10.0, 0.5), (3.0, 0.1, 100.0, 0.7), (2.0, 0.02, 3.0, 0.3))
+
+
 def plain_fit(table: LongTable):
-    """The reference: ``curve_fit`` of ``A r^-alpha (B s^-beta + 1)`` per group on L, fixed start."""
+    """The reference: ``curve_fit`` of ``A r^-alpha (B s^-beta + 1)`` per group on L (least squares, no
+    weights, no warm-up cut), from three fixed starts, the lowest residual kept."""
     params = []
     for j in range(len(G)):
         ok = table.R[:, j] > 0
-        p, _ = curve_fit(_bimix_form, (table.R[ok, j], table.steps[ok]), table.Y[ok, j], p0=(3.0, 0.05, 10.0, 0.5),
-                         bounds=(1e-9, [100.0, 5.0, 1e6, 5.0]), maxfev=20000)
-        params.append(p)
+        x, y = (table.R[ok, j], table.steps[ok]), table.Y[ok, j]
+        best = None
+        for p0 in PLAIN_STARTS:
+            try:
+                p, _ = curve_fit(_bimix_form, x, y, p0=p0, bounds=(1e-9, [100.0, 5.0, 1e6, 5.0]), maxfev=20000)
+            except RuntimeError:
+                continue
+            sse = float(np.sum((_bimix_form(x, *p) - y) ** 2))
+            if best is None or sse < best[0]:
+                best = (sse, p)
+        params.append(best[1])
 
     def predict(R, s):
         s = np.broadcast_to(np.asarray(s, dtype=float), (R.shape[0],))

@@ -83,6 +83,11 @@ def test_auto_default_prints_cv_table_and_saved_fit_predicts_identically(runs_cs
     series = read_laws(js)
     assert {s.name for s in series} >= {"web: last step, predicted vs true", "code: last step, predicted vs true"}
     assert any(s.x_label == "steps" and s.curve_x is not None for s in series)
+    page = tmp_path / "r.html"
+    res = _invoke("report", js, "--out", page)
+    assert res.exit_code == 0, res.output
+    html = page.read_text()
+    assert "Fitted mixing laws" in html and "data:image/png;base64" in html
 
 
 def test_held_out_rows_are_never_read(runs_csv, tmp_path):

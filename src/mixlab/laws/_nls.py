@@ -5,7 +5,9 @@ Both laws are fitted the same way: residuals in a well-conditioned parameterisat
 points, the best final cost kept. The Huber scale is set from the data when not given: a first
 non-robust fit, then ``f_scale = 1.345 * 1.4826 * MAD(residuals)`` (the usual 95%-efficiency
 constant on a robust estimate of the residual scale), so the robust fit only discounts points that
-are outliers relative to the fit's own noise level.
+are outliers relative to the fit's own noise level. When that scale is below ``EXACT_SCALE`` (the
+law fits the data almost exactly, e.g. synthetic curves) the first fit is kept: there is nothing to
+discount, and a Huber loss at such a scale makes the solver crawl.
 
 The covariance of the parameters is the Gauss-Newton estimate ``sigma^2 (J^T J)^+`` at the optimum
 with ``sigma^2 = RSS / (n - p)`` (ordinary residuals, unweighted by the Huber loss).
@@ -20,6 +22,7 @@ import numpy as np
 
 MAD_TO_SIGMA = 1.4826
 HUBER_EFFICIENCY = 1.345
+EXACT_SCALE = 1e-6
 
 
 @dataclass
@@ -73,13 +76,18 @@ def robust_least_squares(
         return best
 
     scale = 1.0 if f_scale is None else float(f_scale)
+    best = None
     if loss != "linear" and f_scale is None:
         pre = run("linear", 1.0, starts)
         if pre is not None:
             mad = float(np.median(np.abs(pre.fun - np.median(pre.fun))))
             scale = max(HUBER_EFFICIENCY * MAD_TO_SIGMA * mad, 1e-8)
             starts = [pre.x, *starts]
-    best = run(loss, scale, starts)
+            if scale <= EXACT_SCALE:
+                best = pre  # the law fits (nearly) exactly: no outlier to discount, and a robust loss at
+                # such a scale only slows the solver down (it behaves like least absolute deviations)
+    if best is None:
+        best = run(loss, scale, starts)
     if best is None:
         raise FloatingPointError("every start of the least-squares fit failed")
     r = best.fun

@@ -268,22 +268,27 @@ class NestedDataMixingLaw:
        else its step law's value at ``s``; ``L_j(r) = c_j + k_j exp(t_j . r)`` is fitted on those
        (one :class:`DataMixingLaw` per query step, cached) and predicts the query mixtures.
 
-    Unlike BiMix, a loss domain need not be a mixture domain. The arguments ``loss``, ``n_init``,
-    ``space``, ``seed`` are :class:`DataMixingLaw`'s.
+    Unlike BiMix, a loss domain need not be a mixture domain. The arguments are
+    :class:`DataMixingLaw`'s.
 
     Fitted attributes: ``domains_``, ``loss_domains_``, ``mixtures_`` (``[runs, k]``), ``E_``, ``B_``
     (``[runs, m]``, NaN where a run cannot be extrapolated), ``b_`` (``[m]``), ``observed_`` (run ->
     ``{step: [m] losses}``).
     """
 
-    def __init__(self, loss: str = "huber", n_init: int = 6, space: str = "log", seed: int = 0) -> None:
+    def __init__(
+        self, loss: str = "huber", f_scale: float | None = None, n_init: int = 6, space: str = "log",
+        t_bound: float = 30.0, seed: int = 0,
+    ) -> None:
         self.loss = loss
+        self.f_scale = f_scale
         self.n_init = n_init
         self.space = space
+        self.t_bound = t_bound
         self.seed = seed
 
     def get_params(self) -> dict[str, Any]:
-        return {"loss": self.loss, "n_init": self.n_init, "space": self.space, "seed": self.seed}
+        return {k: getattr(self, k) for k in ("loss", "f_scale", "n_init", "space", "t_bound", "seed")}
 
     def fit(
         self,

@@ -161,13 +161,16 @@ class LawSpec:
         return None
 
 
-def fit_spec(spec: LawSpec, table: LongTable, settings: Mapping[str, Any] | None = None) -> Any:
-    """Fit ``spec``'s estimator on ``table`` with ``settings`` (missing ones at their defaults)."""
+def fit_spec(
+    spec: LawSpec, table: LongTable, settings: Mapping[str, Any] | None = None, params: Mapping[str, Any] | None = None,
+) -> Any:
+    """Fit ``spec``'s estimator on ``table`` with ``settings`` (missing ones at their defaults) and
+    ``params`` (other arguments of the estimator, passed as given: ``loss``, ``n_init``, ...)."""
     unknown = [k for k in (settings or {}) if k not in spec.grid]
     if unknown:
         raise ConfigError(f"law {spec.name!r} has no setting(s) {unknown}; its settings are {list(spec.grid)}")
     full = {**spec.defaults(), **(settings or {})}
-    kw = {**spec.fixed, **{k: v for k, v in full.items() if k not in _TABLE_SETTINGS}}
+    kw = {**spec.fixed, **(params or {}), **{k: v for k, v in full.items() if k not in _TABLE_SETTINGS}}
     if "min_step_frac" in full:
         kw["min_step"] = float(full["min_step_frac"]) * float(np.median(table.steps[table.last_rows()]))
     est = spec.estimator(**kw)

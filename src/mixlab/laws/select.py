@@ -20,6 +20,7 @@ unseen mixtures better, not when it merely ties.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import itertools
 import logging
 import random
@@ -82,8 +83,11 @@ class LawSelector:
     candidates : the laws ``"auto"`` chooses among (default: every registered law).
     fixed : settings held at the given values, not searched (explicit options: ``{"share_beta": True}``);
         they apply to each law that has them.
-    n_folds, seed : the folds (:func:`run_folds`).
+    n_folds, seed : the folds (:func:`run_folds`); ``n_folds < 2`` fits without cross-validation
+        (the first law at its defaults plus ``fixed``).
     search : ``False`` fits the defaults (plus ``fixed``) and only scores them.
+    params : other estimator arguments passed as given to the law(s) that take them (``loss``,
+        ``n_init``, ...), never searched.
 
     Fitted attributes: ``law_`` (name), ``settings_``, ``estimator_`` (the chosen law and settings
     fitted on every run), ``cv_`` (one row per evaluated (law, settings): ``law``, ``settings``,
@@ -101,10 +105,12 @@ class LawSelector:
         n_folds: int = 5,
         seed: int = 1,
         search: bool = True,
+        params: Mapping[str, Any] | None = None,
     ) -> None:
         self.law = law
         self.candidates = candidates
         self.fixed = fixed
+        self.params = params
         self.n_folds = n_folds
         self.seed = seed
         self.search = search
@@ -142,7 +148,7 @@ class LawSelector:
         self._oof: dict[int, np.ndarray] = {}
         if not self.folds_:
             spec = usable[0]
-            self._finish(table, spec, {k: v for k, v in fixed.items() if k in spec.grid}, "no cross-validation (fewer than 2 runs)")
+            self._finish(table, spec, {k: v for k, v in fixed.items() if k in spec.grid}, "no cross-validation (fewer than 2 runs or folds)")
             return self
         best_per_law = []
         for spec in usable:
@@ -167,12 +173,17 @@ class LawSelector:
         return self
 
     def _finish(self, table, spec, settings, how, oof=None) -> None:
-        self.estimator_ = fit_spec(spec, table, settings)
+        self.estimator_ = fit_spec(spec, table, settings, self._params(spec))
         self.law_ = spec.name
         self.settings_ = {**spec.defaults(), **settings}
         self.selected_by_ = how
         self.oof_ = oof
         self.oof_rows_ = table.last_rows()
+
+    def _params(self, spec: LawSpec) -> dict[str, Any]:
+        """The ``params`` that ``spec``'s estimator takes."""
+        names = inspect.signature(spec.estimator).parameters
+        return {k: v for k, v in (self.params or {}).items() if k in names}
 
     def _search(self, table: LongTable, spec: LawSpec, fixed: dict[str, Any]) -> dict[str, Any] | None:
         """Coordinate search over ``spec``'s settings (module docstring); the best row, or ``None``."""
@@ -207,7 +218,7 @@ class LawSelector:
             rows = held.last_rows()
             try:
                 with quiet_fits():
-                    est = fit_spec(spec, train, settings)
+                    est = fit_spec(spec, train, settings, self._params(spec))
                     pred = np.asarray(est.predict(held.R[rows], held.steps[rows]), dtype=float)
             except (MixlabError, FloatingPointError, np.linalg.LinAlgError) as exc:
                 error = f"fold {len(fold_mre) + 1}: {exc}"

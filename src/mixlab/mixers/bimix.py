@@ -1,7 +1,7 @@
 """BiMix mixer: a few short proxy runs, a fitted bivariate law, the optimum at the final run's length.
 
 The paper's design (arXiv 2405.14908 Sec. 3.3): train a handful of proxy models on diverse mixtures,
-evaluate each at several steps, fit the per-domain law ``L_i(r_i, s)`` (:class:`BiMixModel`) on all
+evaluate each at several steps, fit the per-domain law ``L_i(r_i, s)`` (:class:`~mixlab.laws.bimix.BiMixModel`) on all
 (mixture, step, loss) points, and minimise the (weighted) sum of predicted target-domain losses at
 the target training length. mixlab measures ``s`` in *tokens* (proxy step x tokens per step, known
 from each :class:`ProxyResult`), so a law fitted on small proxies is evaluated at the final run's
@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 
 from mixlab.errors import ConfigError, MixlabError
-from mixlab.laws.bimix import BiMixModel
-from mixlab.laws.bimix_transfer import BiMixTransferModel
+from mixlab.laws.registry import LongTable, get_law
+from mixlab.laws.select import fit_law
 from mixlab.mixers.base import Mixer, MixingContext
 from mixlab.mixture import Mixture, MixtureConstraints
 from mixlab.proxy import ProxyResult
@@ -127,19 +127,25 @@ class BiMixMixer(Mixer):
     of the context's total budget); ``eval_every`` proxy steps between evaluations (the runner's
     default when ``None``; the law needs >= 3 evaluations per run); ``tilt``, ``min_weight`` shape the
     design (module doc); ``target_tokens`` overrides the length the optimum is computed for (default
-    the context's remaining tokens); ``law`` holds extra arguments of the law's estimator;
-    ``transfer=True`` fits :class:`~mixlab.laws.bimix_transfer.BiMixTransferModel` (BiMix whose
-    proportion term also counts the other domains' shares, an additional law, not the paper's) in
-    place of :class:`BiMixModel` and optimises it numerically. That law has ``k + 1`` mixture
-    coefficients per domain, so its default is ``2k`` proxy runs, and its optimum is kept within the
-    proportions the proxies covered (each domain at least its smallest proxy share): below them a
-    fitted transfer would be extrapolated to a domain left out altogether.
+    the context's remaining tokens). The law is fitted by :func:`mixlab.laws.select.fit_law`, the
+    same path as ``mixlab fit-law``: its fitting settings (warm-up cut, late-point weight, shared
+    step exponent, within-run fit) are chosen by leave-runs-out cross-validation over the proxy runs
+    (``select=False`` keeps the defaults). ``law`` is either a dict of settings to fix (e.g.
+    ``{"run_effects": True}``) or a registered law's name: ``"bimix"`` (the paper's, the default),
+    ``"bimix-transfer"`` or ``"auto"`` (the law chosen by cross-validation too). ``transfer=True``
+    is ``law="bimix-transfer"``: :class:`~mixlab.laws.bimix_transfer.BiMixTransferModel` (BiMix whose
+    proportion term also counts the other domains' shares, an additional law, not the paper's),
+    optimised numerically. That law has ``k + 1`` mixture coefficients per domain, so its default is
+    ``2k`` proxy runs, and the optimum of any law but BiMix is kept within the proportions the
+    proxies covered (each domain at least its smallest proxy share): below them a fitted transfer
+    would be extrapolated to a domain left out altogether.
 
     Targets that are not training domains (evaluation-only targets, ``target:<name>``) are carried
     over to weights on the training domains by :func:`target_domain_weights` (``target_rule_`` after
     ``propose``); the proxy runner must evaluate them.
 
-    After ``propose``: ``model_`` (the fitted law), ``results_`` (the proxy runs).
+    After ``propose``: ``selector_`` (the :class:`~mixlab.laws.select.LawSelector`: chosen law,
+    settings and cross-validation table), ``model_`` (the fitted law), ``results_`` (the proxy runs).
     """
 
     name = "bimix"
@@ -152,8 +158,9 @@ class BiMixMixer(Mixer):
         tilt: float = 0.5,
         min_weight: float = 0.02,
         target_tokens: int | None = None,
-        law: dict[str, Any] | None = None,
+        law: str | dict[str, Any] | None = None,
         transfer: bool = False,
+        select: bool = True,
     ) -> None:
         self.n_runs = n_runs
         self.proxy_tokens = proxy_tokens
@@ -163,6 +170,15 @@ class BiMixMixer(Mixer):
         self.target_tokens = target_tokens
         self.law = law
         self.transfer = transfer
+        self.select = select
+
+    def _law_choice(self) -> tuple[str, dict[str, Any]]:
+        """The law's name and the settings held fixed (see the class docstring)."""
+        if isinstance(self.law, str):
+            if self.law != "auto":
+                get_law(self.law)
+            return self.law, {}
+        return ("bimix-transfer" if self.transfer else "bimix"), dict(self.law or {})
 
     def propose(self, ctx: MixingContext) -> Mixture:
         if ctx.proxy is None:
@@ -171,7 +187,8 @@ class BiMixMixer(Mixer):
         targets = ctx.targets
         others = [d for d in targets if d not in domains]
         cons = ctx.constraints()
-        n_runs = self.n_runs or (2 * len(domains) if self.transfer else len(domains) + 1)
+        law_name, fixed = self._law_choice()
+        n_runs = self.n_runs or (len(domains) + 1 if law_name == "bimix" else 2 * len(domains))
         tokens = int(self.proxy_tokens or max(ctx.total_tokens // 10, 1))
         design = design_mixtures(domains, n_runs, tilt=self.tilt, min_weight=self.min_weight, seed=ctx.seed)
         results = []
@@ -195,10 +212,12 @@ class BiMixMixer(Mixer):
                 raise MixlabError(
                     f"bimix needs each proxy run evaluated at >= 3 steps, got {n_steps}: set eval_every smaller"
                 )
-            estimator = BiMixTransferModel if self.transfer else BiMixModel
-            self.model_ = estimator(**(self.law or {})).fit(R, S, Y, domains=domains, loss_domains=targets)
+            table = LongTable.from_arrays(R, S, Y, domains=domains, loss_domains=targets)
+            self.selector_ = fit_law(table, law=law_name, fixed=fixed, search=self.select)
+            self.model_ = self.selector_.estimator_
+            log.info("bimix law %s with %s (%s)", self.selector_.law_, self.selector_.settings_, self.selector_.selected_by_)
             target = float(self.target_tokens or ctx.remaining)
-            if self.transfer:
+            if self.selector_.law_ != "bimix":
                 covered = np.minimum(cons.upper, np.min([r.mixture.to_array(domains) for r in results], axis=0))
                 cons = MixtureConstraints(cons.domains, np.maximum(cons.lower, covered), cons.upper)
             mixture = self.model_.optimize(target, weights={d: weights[d] for d in targets}, constraints=cons)

@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 
 from mixlab.errors import MixlabError
-from mixlab.laws.dml import DataMixingLaw
+from mixlab.laws.registry import LongTable
+from mixlab.laws.select import fit_law
 from mixlab.mixers.base import Mixer, MixingContext
 from mixlab.mixture import Mixture
 
@@ -27,7 +28,10 @@ class DataMixingLawMixer(Mixer):
 
     Parameters: ``n_runs`` (default ``2k + 2``), ``proxy_tokens`` per run (default a tenth of the
     total budget), ``alpha`` the Dirichlet concentration of the design, ``law`` extra
-    :class:`DataMixingLaw` arguments. After ``propose``: ``law_``, ``results_``.
+    :class:`~mixlab.laws.dml.DataMixingLaw` arguments. The law is fitted through
+    :func:`mixlab.laws.select.fit_law` (``law="dml"``) on the proxies' final losses, the path of
+    ``mixlab fit-law``. After ``propose``: ``selector_``, ``law_`` (the Data Mixing Law at the
+    proxies' final step), ``results_``.
     """
 
     name = "dml"
@@ -70,9 +74,14 @@ class DataMixingLawMixer(Mixer):
                     raise MixlabError(f"proxy run {i} reports no validation loss for target domain(s) {missing}")
                 X.append(mix.to_array(domains))
                 Y.append([float(final[d]) for d in targets])
-            self.law_ = DataMixingLaw(**(self.law or {})).fit(np.array(X), np.array(Y))
+            # the registry's law on a table of the final losses (one step per run): the fit path of
+            # `mixlab fit-law --law dml`, without cross-validation (the law has no settings to choose)
+            step = float(max(r.tokens for r in results))
+            table = LongTable.from_arrays(X, np.full(len(X), step), Y, domains=domains, loss_domains=targets)
+            self.selector_ = fit_law(table, law="dml", n_folds=0, params=self.law or {})
+            self.law_ = self.selector_.estimator_.law_at(step)
             tw = ctx.target_weight_vector()
-            mixture = self.law_.optimize(weights=[tw[d] for d in targets], constraints=cons, domains=domains)
+            mixture = self.selector_.optimize(step, weights={d: tw[d] for d in targets}, constraints=cons)
         self.results_ = results
         log.info("dml optimum: %s", mixture)
         return mixture

@@ -16,7 +16,9 @@ Run directory (``mixlab run`` / ``mixlab demo`` output)::
                                 "stderr": [[...]],     # optional, same shape (null = unknown)
                                 "layout": "train_x_target",  # optional; "target_x_train" flips it
                                 "step": 1200, ...}     # other keys ignored
-      laws/*.json              one law, a list of laws, or {"laws": [...]}; a law is
+      laws/*.json              one law, a list of laws, or {"laws": [...]} (a ``mixlab fit-law --save``
+                               file is one: fitted curves and cross-validated predicted vs true
+                               per loss domain; it can also be passed to the report on its own); a law is
                                {"name": "web", "law": "bimix", "x_label": "tokens", "y_label": "loss",
                                 "observed": {"x": [...], "y": [...]}   (or [[x, y], ...]),
                                 "curve": {"x": [...], "y": [...]},     (or "fitted"; optional)
@@ -369,12 +371,15 @@ def _try(data: ReportData, section: str, fn: Any, *args: Any) -> Any:
 
 
 def load_report_input(path: str | Path) -> ReportData:
-    """Load a run directory or a bench JSON file into a :class:`ReportData`."""
+    """Load a run directory, a bench JSON file or a `mixlab fit-law --save` file into a :class:`ReportData`."""
     p = Path(path)
     if p.is_file() and p.suffix == ".json":
         data = ReportData(source=p, kind="bench")
         obj = _read_json(p)
-        if isinstance(obj, dict) and "schedule" in obj and "results" not in obj:
+        if isinstance(obj, dict) and "laws" in obj and "results" not in obj:  # `mixlab fit-law --save` output
+            data.kind = "laws"
+            data.laws = read_laws(p)
+        elif isinstance(obj, dict) and "schedule" in obj and "results" not in obj:
             data.schedule = parse_schedule(obj, str(p))
         else:
             data.bench = parse_bench(obj, str(p))
