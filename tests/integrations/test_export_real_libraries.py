@@ -238,3 +238,19 @@ def test_mosaic_streaming_draws_the_token_mixture(tmp_path, jsonl_dirs, corpus) 
     got = _shares(tokens)
     for d, w in MIX.weights.items():
         assert got[d] == pytest.approx(w, abs=0.03), (d, got)
+
+
+def test_nemo_blends_parse_with_megatron_core(tmp_path) -> None:
+    """NeMo (1.x ``data_prefix``, 2 ``PreTrainingDataModule(paths=...)``) hands its lists to Megatron-core's
+    ``get_blend_from_list``; NeMo itself is not installed here, so the blend is checked at that hand-off."""
+    pytest.importorskip("megatron.core.datasets.utils")
+    from megatron.core.datasets.utils import get_blend_from_list
+
+    prefixes = [f"--prefix={d}=/data/{d}" for d in SHAPE]
+    doc = yaml.safe_load(_export(tmp_path, MIX, "--format", "nemo", *prefixes))
+    paths = _exec(_export(tmp_path, MIX, "--format", "nemo2", *prefixes), {})["paths"]
+    for blend in (doc["model"]["data"]["data_prefix"], paths):
+        for split, suffix in (("train", "train"), ("validation", "valid"), ("test", "test")):
+            names, weights = get_blend_from_list([str(x) for x in blend[split]])
+            got = dict(zip(names, np.asarray(weights) / np.sum(weights), strict=True))
+            assert got == pytest.approx({f"/data/{d}_{suffix}": w for d, w in MIX.weights.items()})
