@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-import ast
 import json
 import re
 import shlex
+import sys
+from pathlib import Path
 
 import pytest
 import typer
 import yaml
 from typer.testing import CliRunner
+
+sys.path.insert(0, str(Path(__file__).parent))
+from snippets import exec_snippet  # noqa: E402
 
 from mixlab import ConfigError, Mixture, Schedule, load_mixture_or_schedule, save_mixture
 from mixlab.integrations.export import (
@@ -116,15 +120,6 @@ class _Stream:
         self.proportion = proportion
 
 
-def _eval_python(text: str, names: dict[str, object]) -> dict[str, object]:
-    """Run the snippet with the import lines removed and fakes for the library calls."""
-    tree = ast.parse(text)
-    body = [n for n in tree.body if not isinstance(n, (ast.Import, ast.ImportFrom))]
-    ns: dict[str, object] = dict(names)
-    exec(compile(ast.Module(body=body, type_ignores=[]), "<export>", "exec"), ns)  # noqa: S102
-    return ns
-
-
 # mean tokens per document: books are 10x longer than code
 LENGTHS = {"web": 400.0, "code": 100.0, "books": 1000.0, "empty": 50.0}
 OPTS = ExportOptions(tokens_per_sample=LENGTHS, split="train")
@@ -151,7 +146,7 @@ def test_sample_probabilities_reproduce_token_shares() -> None:
 def test_mosaic_python_streams() -> None:
     text = export_mixture(SCHED, "mosaic", prefixes=PREFIXES, options=OPTS)
     assert text.startswith("from streaming import Stream")
-    ns = _eval_python(text, {"Stream": _Stream})
+    ns = exec_snippet(text, {"Stream": _Stream})
     yaml_docs = list(
         yaml.safe_load_all(export_mixture(SCHED, "mosaic-yaml", prefixes=PREFIXES, options=OPTS))
     )
@@ -223,7 +218,7 @@ def test_schedule_in_one_object_formats_is_one_file_per_stage(tmp_path) -> None:
 
 
 def test_nemo2_paths() -> None:
-    ns = _eval_python(export_mixture(SCHED, "nemo2", prefixes=PREFIXES), {})
+    ns = exec_snippet(export_mixture(SCHED, "nemo2", prefixes=PREFIXES), {})
     for k, stage in enumerate(SCHED.stages):
         paths = ns[f"paths_stage_{k}"]
         assert set(paths) == {"train", "validation", "test"}
@@ -254,7 +249,7 @@ def test_hf_interleave_snippet() -> None:
         calls.append({"streams": list(datasets), "p": probabilities, "stop": stopping_strategy})
         return calls[-1]
 
-    ns = _eval_python(
+    ns = exec_snippet(
         text, {"interleave_datasets": interleave_datasets, "load_dataset": lambda n, **kw: _Stream(n)}
     )
     assert len(calls) == 3

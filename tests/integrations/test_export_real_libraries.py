@@ -5,16 +5,16 @@ measures the token shares that the library's loader or mixture builder actually 
 that is not installed skips its test (``pytest.importorskip``); ``datasets`` and ``megatron-core``
 install with the ``test`` extra on CPU.
 
-Tolerances: the HF draws are random (about 18k documents), so the measured token share is compared
+Tolerances: the HF draws are random (about 23k documents), so the measured token share is compared
 with the mixture at 0.03 absolute (about 3 standard deviations for the long-document domain). Megatron
-and OLMo-core apportion sequences deterministically, so their shares match within rounding (1e-3).
+and OLMo-core apportion sequences deterministically, so their shares match within rounding (1e-3, 2e-3).
 """
 
 from __future__ import annotations
 
-import ast
 import json
 import random
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,9 +22,12 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from mixlab import Mixture, save_mixture
-from mixlab.cli.main import build_app
-from mixlab.data import prepare_domains
+sys.path.insert(0, str(Path(__file__).parent))
+from snippets import exec_snippet  # noqa: E402
+
+from mixlab import Mixture, save_mixture  # noqa: E402
+from mixlab.cli.main import build_app  # noqa: E402
+from mixlab.data import prepare_domains  # noqa: E402
 
 MIX = Mixture({"web": 0.5, "code": 0.3, "books": 0.2})
 # (documents, mean characters): code documents are short, books long, so document shares != token shares
@@ -68,15 +71,6 @@ def _export(tmp_path: Path, mix: Mixture, *args: str) -> str:
     return res.output
 
 
-def _exec(text: str, names: dict[str, object]) -> dict[str, object]:
-    """Run an exported Python snippet (its import lines name the real library; we pass the same objects)."""
-    tree = ast.parse(text)
-    body = [n for n in tree.body if not isinstance(n, (ast.Import, ast.ImportFrom))]
-    ns: dict[str, object] = dict(names)
-    exec(compile(ast.Module(body=body, type_ignores=[]), "<export>", "exec"), ns)  # noqa: S102
-    return ns
-
-
 def _byte_tokens(text: str) -> int:
     return len(text.encode("utf-8")) + 1  # the byte tokenizer: UTF-8 bytes + EOS, as in the corpus
 
@@ -86,20 +80,25 @@ def _shares(counts: dict[str, float]) -> dict[str, float]:
     return {d: v / total for d, v in counts.items()}
 
 
+def _drawn_token_shares(rows) -> dict[str, float]:
+    """Token share of each domain among the documents a loader yields (rows with domain and text)."""
+    tokens = dict.fromkeys(SHAPE, 0)
+    for row in rows:
+        tokens[row["domain"]] += _byte_tokens(row["text"])
+    return _shares(tokens)
+
+
 def test_hf_interleave_datasets_draws_the_token_mixture(tmp_path, jsonl_dirs, corpus, monkeypatch) -> None:
     datasets = pytest.importorskip("datasets")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     prefixes = [f"--prefix={d}={p}" for d, p in jsonl_dirs.items()]
     text = _export(tmp_path, MIX, "--format", "hf", "--corpus", str(corpus), *prefixes)
-    ns = _exec(
+    ns = exec_snippet(
         text, {"interleave_datasets": datasets.interleave_datasets, "load_dataset": datasets.load_dataset}
     )
     mixed = ns["mixed"]
     assert isinstance(mixed, datasets.IterableDataset)
-    tokens = dict.fromkeys(SHAPE, 0)
-    for row in mixed:
-        tokens[row["domain"]] += _byte_tokens(row["text"])
-    got = _shares(tokens)
+    got = _drawn_token_shares(mixed)
     for d, w in MIX.weights.items():
         assert got[d] == pytest.approx(w, abs=0.03), (d, got)
     # the same draw with the token shares used as probabilities (the old export) misses the mixture
@@ -109,10 +108,7 @@ def test_hf_interleave_datasets_draws_the_token_mixture(tmp_path, jsonl_dirs, co
         seed=0,
         stopping_strategy="all_exhausted",
     )
-    naive_tokens = dict.fromkeys(SHAPE, 0)
-    for row in naive:
-        naive_tokens[row["domain"]] += _byte_tokens(row["text"])
-    assert abs(_shares(naive_tokens)["books"] - MIX["books"]) > 0.2
+    assert abs(_drawn_token_shares(naive)["books"] - MIX["books"]) > 0.2
 
 
 def test_hf_max_epochs_stops_at_the_cap(tmp_path, jsonl_dirs, corpus, monkeypatch) -> None:
@@ -120,7 +116,7 @@ def test_hf_max_epochs_stops_at_the_cap(tmp_path, jsonl_dirs, corpus, monkeypatc
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     prefixes = [f"--prefix={d}={p}" for d, p in jsonl_dirs.items()]
     text = _export(tmp_path, MIX, "--format", "hf", "--corpus", str(corpus), "--max-epochs", "1.5", *prefixes)
-    ns = _exec(
+    ns = exec_snippet(
         text, {"interleave_datasets": datasets.interleave_datasets, "load_dataset": datasets.load_dataset}
     )
     drawn = dict.fromkeys(SHAPE, 0)
@@ -228,14 +224,11 @@ def test_mosaic_streaming_draws_the_token_mixture(tmp_path, jsonl_dirs, corpus) 
     text = _export(
         tmp_path, MIX, "--format", "mosaic", "--corpus", str(corpus), "--split", "train", *prefixes
     )
-    ns = _exec(text, {"Stream": streaming.Stream})
+    ns = exec_snippet(text, {"Stream": streaming.Stream})
     ds = streaming.StreamingDataset(
         streams=ns["streams"], epoch_size=20000, shuffle=True, shuffle_seed=0, batch_size=1
     )
-    tokens = dict.fromkeys(SHAPE, 0)
-    for row in ds:
-        tokens[row["domain"]] += _byte_tokens(row["text"])
-    got = _shares(tokens)
+    got = _drawn_token_shares(ds)
     for d, w in MIX.weights.items():
         assert got[d] == pytest.approx(w, abs=0.03), (d, got)
 
@@ -248,7 +241,7 @@ def test_nemo_blends_parse_with_megatron_core(tmp_path) -> None:
 
     prefixes = [f"--prefix={d}=/data/{d}" for d in SHAPE]
     doc = yaml.safe_load(_export(tmp_path, MIX, "--format", "nemo", *prefixes))
-    paths = _exec(_export(tmp_path, MIX, "--format", "nemo2", *prefixes), {})["paths"]
+    paths = exec_snippet(_export(tmp_path, MIX, "--format", "nemo2", *prefixes), {})["paths"]
     for blend in (doc["model"]["data"]["data_prefix"], paths):
         for split, suffix in (("train", "train"), ("validation", "valid"), ("test", "test")):
             names, weights = get_blend_from_list([str(x) for x in blend[split]])
