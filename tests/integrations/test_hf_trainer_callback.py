@@ -273,3 +273,30 @@ def test_callback_measures_influence_for_the_mixer(tiny_corpus, tmp_path) -> Non
     assert stage1.influence["preconditioner"].startswith("adam")
     assert stage1.compute["flops"] == pytest.approx(mixer.last_influence_.flops)
     assert stream.schedule.mixture_at(3) == stage1.mixture
+
+
+def test_distributed_and_worker_settings_are_checked(tiny_corpus) -> None:
+    from types import SimpleNamespace
+
+    def args(**kw):
+        base = dict(per_device_train_batch_size=BATCH, gradient_accumulation_steps=1, world_size=1,
+                    dataloader_num_workers=0, accelerator_config=SimpleNamespace(dispatch_batches=None))
+        return SimpleNamespace(**{**base, **kw})  # fmt: skip
+
+    two = MixtureStream(tiny_corpus, {"english": 1.0}, seq_len=SEQ, batch_size=BATCH, rank=1, world_size=2)
+    one = MixtureStream(tiny_corpus, {"english": 1.0}, seq_len=SEQ, batch_size=BATCH, rank=0, world_size=1)
+    with pytest.raises(ConfigError, match="dispatch_batches"):
+        MixtureScheduleCallback(two)._check_args(args(world_size=2))
+    with pytest.raises(ConfigError, match="built for world_size=1"):
+        MixtureScheduleCallback(one)._check_args(args(world_size=2))
+    with pytest.raises(ConfigError, match="dynamic mixer under torchrun"):
+        cb = MixtureScheduleCallback(two, mixer=HardestDomainMixer(), boundaries=[2])
+        cb._check_args(args(world_size=2, accelerator_config=SimpleNamespace(dispatch_batches=False)))
+    with pytest.raises(ConfigError, match="dataloader_num_workers > 0 with a dynamic mixer"):
+        MixtureScheduleCallback(one, mixer=HardestDomainMixer(), boundaries=[2])._check_args(
+            args(dataloader_num_workers=2)
+        )
+    one.to_hf_dataset(num_workers=2)
+    with pytest.raises(ConfigError, match=r"built with stream.to_hf_dataset\(num_workers=2\)"):
+        MixtureScheduleCallback(one)._check_args(args())
+    assert two.rank == 1 and two.sampler.world_size == 2

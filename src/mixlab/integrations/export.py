@@ -199,6 +199,8 @@ def _stage_comment(k: int, rng: tuple[int, int | None], n_stages: int, fmt: str)
         line += (
             "\n# last stage: resume from the previous stage's checkpoint with this blend and train to the end"
         )
+    if fmt in ("hf", "mosaic", "mosaic-yaml", "olmo"):
+        line += "\n# each stage's loader starts its sources afresh: a max_epochs cap holds within the stage"
     return line
 
 

@@ -434,6 +434,11 @@ class MixtureScheduleCallback(_CallbackBase):
                     "world_size > 1 needs accelerator_config={'dispatch_batches': False}: each rank reads "
                     "its own slice of the stream"
                 )
+        if world > 1 and self.mixer is not None:
+            problems.append(
+                "a dynamic mixer under torchrun is not supported: each rank would choose its own mixture; "
+                "run the dynamic schedule in one process (or mixlab run), then train with the static schedule"
+            )
         workers = int(getattr(args, "dataloader_num_workers", 0) or 0)
         if workers and self.mixer is not None:
             problems.append(
