@@ -51,6 +51,26 @@ class ReliabilityLedger:
         self.orphan_counts.append(n)
 
 
+@pytest.fixture()
+def mixlab_cli(capsys):
+    """Run ``mixlab ARGV`` through the real entry point (its error boundary included); returns
+    ``(exit code, stdout + stderr with whitespace runs joined, raw stderr)`` (rich wraps long lines)."""
+    from mixlab.cli.main import main
+
+    def run(argv):
+        capsys.readouterr()
+        try:
+            main(list(argv))
+        except SystemExit as exc:
+            code = exc.code or 0
+        else:
+            code = 0
+        out = capsys.readouterr()
+        return code, " ".join((out.out + out.err).split()), out.err
+
+    return run
+
+
 def pytest_configure(config):
     config.reliability_ledger = ReliabilityLedger()
 

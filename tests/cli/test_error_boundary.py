@@ -7,60 +7,53 @@ import stat
 
 import pytest
 
-from mixlab.cli.main import build_app, main
+from mixlab.cli.main import build_app
 
 
-def _run(argv, capsys):
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    out = capsys.readouterr()
-    return exc.value.code, out.err
-
-
-def test_binary_config_is_a_clean_error_naming_the_file(tmp_path, capsys, monkeypatch):
+def test_binary_config_is_a_clean_error_naming_the_file(tmp_path, mixlab_cli, monkeypatch):
     monkeypatch.delenv("MIXLAB_DEBUG", raising=False)
     bad = tmp_path / "run.yaml"
     bad.write_bytes(b"model: \xff\xfe\x00garbage")
-    code, err = _run(["train", "--config", str(bad)], capsys)
+    code, err = mixlab_cli(["train", "--config", str(bad)])[::2]
     assert code == 2
     assert "error:" in err and str(bad) in err and "UTF-8" in err and "line 1" in err
     assert "Traceback" not in err
-    code, err = _run(["--debug", "train", "--config", str(bad)], capsys)
+    code, err = mixlab_cli(["--debug", "train", "--config", str(bad)])[::2]
     assert code == 2 and "Traceback" in err and str(bad) in err
     monkeypatch.setenv("MIXLAB_DEBUG", "1")
-    code, err = _run(["train", "--config", str(bad)], capsys)
+    code, err = mixlab_cli(["train", "--config", str(bad)])[::2]
     assert code == 2 and "Traceback" in err
 
 
-def test_garbage_yaml_and_csv_name_the_line(tmp_path, capsys, monkeypatch):
+def test_garbage_yaml_and_csv_name_the_line(tmp_path, mixlab_cli, monkeypatch):
     monkeypatch.delenv("MIXLAB_DEBUG", raising=False)
     bad = tmp_path / "run.yaml"
     bad.write_text("train:\n  model: [tiny\n  lr: 1\n")
-    code, err = _run(["train", "--config", str(bad)], capsys)
+    code, err = mixlab_cli(["train", "--config", str(bad)])[::2]
     assert code == 2 and "not valid YAML" in err and "line" in err and "Traceback" not in err
     mix = tmp_path / "m.csv"
     mix.write_text("index,a,b\n0,0.5,0.5\n1,0.9,0.9\n")
     loss = tmp_path / "l.csv"
     loss.write_text("index,x\n0,1.0\n1,2.0\n")
-    code, err = _run(["predict", "--train-mixtures", str(mix), "--train-losses", str(loss), "-t", "x",
-                      "--test-mixtures", str(mix), "--out", str(tmp_path / "p.csv")], capsys)
+    code, err = mixlab_cli(["predict", "--train-mixtures", str(mix), "--train-losses", str(loss), "-t", "x",
+                            "--test-mixtures", str(mix), "--out", str(tmp_path / "p.csv")])[::2]
     assert code == 2 and f"{mix}: line 3 do not sum to 1" in err.replace("\n", "")
     assert not (tmp_path / "p.csv").exists()
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root ignores file permissions")
-def test_unreadable_file_is_a_clean_error(tmp_path, capsys):
+def test_unreadable_file_is_a_clean_error(tmp_path, mixlab_cli):
     cfg = tmp_path / "run.yaml"
     cfg.write_text("train: {}\n")
     cfg.chmod(0)
     try:
-        code, err = _run(["train", "--config", str(cfg)], capsys)
+        code, err = mixlab_cli(["train", "--config", str(cfg)])[::2]
     finally:
         cfg.chmod(stat.S_IRUSR | stat.S_IWUSR)
     assert code == 2 and str(cfg) in err and "permission" in err.lower()
 
 
-def test_os_errors_are_user_errors_and_bugs_are_internal(tmp_path, capsys, monkeypatch):
+def test_os_errors_are_user_errors_and_bugs_are_internal(tmp_path, mixlab_cli, monkeypatch):
     monkeypatch.delenv("MIXLAB_DEBUG", raising=False)
     import mixlab.cli.runs as runs_cli
 
@@ -68,14 +61,14 @@ def test_os_errors_are_user_errors_and_bugs_are_internal(tmp_path, capsys, monke
         raise PermissionError(13, "Permission denied", str(tmp_path / "ws" / "mixlab.db"))
 
     monkeypatch.setattr(runs_cli, "_store", boom)
-    code, err = _run(["runs", "list"], capsys)
+    code, err = mixlab_cli(["runs", "list"])[::2]
     assert code == 2 and "mixlab.db: Permission denied" in err and "Traceback" not in err
 
     def bug(*a, **k):
         raise ZeroDivisionError("division by zero")
 
     monkeypatch.setattr(runs_cli, "_store", bug)
-    code, err = _run(["runs", "list"], capsys)
+    code, err = mixlab_cli(["runs", "list"])[::2]
     assert code == 1 and "internal error" in err and "--debug" in err and "Traceback" not in err
 
 

@@ -8,47 +8,38 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from mixlab.cli.main import build_app, main
+from mixlab.cli.main import build_app
 
 runner = CliRunner()
 
 
-def _run(argv, capsys):
-    try:
-        main(argv)
-    except SystemExit as exc:
-        code = exc.code
-    else:
-        code = 0
-    out = capsys.readouterr()
-    return code, " ".join((out.out + out.err).split())
 
 
-def test_out_paths_are_checked_before_any_work(tmp_path, capsys, monkeypatch):
+def test_out_paths_are_checked_before_any_work(tmp_path, mixlab_cli, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "m.csv").write_text("index,a,b\n0,0.5,0.5\n1,0.2,0.8\n2,0.9,0.1\n")
     (tmp_path / "l.csv").write_text("index,x\n0,1.0\n1,2.0\n2,1.5\n")
     base = ["predict", "--train-mixtures", "m.csv", "--train-losses", "l.csv", "-t", "x", "--test-mixtures", "m.csv"]
-    code, out = _run([*base, "--out", "nope/deeper/p.csv"], capsys)
+    code, out = mixlab_cli([*base, "--out", "nope/deeper/p.csv"])[:2]
     assert code == 2 and "--out nope/deeper/p.csv: the folder nope/deeper does not exist" in out
     assert not (tmp_path / "nope").exists()
     (tmp_path / "adir").mkdir()
-    code, out = _run([*base, "--out", "adir"], capsys)
+    code, out = mixlab_cli([*base, "--out", "adir"])[:2]
     assert code == 2 and "is a folder" in out
-    code, out = _run(["runs", "export", "-o", "nope/m.csv"], capsys)
+    code, out = mixlab_cli(["runs", "export", "-o", "nope/m.csv"])[:2]
     assert code == 2 and "does not exist" in out and not (tmp_path / "nope").exists()
 
 
-def test_read_only_commands_create_no_workspace(tmp_path, capsys, monkeypatch):
+def test_read_only_commands_create_no_workspace(tmp_path, mixlab_cli, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MIXLAB_WORKSPACE", raising=False)
-    code, out = _run(["eval", str(tmp_path / "nope" / "run")], capsys)
+    code, out = mixlab_cli(["eval", str(tmp_path / "nope" / "run")])[:2]
     assert code == 2 and "not a run directory" in out
-    code, out = _run(["eval", "some-run-id"], capsys)
+    code, out = mixlab_cli(["eval", "some-run-id"])[:2]
     assert code == 2 and "no run store here" in out
-    code, out = _run(["runs", "list", "--workspace", str(tmp_path / "typo" / "ws")], capsys)
+    code, out = mixlab_cli(["runs", "list", "--workspace", str(tmp_path / "typo" / "ws")])[:2]
     assert code == 2 and "no run store here" in out
-    code, out = _run(["runs", "show", "x"], capsys)
+    code, out = mixlab_cli(["runs", "show", "x"])[:2]
     assert code == 2
     assert sorted(os.listdir(tmp_path)) == []
 
@@ -110,9 +101,9 @@ def test_help_lists_presets_and_documents_every_sweep_flag():
 
 
 @pytest.mark.parametrize("pattern", ["%", "_"])
-def test_runs_show_wildcards_match_nothing(tmp_path, capsys, pattern):
+def test_runs_show_wildcards_match_nothing(tmp_path, mixlab_cli, pattern):
     from mixlab.store import RunStore
 
     RunStore(tmp_path).create_run("train", None, {"a": 1.0}, None, 10, run_id="train-1")
-    code, out = _run(["runs", "show", pattern, "--workspace", str(tmp_path)], capsys)
+    code, out = mixlab_cli(["runs", "show", pattern, "--workspace", str(tmp_path)])[:2]
     assert code == 2 and "no run" in out

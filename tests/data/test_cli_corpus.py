@@ -6,40 +6,27 @@ import json
 
 from typer.testing import CliRunner
 
-from mixlab.cli.main import main
 
-
-def _run(args, capsys):
-    try:
-        main(args)
-    except SystemExit as exc:
-        code = exc.code
-    else:
-        code = 0
-    out = capsys.readouterr()
-    return code, " ".join((out.out + out.err).split())  # rich wraps long lines
-
-
-def test_prepare_and_info(tmp_path, capsys):
+def test_prepare_and_info(tmp_path, mixlab_cli):
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "a.jsonl").write_text(
         "".join(json.dumps({"text": f"doc {i} " * 20}) + "\n" for i in range(20))
     )
     (tmp_path / "corpus.yaml").write_text("output_dir: out\ndomains:\n  a: {path: d, licence: CC0}\n")
-    code, out = _run(["prepare", "--config", str(tmp_path / "corpus.yaml")], capsys)
+    code, out = mixlab_cli(["prepare", "--config", str(tmp_path / "corpus.yaml")])[:2]
     assert code == 0, out
     assert "built" in out and (tmp_path / "out" / "manifest.json").is_file()
-    code, out = _run(["prepare", "--config", str(tmp_path / "corpus.yaml")], capsys)
+    code, out = mixlab_cli(["prepare", "--config", str(tmp_path / "corpus.yaml")])[:2]
     assert code == 0 and "up to date" in out
-    code, out = _run(["corpus", "info", str(tmp_path / "out"), "--json"], capsys)
+    code, out = mixlab_cli(["corpus", "info", str(tmp_path / "out"), "--json"])[:2]
     assert code == 0 and json.loads(out)["domains"]["a"]["licence"] == "CC0"
 
 
-def test_cli_errors_are_clear(tmp_path, capsys):
+def test_cli_errors_are_clear(tmp_path, mixlab_cli):
     (tmp_path / "corpus.yaml").write_text("output_dir: out\ndomains:\n  a: {path: missing.txt}\n")
-    code, out = _run(["prepare", "--config", str(tmp_path / "corpus.yaml")], capsys)
+    code, out = mixlab_cli(["prepare", "--config", str(tmp_path / "corpus.yaml")])[:2]
     assert code == 2 and "missing.txt does not exist" in out and "Traceback" not in out
-    code, out = _run(["corpus", "info", str(tmp_path)], capsys)
+    code, out = mixlab_cli(["corpus", "info", str(tmp_path)])[:2]
     assert code == 2 and "not a prepared corpus" in out
 
 

@@ -18,7 +18,7 @@ from mixlab.cli.main import main
 
 pytestmark = pytest.mark.reliability
 
-EXAMPLES = 12
+EXAMPLES = int(os.environ.get("MIXLAB_RELIABILITY_EXAMPLES", "12"))  # per command; raise it for a deeper search
 
 MIX_CSV = "index,english,code\n0,0.5,0.5\n1,0.2,0.8\n2,0.9,0.1\n3,0.6,0.4\n"
 LOSS_CSV = "index,english,code\n0,2.1,2.2\n1,2.4,1.9\n2,1.8,2.6\n3,2.0,2.3\n"
@@ -148,13 +148,20 @@ def _place(command: str, root: Path, name: str, data: bytes) -> Path:
     return path
 
 
-@pytest.mark.parametrize("command", COMMANDS)
-def test_garbage_file_contents_are_clean_errors(command, tiny_corpus, tmp_path, monkeypatch, capsys, ledger):
+@pytest.fixture(params=COMMANDS)
+def case(request, tiny_corpus, tmp_path, monkeypatch, capsys, ledger):
+    """One command's sandbox (with the valid companion CSVs) and how to call it on an input file."""
+    command = request.param
     root = tmp_path / "sandbox"
     box = Sandbox(root, monkeypatch, capsys, ledger, command)
     (root / "mix.csv").write_text(MIX_CSV)
     (root / "loss.csv").write_text(LOSS_CSV)
     kind, name, argv = _cases(tiny_corpus, root)[command]
+    return command, root, box, kind, name, argv
+
+
+def test_garbage_file_contents_are_clean_errors(case):
+    command, root, box, kind, name, argv = case
 
     @settings(max_examples=EXAMPLES, deadline=None, database=None, phases=[Phase.explicit, Phase.generate],
               suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
@@ -167,13 +174,8 @@ def test_garbage_file_contents_are_clean_errors(command, tiny_corpus, tmp_path, 
     run()
 
 
-@pytest.mark.parametrize("command", COMMANDS)
-def test_missing_files_and_folders_given_as_files(command, tiny_corpus, tmp_path, monkeypatch, capsys, ledger):
-    root = tmp_path / "sandbox"
-    box = Sandbox(root, monkeypatch, capsys, ledger, command)
-    (root / "mix.csv").write_text(MIX_CSV)
-    (root / "loss.csv").write_text(LOSS_CSV)
-    kind, name, argv = _cases(tiny_corpus, root)[command]
+def test_missing_files_and_folders_given_as_files(case):
+    command, root, box, kind, name, argv = case
     box.check(argv(root / "missing" / name))  # a path that does not exist
     if command not in ("corpus", "entropy", "eval", "runs"):
         (root / "afolder").mkdir()

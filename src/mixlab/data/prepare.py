@@ -440,6 +440,7 @@ def _prepare(
         raise ConfigError("the corpus has no domains; add at least one under 'domains'")
     if not 0 <= val_fraction < 0.9:
         raise ConfigError(f"val_fraction must be in [0, 0.9), got {val_fraction}")
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     old = None
     if (out / MANIFEST).is_file():
@@ -583,6 +584,10 @@ def _prepare(
             (out / "tokenizer.json").unlink()
         atomic_write_json(out / MANIFEST, manifest)
         return PrepareResult(Corpus.open(out), built, skipped, removed)
+    except BaseException:
+        if created:  # a failed first prepare leaves no empty output folder behind
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     finally:
         shutil.rmtree(stage, ignore_errors=True)
 
