@@ -62,3 +62,21 @@ def test_running_run_without_a_live_holder_shows_interrupted(tmp_path):
     assert [r["id"] for r in store.list_runs(status="interrupted")] == ["r1"]
     store.update_status("r1", "interrupted", error="stopped by signal 15")
     assert store.get_run("r1")["status"] == "interrupted"
+
+
+def test_readonly_open_falls_back_to_immutable_when_no_wal_index_can_be_made(tmp_path, monkeypatch):
+    import sqlite3
+
+    RunStore(tmp_path).create_run("train", None, {"a": 1.0}, None, 10, run_id="r1")
+    real = sqlite3.connect
+    uris = []
+
+    def connect(target, *args, **kwargs):  # what a folder the reader may not write looks like to SQLite
+        uris.append(str(target))
+        if "mode=ro" in str(target):
+            raise sqlite3.OperationalError("unable to open database file")
+        return real(target, *args, **kwargs)
+
+    monkeypatch.setattr(sqlite3, "connect", connect)
+    assert [r["id"] for r in RunStore.existing(tmp_path).list_runs()] == ["r1"]
+    assert any("immutable=1" in u for u in uris)
