@@ -62,6 +62,7 @@ from mixlab.errors import ConfigError, MixlabError
 from mixlab.mixers import REGISTRY, get_mixer, mixer_class
 from mixlab.mixers.base import MixingContext
 from mixlab.mixture import Mixture, Schedule
+from mixlab.pipeline.dynamic import PLAN_KEYS, PipelineConfig, run_pipeline
 from mixlab.proxy import ComputeLedger, ProxyResult
 from mixlab.utils.config import parse_config
 from mixlab.utils.io import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
@@ -622,6 +623,13 @@ def _dynamic_run_name(env: _Env, method: str, params: Mapping[str, Any], seed: i
     return f"bench-{_registry_name(method)}-s{seed}-{key[:12]}"
 
 
+def _stage_plan(env: _Env, method: str) -> dict[str, Any]:
+    """The pipeline settings of a dynamic method: the scale's, under a variant's stage plan
+    (``tikmix-d[stages=3,first_boundary=0.2]`` goes to the pipeline, not the mixer)."""
+    params = _method_params(env, method)
+    return dict(env.scale.dynamic) | {k: v for k, v in params.items() if k in PLAN_KEYS}
+
+
 def run_dynamic(env: _Env, method: str, seed: int) -> dict[str, Any]:
     """Run a dynamic method through the stage-by-stage pipeline (:mod:`mixlab.pipeline.dynamic`).
 
@@ -631,12 +639,9 @@ def run_dynamic(env: _Env, method: str, seed: int) -> dict[str, Any]:
     schedule, the final per-domain losses and the choosing ledger. The pipeline resumes a killed run
     and replays recorded stage decisions, so a re-run reuses finished work.
     """
-    from mixlab.pipeline.dynamic import PLAN_KEYS, PipelineConfig, run_pipeline
-
     t = env.scale.target
     params = _method_params(env, method)
-    # a variant's stage plan (tikmix-d[stages=3,first_boundary=0.2]) goes to the pipeline, not the mixer
-    dyn = dict(env.scale.dynamic) | {k: v for k, v in params.items() if k in PLAN_KEYS}
+    dyn = _stage_plan(env, method)
     cfg = PipelineConfig.parse(
         {
             "train": {
@@ -762,11 +767,14 @@ def run_controls(env: _Env, row: Mapping[str, Any], on_event: Callable[[str], No
     natural = Mixture.from_weights({d: float(env.corpus.token_counts()[d]) for d in env.domains})
     uniform = Mixture.uniform(env.domains)
     avg_runs, nu_runs, avg_sched, nu_sched = [], [], None, None
+    # the pipeline's boundaries (a schedule whose stage kept the previous mixture lists fewer stages)
+    plan = PipelineConfig.parse({"train": {}, **_stage_plan(env, method)}, where=f"bench stage plan of {method}")
+    bounds = plan.boundary_steps(total)
     for s, sched_list in zip(_seeds(env), row["schedules"], strict=True):
         sched = Schedule.from_list(sched_list)
         avg_sched = Schedule.constant(time_averaged(sched, total))
         stages = [{"start_step": 0, "mixture": natural.to_dict()}]
-        stages += [{"start_step": st.start_step, "mixture": uniform.to_dict()} for st in sched.stages[1:]]
+        stages += [{"start_step": b, "mixture": uniform.to_dict()} for b in bounds]
         nu_sched = Schedule.from_list(stages)
         note(f"{method}: controls, seed {s}")
         avg_runs.append(train_target(env, f"{method}:avg-static", avg_sched, s))
