@@ -191,6 +191,7 @@ def test_olmo_core_loads_and_builds_the_source_mixture(tmp_path, corpus) -> None
         "--format", "olmo", "--corpus", str(corpus), "--global-batch-tokens", "512",
         "--tokens", "40000", "--max-epochs", "3", "--out", str(out),
     )  # fmt: skip
+    assert "# the token files hold uint16 ids" in out.read_text()
     cfg = SourceMixtureDatasetConfig.from_yaml(out)
     assert isinstance(cfg, SourceMixtureDatasetConfig)
     assert {s.source_name: s.max_repetition_ratio for s in cfg.source_list.sources} == dict.fromkeys(

@@ -128,6 +128,7 @@ def export(
         total_tokens=tokens,
         split=split,
         seed=seed,
+        token_dtype=c.dtype.name if corpus is not None else None,
     )
     if out is None:
         text = export_mixture(obj, format, prefixes=prefixes, total_steps=total_steps, options=opts)

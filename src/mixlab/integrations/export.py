@@ -106,6 +106,9 @@ class ExportOptions:
     total_tokens: int | None = None
     split: str | None = None
     seed: int = 0
+    token_dtype: str | None = None
+    """The id type of the token files the paths name (a mixlab corpus: uint16 or uint32), stated in the
+    OLMo-core export because its dataset config must read them with the same dtype."""
 
     def epochs(self, domain: str) -> float | None:
         if self.max_epochs is None:
@@ -348,7 +351,13 @@ def _olmo(
         "global_batch_size": int(opts.global_batch_tokens),
         "seed": int(opts.seed),
     }
-    return yaml.safe_dump(doc, sort_keys=False).rstrip("\n")
+    text = yaml.safe_dump(doc, sort_keys=False).rstrip("\n")
+    if opts.token_dtype is not None:
+        text = (
+            f"# the token files hold {opts.token_dtype} ids: build the OLMo-core dataset with that dtype "
+            f"(NumpyDatasetDType.{opts.token_dtype})\n" + text
+        )
+    return text
 
 
 def _hf(mixture: Mixture, prefixes: Mapping[str, str], opts: ExportOptions, var: str = "mixed") -> str:
