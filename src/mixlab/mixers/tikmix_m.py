@@ -181,7 +181,9 @@ def tikmix_m_search(
 
 class TiKMiXMMixer(InfluenceMixer):
     """TiKMiX-M at a stage boundary (see the module docstring). Reads ``ctx.live`` like TiKMiX-D and
-    keeps ``last_influence_``, ``last_candidates_`` (X, labels), ``last_start_`` and ``last_trace_``."""
+    keeps ``last_influence_``, ``last_measurements_``, ``last_solution_`` (the TiKMiX-D solve the search
+    starts from: its solver status goes to the stage record), ``last_candidates_`` (the labelled X, y),
+    ``last_start_`` and ``last_trace_``."""
 
     name = "tikmix-m"
 
