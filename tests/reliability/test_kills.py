@@ -140,3 +140,34 @@ def test_killed_bench_resumes_identically(tiny_corpus, tmp_path, kill_at, ledger
     same = [{k: r.get(k) for k in keys} for r in rows[0]] == [{k: r.get(k) for k in keys} for r in rows[1]]
     ledger.kill("bench", same)
     assert same, rows
+
+
+def test_ray_workers_stop_when_the_sweep_is_killed(tiny_corpus, tmp_path, ledger):
+    """Ray's own job clean-up already stops a dead driver's tasks (this passes without mixlab's parent
+    watch too); the watch covers drivers whose Ray cluster outlives them on the same host."""
+    pytest.importorskip("ray")
+    ws = tmp_path / "ws"
+    cfg = _sweep_config(tiny_corpus.root, ws).model_copy(update={"engine": "ray", "tokens": TOKENS * 4})
+    script = "import sys\nfrom mixlab.sweep import Sweep, SweepConfig\nSweep(SweepConfig.model_validate_json(sys.argv[1])).run()\n"
+    with open(tmp_path / "sweep.log", "w") as fh:
+        proc = subprocess.Popen([sys.executable, "-c", script, cfg.model_dump_json()], stdout=fh, stderr=fh,
+                                start_new_session=True)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and proc.poll() is None and len(list(ws.glob("runs/k-*/checkpoints/latest"))) < 2:
+            time.sleep(0.1)
+        assert proc.poll() is None, (tmp_path / "sweep.log").read_text()[-2000:]
+        # the workers are the processes holding the run directories' locks
+        workers = [json.loads(p.read_text())["pid"] for p in ws.glob("runs/k-*/.lock")]
+        assert len(workers) == 2
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        time.sleep(3)
+        orphans = [p for p in workers if _alive(p)]
+        ledger.orphans(len(orphans))
+        assert not orphans, f"Ray workers {orphans} outlived the killed sweep"
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # whatever Ray left in the session
+        except ProcessLookupError:
+            pass
