@@ -55,3 +55,26 @@ def test_too_few_mixtures_and_bad_rows():
         DataMixingLaw().fit(X, Y)
     with pytest.raises(DataError, match="sum to 1"):
         DataMixingLaw().fit(np.full((10, 3), 0.5), np.ones(10))
+
+
+def test_nested_law_recovers_the_step_exponent_and_predicts_a_later_step():
+    from mixlab.laws.dml import NestedDataMixingLaw
+
+    rng = np.random.default_rng(3)
+    t = np.array([[-1.0, 0.7, 0.3], [0.5, -1.2, 0.7]])
+    mixes = rng.dirichlet(np.ones(3), 9)
+    steps = np.array([100.0, 200.0, 400.0, 800.0])
+
+    def truth(R, s):  # per run E + B s^-b, E following the Data Mixing Law, b = 0.6
+        return 2.0 + 1.5 * np.exp(R @ t.T) + 30.0 * np.asarray(s, dtype=float)[..., None] ** -0.6
+
+    R = np.repeat(mixes, steps.size, axis=0)
+    s = np.tile(steps, len(mixes))
+    law = NestedDataMixingLaw().fit(R, s, truth(R, s), domains=["a", "b", "c"], loss_domains=["x", "y"])
+    assert law.b_ == pytest.approx([0.6, 0.6], rel=0.05)
+    query = rng.dirichlet(np.ones(3), 4)
+    np.testing.assert_allclose(law.predict(query, 3200.0), truth(query, np.full(4, 3200.0)), rtol=2e-3)
+    # a step every run was evaluated at uses the observed losses, then the Data Mixing Law
+    np.testing.assert_allclose(law.values_at(800.0), truth(law.mixtures_, np.full(9, 800.0)), rtol=1e-12)
+    with pytest.raises(DataError, match="need at least 5"):
+        NestedDataMixingLaw().fit(R[:16], s[:16], truth(R[:16], s[:16]), domains=["a", "b", "c"])

@@ -64,6 +64,9 @@ def test_bimix_mixer_recovers_the_laws_optimum():
     assert ctx.compute.tokens == 2_000_000 * (len(DOMS) + 1) and ctx.compute.flops > 0
     # the recovered optimum differs from uniform, so the test has teeth
     assert not np.allclose(mix.to_array(DOMS), 1 / 3, atol=0.05)
+    # the law is fitted through fit_law: its settings scored by leave-runs-out cross-validation
+    assert mixer.selector_.law_ == "bimix" and {r["law"] for r in mixer.selector_.cv_} == {"bimix"}
+    assert len(mixer.selector_.folds_) == len(DOMS) + 1 and mixer.model_ is mixer.selector_.estimator_
     # the within-run fit, passed through law={...}, finds the same optimum on curves the law fits exactly
     within = get_mixer("bimix", proxy_tokens=2_000_000, law={"run_effects": True})
     mix_within = within.propose(_ctx(BiMixCurves(true)))
