@@ -18,10 +18,14 @@ from snippets import exec_snippet  # noqa: E402
 
 from mixlab import ConfigError, Mixture, Schedule, load_mixture_or_schedule, save_mixture
 from mixlab.integrations.export import (
+    EXPORT_FORMATS,
     FORMATS,
+    ExportFormat,
     ExportOptions,
     export_mixture,
+    export_stages,
     parse_prefixes,
+    register_format,
     sample_probabilities,
     write_export_files,
 )
@@ -311,3 +315,51 @@ def test_cli_export_writes_file(tmp_path) -> None:
     res = CliRunner().invoke(_cli(), ["export", str(src), "--format", "json"])
     assert res.exit_code == 0
     assert Schedule.from_list(json.loads(res.output)["schedule"]) == SCHED
+
+
+@pytest.fixture
+def csv_format():
+    """A test-only format, registered the way a new format would be (one class, nothing else edited)."""
+
+    @register_format
+    class CsvShares(ExportFormat):
+        name = "csv-shares"
+        description = "test only: one 'path,token share' line per domain"
+
+        def render(self, mixture, prefixes, opts, stage):
+            return "\n".join(f"{prefixes.get(d, d)},{w:g}" for d, w in mixture.weights.items() if w > 0)
+
+    yield CsvShares
+    del EXPORT_FORMATS["csv-shares"]
+
+
+def test_a_registered_format_reaches_the_cli_and_export_mixture(csv_format, tmp_path) -> None:
+    from mixlab.cli.main import build_app
+
+    assert FORMATS["csv-shares"] == csv_format.description
+    res = CliRunner().invoke(build_app(), ["export", "--help"], env={"COLUMNS": "250"})
+    assert res.exit_code == 0, res.output
+    assert "olmo, hf, json, yaml or csv-shares." in res.output
+    mix = Mixture({"web": 0.75, "code": 0.25, "empty": 0.0})
+    assert export_mixture(mix, "csv-shares", prefixes={"web": "/d/web"}) == (
+        "# mixlab stage 0: steps 0-end\n/d/web,0.75\ncode,0.25\n"
+    )
+    text = export_mixture(SCHED, "csv-shares", total_steps=1000)
+    assert _stage_headers(text) == [(0, 0, "250"), (1, 250, "900"), (2, 900, "1000")]
+    assert "# at the boundary: train with this mixture until step 250, save a checkpoint" in text
+    assert text.endswith("# mixlab stage 2: steps 900-1000\n# last stage: resume from the previous stage's "
+                         "checkpoint with this blend and train to the end\nbooks,1\n")  # fmt: skip
+    src = tmp_path / "mix.yaml"
+    save_mixture(mix, src)
+    res = CliRunner().invoke(build_app(), ["export", str(src), "--format", "csv-shares"])
+    assert res.exit_code == 0, res.output
+    assert res.output == "# mixlab stage 0: steps 0-end\nweb,0.75\ncode,0.25\n"
+    with pytest.raises(ValueError, match="registered twice"):
+        register_format(csv_format)
+
+
+def test_an_unregistered_format_is_refused_with_the_choices() -> None:
+    with pytest.raises(ConfigError, match="unknown export format 'csv-shares'; choose one of megatron, "):
+        export_mixture(MIX, "csv-shares")
+    with pytest.raises(ConfigError, match="unknown per-stage export format 'json'"):
+        export_stages(MIX, "json")

@@ -189,7 +189,6 @@ class InfluenceGreedyMixer(Mixer):
 
 
 def test_group_influence_on_the_live_model_is_recorded(tiny_corpus, tmp_path) -> None:
-    pytest.importorskip("mixlab.influence")
     stream = MixtureStream(tiny_corpus, {"english": 0.5, "code": 0.5}, seq_len=SEQ, batch_size=BATCH)
     mixer = InfluenceGreedyMixer()
     callback = MixtureScheduleCallback(stream, mixer=mixer, boundaries=[4], out_dir=tmp_path / "run")
@@ -211,7 +210,6 @@ def test_group_influence_on_the_live_model_is_recorded(tiny_corpus, tmp_path) ->
 
 
 def test_tikmix_d_chooses_the_next_stage_in_a_trainer_run(tiny_corpus, tmp_path) -> None:
-    pytest.importorskip("mixlab.mixers.tikmix_d", reason="TiKMiX-D (issue 4) is not in this checkout yet")
     stream = MixtureStream(tiny_corpus, None, seq_len=SEQ, batch_size=BATCH)
     callback = MixtureScheduleCallback(
         stream, mixer="tikmix-d", mixer_params={"tokens_per_domain": 2 * 4 * (SEQ + 1)}, boundaries=[4],
@@ -259,7 +257,6 @@ def test_mixer_side_effects_do_not_leak_into_training(tiny_corpus, tmp_path) -> 
 
 
 def test_callback_measures_influence_for_the_mixer(tiny_corpus, tmp_path) -> None:
-    pytest.importorskip("mixlab.mixers.tikmix_d", reason="TiKMiX-D (issue 4) is not in this checkout yet")
     from mixlab.mixers import get_mixer
 
     mixer = get_mixer("tikmix-d", tokens_per_domain=10**9)  # would be far too slow if it measured itself

@@ -7,10 +7,31 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from typer.models import OptionInfo
 
 from mixlab.errors import ConfigError
 
 log = logging.getLogger(__name__)
+
+
+def _format_names() -> list[str]:
+    from mixlab.integrations.export import EXPORT_FORMATS
+
+    return list(EXPORT_FORMATS)
+
+
+class _FormatOption(OptionInfo):
+    """``--format``: its help lists the formats registered when the help is shown, so a format added
+    to the export registry appears here without an edit to this command."""
+
+    @property
+    def help(self) -> str:
+        *rest, last = _format_names()
+        return f"{', '.join(rest)} or {last}."
+
+    @help.setter
+    def help(self, value: str | None) -> None:  # OptionInfo.__init__ sets it; the registry decides
+        pass
 
 
 def export(
@@ -19,12 +40,7 @@ def export(
     ],
     format: Annotated[
         str,
-        typer.Option(
-            "--format",
-            "-f",
-            help="megatron, megatron-split, megatron-json, nemo, nemo2, mosaic, mosaic-yaml, olmo, hf, "
-            "json or yaml.",
-        ),
+        _FormatOption(default=..., param_decls=("--format", "-f"), autocompletion=_format_names),
     ] = "megatron",
     prefix: Annotated[
         list[str] | None,
@@ -92,6 +108,7 @@ def export(
         mixlab export best.yaml --format hf --corpus corpus/ --prefix web=/data/web --prefix code=/data/code
     """
     from mixlab.integrations.export import (
+        EXPORT_FORMATS,
         ExportOptions,
         export_mixture,
         parse_prefixes,
@@ -102,6 +119,7 @@ def export(
     obj = load_mixture_or_schedule(source)
     prefixes = parse_prefixes(prefix)
     domains = set(obj.domains)
+    token_files = format in EXPORT_FORMATS and EXPORT_FORMATS[format].reads_token_files
     per_sample: dict[str, float] | None = None
     samples: dict[str, int] | None = None
     if corpus is not None:
@@ -116,7 +134,7 @@ def export(
             info = c.domain_info(d)["train"]
             per_sample[d] = int(info["tokens"]) / max(1, int(info["docs"]))
             samples[d] = int(info["docs"])
-            if format == "olmo" and d not in prefixes:
+            if token_files and d not in prefixes:
                 prefixes[d] = str(shard_paths(Path(corpus).resolve(), d, "train")[0])
     if tokens_per_sample is not None:
         per_sample = _per_domain(tokens_per_sample, domains, "--tokens-per-sample")

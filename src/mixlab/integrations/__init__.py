@@ -12,7 +12,10 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
+    "EXPORT_FORMATS": "mixlab.integrations.export",
+    "ExportFormat": "mixlab.integrations.export",
     "FORMATS": "mixlab.integrations.export",
+    "register_format": "mixlab.integrations.export",
     "export_mixture": "mixlab.integrations.export",
     "parse_prefixes": "mixlab.integrations.export",
     "write_export": "mixlab.integrations.export",

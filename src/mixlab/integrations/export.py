@@ -46,6 +46,12 @@ object (``olmo``, ``megatron-json``) are written one file per stage by :func:`wr
 
 Domains with weight 0 are left out of every blend except JSON/YAML (Megatron cannot build an index
 for an empty share, OLMo-core requires ``target_ratio > 0``).
+
+**Adding a format.** Each format is one :class:`ExportFormat` subclass below, decorated with
+:func:`register_format`: its flags say what the library needs (documents or tokens, one file per
+stage, YAML documents, comments) and ``render`` writes one stage's blend. The stage loop, comments,
+probabilities, file writing and ``mixlab export --format`` (choices and help) read only
+:data:`EXPORT_FORMATS`.
 """
 
 from __future__ import annotations
@@ -54,33 +60,16 @@ import json
 import math
 import re
 import shlex
-from collections.abc import Callable, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import yaml
 
 from mixlab.errors import ConfigError
 from mixlab.mixture import Mixture, Schedule, Stage
 from mixlab.utils.io import atomic_write_text
-
-FORMATS: dict[str, str] = {
-    "megatron": "Megatron-LM/NeMo blend: --data-path w1 prefix1 w2 prefix2 ...",
-    "megatron-split": "Megatron-LM per-split blend: --train-data-path/--valid-data-path/--test-data-path",
-    "megatron-json": "Megatron-LM --per-split-data-args-path JSON: {train, valid, test}",
-    "nemo": "NeMo 1.x YAML: model.data.data_prefix {train, validation, test}",
-    "nemo2": "NeMo 2 Python: PreTrainingDataModule(paths={train, validation, test})",
-    "mosaic": "MosaicML streaming Python: Stream(remote|local=..., split=..., proportion=...)",
-    "mosaic-yaml": "MosaicML/llm-foundry YAML: train_loader.dataset.streams.<name>.proportion",
-    "olmo": "OLMo-core SourceMixtureDatasetConfig YAML: source_list.sources[*].target_ratio",
-    "hf": "Hugging Face datasets.interleave_datasets(probabilities=[...]) Python snippet",
-    "json": "mixlab JSON ({'mixture': ...} or {'schedule': [...]})",
-    "yaml": "mixlab YAML ({'mixture': ...} or {'schedule': [...]})",
-}
-SAMPLE_FORMATS = frozenset({"hf", "mosaic", "mosaic-yaml"})
-"""Formats whose weights are per-sample probabilities (converted from token shares)."""
-PER_STAGE_FILE_FORMATS = frozenset({"olmo", "megatron-json"})
-"""Formats a library loads as a single object: a schedule is written one file per stage."""
 
 SPLITS = ("train", "valid", "test")
 _URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
@@ -181,28 +170,145 @@ def _split_prefix(prefix: str, split: str) -> str:
     return prefix.replace("{split}", split) if "{split}" in prefix else f"{prefix}_{split}"
 
 
-def _stage_comment(k: int, rng: tuple[int, int | None], n_stages: int, fmt: str) -> str:
+@dataclass(frozen=True)
+class StageContext:
+    """Where the stage being rendered sits: its index, the number of stages and its step range
+    (``end`` is exclusive; ``None`` for an open last stage)."""
+
+    index: int
+    n_stages: int
+    steps: tuple[int, int | None]
+
+    @property
+    def suffix(self) -> str:
+        """``_stage_<k>`` when there are several stages (so Python snippets name one variable each)."""
+        return f"_stage_{self.index}" if self.n_stages > 1 else ""
+
+
+class ExportFormat:
+    """One export format, whole: its name, what it needs, and how it renders one stage's blend.
+
+    The generic code (:func:`export_stages`, :func:`export_mixture`, :func:`write_export_files`, the
+    ``mixlab export`` command) reads only these attributes, so a new format is one subclass decorated
+    with :func:`register_format`:
+
+    ``per_stage``: rendered stage by stage with :meth:`render` (mixlab's own files are written whole
+    by :meth:`document` instead). ``draws_documents``: the library draws samples (documents), so weights become per-sample
+    probabilities and ``tokens_per_sample`` is required. ``one_file_per_stage``: the library loads
+    the file as one object, so :func:`write_export_files` writes a schedule one file per stage.
+    ``yaml_document``: stages are joined as YAML documents (``---``). ``comments``: the text takes
+    ``#`` comments (the stage header). ``header``: printed once before the stages (imports).
+    ``boundary_action``: what to run up to a stage's end step. ``repeats_past_caps``: the library
+    repeats a dataset as the blend needs (max_epochs is not enforced; the first stage says so).
+    ``restarts_sources``: each stage's loader starts its sources afresh. ``reads_token_files``: the
+    paths name token files, so ``mixlab export --corpus`` fills them in for domains without a prefix.
+    """
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    per_stage: ClassVar[bool] = True
+    draws_documents: ClassVar[bool] = False
+    one_file_per_stage: ClassVar[bool] = False
+    yaml_document: ClassVar[bool] = False
+    comments: ClassVar[bool] = True
+    header: ClassVar[str] = ""
+    boundary_action: ClassVar[str] = "train with this mixture until step"
+    repeats_past_caps: ClassVar[bool] = False
+    restarts_sources: ClassVar[bool] = False
+    reads_token_files: ClassVar[bool] = False
+
+    def render(
+        self, mixture: Mixture, prefixes: Mapping[str, str], opts: ExportOptions, stage: StageContext
+    ) -> str:
+        """One stage's blend (without the stage comment)."""
+        raise NotImplementedError
+
+    def document(
+        self,
+        obj: Mixture | Schedule,
+        *,
+        prefixes: Mapping[str, str] | None,
+        total_steps: int | None,
+        options: ExportOptions | None,
+    ) -> str:
+        """The whole export of ``obj``: every stage rendered, then joined by :meth:`join`."""
+        blocks = export_stages(obj, self.name, prefixes=prefixes, total_steps=total_steps, options=options)
+        return self.join(blocks)
+
+    def join(self, blocks: list[str]) -> str:
+        """The stages' blocks as one text: the header, the blocks, then :meth:`footer`."""
+        sep = "\n---\n" if self.yaml_document else "\n\n"
+        text = self.header + ("\n" if self.header else "") + sep.join(blocks) + "\n"
+        return text + self.footer(text, len(blocks))
+
+    def footer(self, text: str, n_stages: int) -> str:
+        """Text appended after the stages (e.g. how to build the dataset from the first stage)."""
+        return ""
+
+    def probabilities(self, mixture: Mixture, opts: ExportOptions) -> dict[str, float]:
+        """Per-sample probabilities for a format that ``draws_documents`` (see :func:`sample_probabilities`)."""
+        if opts.tokens_per_sample is None:
+            raise ConfigError(
+                f"the {self.name} format draws samples (documents), not tokens: give each domain's mean tokens "
+                "per sample so that the probabilities reproduce the token shares (mixlab export --corpus DIR "
+                "measures them from a prepared corpus; --tokens-per-sample N when every sample has N tokens)"
+            )
+        return sample_probabilities(mixture, opts.tokens_per_sample)
+
+
+EXPORT_FORMATS: dict[str, ExportFormat] = {}
+"""Every export format by name, in the order ``mixlab export --help`` lists them."""
+
+
+def register_format(cls: type[ExportFormat]) -> type[ExportFormat]:
+    """Class decorator: add a format to :data:`EXPORT_FORMATS` (its ``name`` must be new)."""
+    if not cls.name:
+        raise TypeError(f"{cls.__name__} has no name")
+    if cls.name in EXPORT_FORMATS:
+        raise ValueError(f"export format {cls.name!r} is registered twice")
+    EXPORT_FORMATS[cls.name] = cls()
+    return cls
+
+
+def get_format(name: str) -> ExportFormat:
+    """The registered format called ``name``; an unknown name is a ConfigError listing the choices."""
+    if name not in EXPORT_FORMATS:
+        raise ConfigError(f"unknown export format {name!r}; choose one of {', '.join(EXPORT_FORMATS)}")
+    return EXPORT_FORMATS[name]
+
+
+class _Descriptions(Mapping[str, str]):
+    """A live, read-only view of the registry: format name -> one-line description."""
+
+    def __getitem__(self, name: str) -> str:
+        return EXPORT_FORMATS[name].description
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(EXPORT_FORMATS)
+
+    def __len__(self) -> int:
+        return len(EXPORT_FORMATS)
+
+
+FORMATS: Mapping[str, str] = _Descriptions()
+"""Format name -> description, read from :data:`EXPORT_FORMATS` (so it lists formats added later too)."""
+
+
+def _stage_comment(k: int, rng: tuple[int, int | None], n_stages: int, fmt: ExportFormat) -> str:
     end = "end" if rng[1] is None else str(rng[1])
     line = f"# mixlab stage {k}: steps {rng[0]}-{end}"
     if n_stages == 1:
         return line
     if k + 1 < n_stages:
-        how = {
-            "megatron": "train with this blend until --train-iters",
-            "megatron-split": "train with this blend until --train-iters",
-            "megatron-json": "train with this file until --train-iters",
-            "nemo": "train with this data_prefix until trainer.max_steps=",
-            "nemo2": "train with these paths until max_steps=",
-            "olmo": "train with this mixture until step",
-        }.get(fmt, "train with this mixture until step")
         line += (
-            f"\n# at the boundary: {how} {rng[1]}, save a checkpoint, then resume from it with stage {k + 1}"
+            f"\n# at the boundary: {fmt.boundary_action} {rng[1]}, save a checkpoint, then resume from it "
+            f"with stage {k + 1}"
         )
     else:
         line += (
             "\n# last stage: resume from the previous stage's checkpoint with this blend and train to the end"
         )
-    if fmt in ("hf", "mosaic", "mosaic-yaml", "olmo"):
+    if fmt.restarts_sources:
         line += "\n# each stage's loader starts its sources afresh: a max_epochs cap holds within the stage"
     return line
 
@@ -224,57 +330,110 @@ _REPEAT_NOTE = (
 )
 
 
-def _megatron(mixture: Mixture, prefixes: Mapping[str, str], opts: ExportOptions) -> str:
-    return f"--data-path {_blend_args(_positive(mixture), prefixes, None)}"
+@register_format
+class Megatron(ExportFormat):
+    name = "megatron"
+    description = "Megatron-LM/NeMo blend: --data-path w1 prefix1 w2 prefix2 ..."
+    boundary_action = "train with this blend until --train-iters"
+    repeats_past_caps = True
+
+    def render(self, mixture, prefixes, opts, stage):
+        return f"--data-path {_blend_args(_positive(mixture), prefixes, None)}"
 
 
-def _megatron_split(mixture: Mixture, prefixes: Mapping[str, str], opts: ExportOptions) -> str:
-    pairs = _positive(mixture)
-    return " \\\n".join(f"--{split}-data-path {_blend_args(pairs, prefixes, split)}" for split in SPLITS)
+@register_format
+class MegatronSplit(ExportFormat):
+    name = "megatron-split"
+    description = "Megatron-LM per-split blend: --train-data-path/--valid-data-path/--test-data-path"
+    boundary_action = "train with this blend until --train-iters"
+    repeats_past_caps = True
+
+    def render(self, mixture, prefixes, opts, stage):
+        pairs = _positive(mixture)
+        return " \\\n".join(f"--{split}-data-path {_blend_args(pairs, prefixes, split)}" for split in SPLITS)
 
 
-def _megatron_json(mixture: Mixture, prefixes: Mapping[str, str], opts: ExportOptions) -> str:
-    pairs = _positive(mixture)
-    return json.dumps({split: _blend_list(pairs, prefixes, split) for split in SPLITS}, indent=2)
+@register_format
+class MegatronJson(ExportFormat):
+    name = "megatron-json"
+    description = "Megatron-LM --per-split-data-args-path JSON: {train, valid, test}"
+    one_file_per_stage = True
+    comments = False  # JSON has no comments: the stage file's name carries the stage
+    boundary_action = "train with this file until --train-iters"
+
+    def render(self, mixture, prefixes, opts, stage):
+        pairs = _positive(mixture)
+        return json.dumps({split: _blend_list(pairs, prefixes, split) for split in SPLITS}, indent=2)
+
+    def join(self, blocks):
+        if len(blocks) > 1:
+            raise ConfigError(
+                "megatron-json holds one blend; a schedule is written one file per stage: give --out FILE"
+            )
+        return blocks[0] + "\n"
 
 
-def _nemo(mixture: Mixture, prefixes: Mapping[str, str], opts: ExportOptions) -> str:
-    pairs = _positive(mixture)
+@register_format
+class Nemo(ExportFormat):
+    name = "nemo"
+    description = "NeMo 1.x YAML: model.data.data_prefix {train, validation, test}"
+    yaml_document = True
+    boundary_action = "train with this data_prefix until trainer.max_steps="
+    repeats_past_caps = True
 
-    def flat(split: str) -> list[float | str]:
-        out: list[float | str] = []
-        for d, w in pairs:
-            out += [float(_weight(w)), _split_prefix(prefixes.get(d, d), split)]
-        return out
+    def render(self, mixture, prefixes, opts, stage):
+        pairs = _positive(mixture)
 
-    doc = {
-        "model": {
-            "data": {
-                "data_prefix": {"train": flat("train"), "validation": flat("valid"), "test": flat("test")}
+        def flat(split: str) -> list[float | str]:
+            out: list[float | str] = []
+            for d, w in pairs:
+                out += [float(_weight(w)), _split_prefix(prefixes.get(d, d), split)]
+            return out
+
+        doc = {
+            "model": {
+                "data": {
+                    "data_prefix": {"train": flat("train"), "validation": flat("valid"), "test": flat("test")}
+                }
             }
         }
-    }
-    return yaml.safe_dump(doc, sort_keys=False).rstrip("\n")
+        return yaml.safe_dump(doc, sort_keys=False).rstrip("\n")
 
 
-def _nemo2(mixture: Mixture, prefixes: Mapping[str, str], opts: ExportOptions, var: str = "paths") -> str:
-    pairs = _positive(mixture)
+@register_format
+class Nemo2(ExportFormat):
+    name = "nemo2"
+    description = "NeMo 2 Python: PreTrainingDataModule(paths={train, validation, test})"
+    header = "from nemo.collections.llm.gpt.data import PreTrainingDataModule\n"
+    boundary_action = "train with these paths until max_steps="
+    repeats_past_caps = True
 
-    def flat(split: str) -> str:
-        items = []
-        for d, w in pairs:
-            items += [_weight(w), repr(_split_prefix(prefixes.get(d, d), split))]
-        return "[" + ", ".join(items) + "]"
+    def render(self, mixture, prefixes, opts, stage):
+        pairs = _positive(mixture)
+        var = f"paths{stage.suffix}"
 
-    return "\n".join(
-        [
-            f"{var} = {{",
-            f"    'train': {flat('train')},",
-            f"    'validation': {flat('valid')},",
-            f"    'test': {flat('test')},",
-            "}",
-        ]
-    )
+        def flat(split: str) -> str:
+            items = []
+            for d, w in pairs:
+                items += [_weight(w), repr(_split_prefix(prefixes.get(d, d), split))]
+            return "[" + ", ".join(items) + "]"
+
+        return "\n".join(
+            [
+                f"{var} = {{",
+                f"    'train': {flat('train')},",
+                f"    'validation': {flat('valid')},",
+                f"    'test': {flat('test')},",
+                "}",
+            ]
+        )
+
+    def footer(self, text, n_stages):
+        first = "paths_stage_0" if n_stages > 1 else "paths"
+        return (
+            f"\n# data = PreTrainingDataModule(paths={first}, seq_length=..., micro_batch_size=..., "
+            "global_batch_size=...)\n"
+        )
 
 
 def _stream_location(prefix: str) -> dict[str, str]:
@@ -293,8 +452,9 @@ def _mosaic_epoch_size(probs: Mapping[str, float], opts: ExportOptions) -> int |
     return int(math.floor(min(sizes))) if sizes else None
 
 
-def _mosaic_streams(mixture: Mixture, prefixes: Mapping[str, str], opts: ExportOptions) -> dict[str, dict]:
-    probs = _probabilities(mixture, opts, "mosaic")
+def _mosaic_streams(
+    probs: Mapping[str, float], prefixes: Mapping[str, str], opts: ExportOptions
+) -> dict[str, dict]:
     out = {}
     for d, p in probs.items():
         s: dict[str, object] = dict(_stream_location(prefixes.get(d, d)))
@@ -305,108 +465,52 @@ def _mosaic_streams(mixture: Mixture, prefixes: Mapping[str, str], opts: ExportO
     return out
 
 
-def _mosaic(mixture: Mixture, prefixes: Mapping[str, str], opts: ExportOptions, var: str = "streams") -> str:
-    lines = [f"{var} = ["]
-    for d, s in _mosaic_streams(mixture, prefixes, opts).items():
-        args = ", ".join(f"{k}={v!r}" for k, v in s.items())
-        lines.append(f"    Stream({args}),  # {d}: token share {_weight(mixture[d])}")
-    lines.append("]")
-    size = _mosaic_epoch_size(_probabilities(mixture, opts, "mosaic"), opts)
-    if size is not None:
-        lines.append(f"{var}_epoch_size = {size}  # samples: no stream is drawn beyond its max_epochs")
-    return "\n".join(lines)
+@register_format
+class Mosaic(ExportFormat):
+    name = "mosaic"
+    description = "MosaicML streaming Python: Stream(remote|local=..., split=..., proportion=...)"
+    draws_documents = True
+    header = "from streaming import Stream, StreamingDataset\n"
+    restarts_sources = True
 
+    def render(self, mixture, prefixes, opts, stage):
+        var = f"streams{stage.suffix}"
+        probs = self.probabilities(mixture, opts)
+        lines = [f"{var} = ["]
+        for d, s in _mosaic_streams(probs, prefixes, opts).items():
+            args = ", ".join(f"{k}={v!r}" for k, v in s.items())
+            lines.append(f"    Stream({args}),  # {d}: token share {_weight(mixture[d])}")
+        lines.append("]")
+        size = _mosaic_epoch_size(probs, opts)
+        if size is not None:
+            lines.append(f"{var}_epoch_size = {size}  # samples: no stream is drawn beyond its max_epochs")
+        return "\n".join(lines)
 
-def _mosaic_yaml(mixture: Mixture, prefixes: Mapping[str, str], opts: ExportOptions) -> str:
-    dataset: dict[str, object] = {"streams": _mosaic_streams(mixture, prefixes, opts)}
-    size = _mosaic_epoch_size(_probabilities(mixture, opts, "mosaic-yaml"), opts)
-    if size is not None:
-        dataset["epoch_size"] = size
-    doc = {"train_loader": {"name": "text", "dataset": dataset}}
-    return yaml.safe_dump(doc, sort_keys=False).rstrip("\n")
-
-
-def _olmo(
-    mixture: Mixture, prefixes: Mapping[str, str], opts: ExportOptions, requested_tokens: int | None = None
-) -> str:
-    if opts.global_batch_tokens is None or requested_tokens is None:
-        raise ConfigError(
-            "the olmo format is a full SourceMixtureDatasetConfig: give --global-batch-tokens (OLMo-core's "
-            "global_batch_size, in tokens) and --tokens (the run's token budget) or --total-steps"
+    def footer(self, text, n_stages):
+        first = "streams_stage_0" if n_stages > 1 else "streams"
+        size = f"{first}_epoch_size" if f"{first}_epoch_size =" in text else "None"
+        return (
+            f"\n# dataset = StreamingDataset(streams={first}, epoch_size={size}, "
+            "batch_size=<per-device batch size>)\n"
         )
-    sources = []
-    for d, w in _positive(mixture):
-        k = opts.epochs(d)
-        src: dict[str, object] = {
-            "source_name": d,
-            "target_ratio": float(_weight(w)),
-            "paths": [prefixes.get(d, d)],
-            "max_repetition_ratio": 1.0 if k is None else float(max(1.0, k)),
-            "max_source_fraction": 1.0 if k is None else float(min(1.0, k)),
-        }
-        sources.append(src)
-    doc = {
-        "source_list": {"sources": sources},
-        "requested_tokens": int(requested_tokens),
-        "global_batch_size": int(opts.global_batch_tokens),
-        "seed": int(opts.seed),
-    }
-    text = yaml.safe_dump(doc, sort_keys=False).rstrip("\n")
-    if opts.token_dtype is not None:
-        text = (
-            f"# the token files hold {opts.token_dtype} ids: build the OLMo-core dataset with that dtype "
-            f"(NumpyDatasetDType.{opts.token_dtype})\n" + text
-        )
-    return text
 
 
-def _hf(mixture: Mixture, prefixes: Mapping[str, str], opts: ExportOptions, var: str = "mixed") -> str:
-    probs = _probabilities(mixture, opts, "hf")
-    capped = opts.max_epochs is not None
-    lines = [f"{var} = interleave_datasets(", "    ["]
-    for d in probs:
-        expr = f"load_dataset({prefixes.get(d, d)!r}, split='train', streaming=True)"
-        k = opts.epochs(d)
-        if k is not None:
-            n = (opts.samples or {}).get(d)
-            if n is not None:
-                expr += f".repeat({math.ceil(k)}).take({int(math.floor(k * int(n)))})"
-            else:
-                expr += f".repeat({math.ceil(k)})"
-        lines.append(f"        {expr},  # {d}: token share {_weight(mixture[d])}")
-    lines += [
-        "    ],",
-        f"    probabilities=[{', '.join(_weight(p) for p in probs.values())}],",
-        f"    seed={int(opts.seed)},",
-        f"    stopping_strategy={'first_exhausted' if capped else 'all_exhausted'!r},",
-        ")",
-    ]
-    return "\n".join(lines)
+@register_format
+class MosaicYaml(ExportFormat):
+    name = "mosaic-yaml"
+    description = "MosaicML/llm-foundry YAML: train_loader.dataset.streams.<name>.proportion"
+    draws_documents = True
+    yaml_document = True
+    restarts_sources = True
 
-
-def _probabilities(mixture: Mixture, opts: ExportOptions, fmt: str) -> dict[str, float]:
-    if opts.tokens_per_sample is None:
-        raise ConfigError(
-            f"the {fmt} format draws samples (documents), not tokens: give each domain's mean tokens per "
-            "sample so that the probabilities reproduce the token shares (mixlab export --corpus DIR measures "
-            "them from a prepared corpus; --tokens-per-sample N when every sample has N tokens)"
-        )
-    return sample_probabilities(mixture, opts.tokens_per_sample)
-
-
-_RENDER: dict[str, Callable[[Mixture, Mapping[str, str], ExportOptions], str]] = {
-    "megatron": _megatron,
-    "megatron-split": _megatron_split,
-    "megatron-json": _megatron_json,
-    "nemo": _nemo,
-    "mosaic-yaml": _mosaic_yaml,
-}
-_YAML_FORMATS = {"nemo", "mosaic-yaml", "olmo"}
-_HEADERS = {
-    "mosaic": "from streaming import Stream, StreamingDataset\n",
-    "hf": "from datasets import interleave_datasets, load_dataset\n",
-    "nemo2": "from nemo.collections.llm.gpt.data import PreTrainingDataModule\n",
-}
+    def render(self, mixture, prefixes, opts, stage):
+        probs = self.probabilities(mixture, opts)
+        dataset: dict[str, object] = {"streams": _mosaic_streams(probs, prefixes, opts)}
+        size = _mosaic_epoch_size(probs, opts)
+        if size is not None:
+            dataset["epoch_size"] = size
+        doc = {"train_loader": {"name": "text", "dataset": dataset}}
+        return yaml.safe_dump(doc, sort_keys=False).rstrip("\n")
 
 
 def _requested_tokens(rng: tuple[int, int | None], opts: ExportOptions) -> int | None:
@@ -424,6 +528,123 @@ def _requested_tokens(rng: tuple[int, int | None], opts: ExportOptions) -> int |
     return None
 
 
+@register_format
+class Olmo(ExportFormat):
+    name = "olmo"
+    description = "OLMo-core SourceMixtureDatasetConfig YAML: source_list.sources[*].target_ratio"
+    one_file_per_stage = True
+    yaml_document = True
+    restarts_sources = True
+    reads_token_files = True
+
+    def render(self, mixture, prefixes, opts, stage):
+        requested_tokens = _requested_tokens(stage.steps, opts)
+        if opts.global_batch_tokens is None or requested_tokens is None:
+            raise ConfigError(
+                "the olmo format is a full SourceMixtureDatasetConfig: give --global-batch-tokens (OLMo-core's "
+                "global_batch_size, in tokens) and --tokens (the run's token budget) or --total-steps"
+            )
+        sources = []
+        for d, w in _positive(mixture):
+            k = opts.epochs(d)
+            src: dict[str, object] = {
+                "source_name": d,
+                "target_ratio": float(_weight(w)),
+                "paths": [prefixes.get(d, d)],
+                "max_repetition_ratio": 1.0 if k is None else float(max(1.0, k)),
+                "max_source_fraction": 1.0 if k is None else float(min(1.0, k)),
+            }
+            sources.append(src)
+        doc = {
+            "source_list": {"sources": sources},
+            "requested_tokens": int(requested_tokens),
+            "global_batch_size": int(opts.global_batch_tokens),
+            "seed": int(opts.seed),
+        }
+        text = yaml.safe_dump(doc, sort_keys=False).rstrip("\n")
+        if opts.token_dtype is not None:
+            text = (
+                f"# the token files hold {opts.token_dtype} ids: build the OLMo-core dataset with that dtype "
+                f"(NumpyDatasetDType.{opts.token_dtype})\n" + text
+            )
+        return text
+
+
+@register_format
+class HuggingFace(ExportFormat):
+    name = "hf"
+    description = "Hugging Face datasets.interleave_datasets(probabilities=[...]) Python snippet"
+    draws_documents = True
+    header = "from datasets import interleave_datasets, load_dataset\n"
+    restarts_sources = True
+
+    def render(self, mixture, prefixes, opts, stage):
+        var = f"mixed{stage.suffix}"
+        probs = self.probabilities(mixture, opts)
+        capped = opts.max_epochs is not None
+        lines = [f"{var} = interleave_datasets(", "    ["]
+        for d in probs:
+            expr = f"load_dataset({prefixes.get(d, d)!r}, split='train', streaming=True)"
+            k = opts.epochs(d)
+            if k is not None:
+                n = (opts.samples or {}).get(d)
+                if n is not None:
+                    expr += f".repeat({math.ceil(k)}).take({int(math.floor(k * int(n)))})"
+                else:
+                    expr += f".repeat({math.ceil(k)})"
+            lines.append(f"        {expr},  # {d}: token share {_weight(mixture[d])}")
+        lines += [
+            "    ],",
+            f"    probabilities=[{', '.join(_weight(p) for p in probs.values())}],",
+            f"    seed={int(opts.seed)},",
+            f"    stopping_strategy={'first_exhausted' if capped else 'all_exhausted'!r},",
+            ")",
+        ]
+        return "\n".join(lines)
+
+
+class _MixlabFile(ExportFormat):
+    """mixlab's own file: the whole mixture or schedule at once (it is not rendered stage by stage)."""
+
+    per_stage = False
+
+    def dump(self, payload: dict) -> str:
+        raise NotImplementedError
+
+    def document(self, obj, *, prefixes, total_steps, options):
+        stages = _stages(obj)
+        ranges = _step_ranges(stages, total_steps)
+        payload = (
+            {"schedule": Schedule(stages).to_list()}
+            if isinstance(obj, Schedule)
+            else {"mixture": obj.to_dict()}
+        )
+        text = self.dump(payload)
+        if self.comments and isinstance(obj, Schedule):
+            heads = [_stage_comment(k, r, 1, self)[2:] for k, r in enumerate(ranges)]
+            text = "# " + "; ".join(heads) + "\n" + text
+        return text
+
+
+@register_format
+class MixlabJson(_MixlabFile):
+    name = "json"
+    description = "mixlab JSON ({'mixture': ...} or {'schedule': [...]})"
+    comments = False
+
+    def dump(self, payload):
+        return json.dumps(payload, indent=2) + "\n"
+
+
+@register_format
+class MixlabYaml(_MixlabFile):
+    name = "yaml"
+    description = "mixlab YAML ({'mixture': ...} or {'schedule': [...]})"
+
+    def dump(self, payload):
+        return yaml.safe_dump(payload, sort_keys=False)
+
+
 def export_stages(
     obj: Mixture | Schedule,
     fmt: str,
@@ -433,8 +654,11 @@ def export_stages(
     options: ExportOptions | None = None,
 ) -> list[str]:
     """Render each stage of ``obj`` on its own (a header comment, then the format's body)."""
-    if fmt not in FORMATS or fmt in ("json", "yaml"):
-        raise ConfigError(f"unknown per-stage export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    f = EXPORT_FORMATS.get(fmt)
+    if f is None or not f.per_stage:
+        raise ConfigError(
+            f"unknown per-stage export format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}"
+        )
     opts = options or ExportOptions()
     stages = _stages(obj)
     prefixes = dict(prefixes or {})
@@ -445,27 +669,18 @@ def export_stages(
             f"--prefix names domain(s) {unknown} that the mixture does not have; it has {sorted(known)}"
         )
     ranges = _step_ranges(stages, total_steps)
-    many = len(stages) > 1
+    if f.draws_documents:
+        f.probabilities(stages[0].mixture, opts)  # fails early, naming what is missing
     blocks: list[str] = []
     for k, (stage, rng) in enumerate(zip(stages, ranges, strict=True)):
-        suffix = f"_stage_{k}" if many else ""
-        if fmt == "mosaic":
-            body = _mosaic(stage.mixture, prefixes, opts, var=f"streams{suffix}")
-        elif fmt == "hf":
-            body = _hf(stage.mixture, prefixes, opts, var=f"mixed{suffix}")
-        elif fmt == "nemo2":
-            body = _nemo2(stage.mixture, prefixes, opts, var=f"paths{suffix}")
-        elif fmt == "olmo":
-            body = _olmo(stage.mixture, prefixes, opts, _requested_tokens(rng, opts))
-        else:
-            body = _RENDER[fmt](stage.mixture, prefixes, opts)
-        comment = _stage_comment(k, rng, len(stages), fmt)
-        if fmt == "megatron-json":  # JSON has no comments: the stage file's name carries the stage
+        body = f.render(stage.mixture, prefixes, opts, StageContext(k, len(stages), rng))
+        if not f.comments:
             blocks.append(body)
-        else:
-            if fmt in ("megatron", "megatron-split", "nemo", "nemo2") and k == 0:
-                comment += "\n" + _REPEAT_NOTE
-            blocks.append(f"{comment}\n{body}")
+            continue
+        comment = _stage_comment(k, rng, len(stages), f)
+        if f.repeats_past_caps and k == 0:
+            comment += "\n" + _REPEAT_NOTE
+        blocks.append(f"{comment}\n{body}")
     return blocks
 
 
@@ -477,55 +692,14 @@ def export_mixture(
     total_steps: int | None = None,
     options: ExportOptions | None = None,
 ) -> str:
-    """Render ``obj`` in format ``fmt`` (a key of :data:`FORMATS`) and return the text.
+    """Render ``obj`` in format ``fmt`` (a key of :data:`EXPORT_FORMATS`) and return the text.
 
     ``prefixes`` maps a domain to its data path in the target stack (default: the domain name);
     naming a domain that is in neither the mixture nor the schedule is an error (a typo would
     otherwise silently export the wrong path). ``options`` carries what the sample formats and
     OLMo-core need (see :class:`ExportOptions`); a format missing one raises a ConfigError saying which.
     """
-    if fmt not in FORMATS:
-        raise ConfigError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    if fmt in ("json", "yaml"):
-        stages = _stages(obj)
-        ranges = _step_ranges(stages, total_steps)
-        payload = (
-            {"schedule": Schedule(stages).to_list()}
-            if isinstance(obj, Schedule)
-            else {"mixture": obj.to_dict()}
-        )
-        if fmt == "json":
-            return json.dumps(payload, indent=2) + "\n"
-        text = yaml.safe_dump(payload, sort_keys=False)
-        if isinstance(obj, Schedule):
-            heads = [_stage_comment(k, r, 1, fmt)[2:] for k, r in enumerate(ranges)]
-            text = "# " + "; ".join(heads) + "\n" + text
-        return text
-    blocks = export_stages(obj, fmt, prefixes=prefixes, total_steps=total_steps, options=options)
-    many = len(blocks) > 1
-    header = _HEADERS.get(fmt, "")
-    if fmt == "megatron-json":
-        if many:
-            raise ConfigError(
-                "megatron-json holds one blend; a schedule is written one file per stage: give --out FILE"
-            )
-        return blocks[0] + "\n"
-    sep = "\n---\n" if fmt in _YAML_FORMATS else "\n\n"
-    text = header + ("\n" if header else "") + sep.join(blocks) + "\n"
-    if fmt == "mosaic":
-        first = "streams_stage_0" if many else "streams"
-        size = f"{first}_epoch_size" if f"{first}_epoch_size =" in text else "None"
-        text += (
-            f"\n# dataset = StreamingDataset(streams={first}, epoch_size={size}, "
-            "batch_size=<per-device batch size>)\n"
-        )
-    if fmt == "nemo2":
-        first = "paths_stage_0" if many else "paths"
-        text += (
-            f"\n# data = PreTrainingDataModule(paths={first}, seq_length=..., micro_batch_size=..., "
-            "global_batch_size=...)\n"
-        )
-    return text
+    return get_format(fmt).document(obj, prefixes=prefixes, total_steps=total_steps, options=options)
 
 
 def stage_paths(out: str | Path, n_stages: int) -> list[Path]:
@@ -554,13 +728,15 @@ def write_export_files(
     total_steps: int | None = None,
     options: ExportOptions | None = None,
 ) -> list[Path]:
-    """Write ``obj`` in ``fmt`` to ``out``; a schedule in a one-object format becomes one file per stage.
+    """Write ``obj`` in ``fmt`` to ``out``; a schedule in a ``one_file_per_stage`` format becomes one
+    file per stage.
 
     For ``olmo`` and ``megatron-json`` each stage file is what the library loads as it is
     (``SourceMixtureDatasetConfig.from_yaml``, ``--per-split-data-args-path``); ``out`` itself then
     holds the plan: which file to train with for which steps.
     """
-    if fmt not in PER_STAGE_FILE_FORMATS or isinstance(obj, Mixture) or len(_stages(obj)) == 1:
+    f = get_format(fmt)
+    if not f.one_file_per_stage or isinstance(obj, Mixture) or len(_stages(obj)) == 1:
         text = export_mixture(obj, fmt, prefixes=prefixes, total_steps=total_steps, options=options)
         return [write_export(text, out)]
     blocks = export_stages(obj, fmt, prefixes=prefixes, total_steps=total_steps, options=options)
@@ -569,19 +745,22 @@ def write_export_files(
     plan = []
     for k, (path, block, rng) in enumerate(zip(paths, blocks, ranges, strict=True)):
         write_export(block + "\n", path)
-        plan.append(_stage_comment(k, rng, len(blocks), fmt) + f"\n# file: {path.name}")
+        plan.append(_stage_comment(k, rng, len(blocks), f) + f"\n# file: {path.name}")
     write_export("\n".join(plan) + "\n", out)
     return [Path(out), *paths]
 
 
 __all__ = [
+    "EXPORT_FORMATS",
     "FORMATS",
-    "PER_STAGE_FILE_FORMATS",
-    "SAMPLE_FORMATS",
+    "ExportFormat",
     "ExportOptions",
+    "StageContext",
     "export_mixture",
     "export_stages",
+    "get_format",
     "parse_prefixes",
+    "register_format",
     "sample_probabilities",
     "stage_paths",
     "write_export",
