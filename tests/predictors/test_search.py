@@ -101,3 +101,23 @@ def test_regmix_sampler_prior_sparsity_and_caps():
     assert W[W > 0].min() >= 2e-4
     with pytest.raises(ConfigError, match="too few tokens"):
         regmix_mixtures(avail, 5, domains=DOMAINS, tokens=1e9, max_epochs=1.0)
+
+
+class SumRecorder(Quadratic):
+    """The quadratic objective, recording how far from 1 each asked-about row sums."""
+
+    def _predict(self, X):
+        self.seen_.extend(np.abs(X.sum(axis=1) - 1.0).tolist())
+        return super()._predict(X)
+
+
+@pytest.mark.parametrize("max_iter", [200, 2])  # 2: SLSQP stops early and trust-constr takes over
+def test_continuous_search_only_asks_the_predictor_about_mixtures(max_iter):
+    """Solver iterates and finite-difference steps leave the simplex; a predictor that validates its
+    input (every mixlab predictor does) must never see them, or the search dies on 'do not sum to 1'."""
+    model = SumRecorder(W_STAR).fit(np.eye(len(DOMAINS)), np.ones((len(DOMAINS), 2)), domains=DOMAINS, targets=["x", "y"])
+    model.seen_ = []
+    cons = MixtureConstraints.build(DOMAINS, upper={"a": 0.25}, lower={"e": 0.12})
+    res = search_continuous(model, "y", cons, max_iter=max_iter)
+    assert cons.satisfied(res.mixture.to_array(DOMAINS))
+    assert len(model.seen_) > 10 and max(model.seen_) < 1e-9

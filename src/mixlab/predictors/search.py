@@ -194,9 +194,11 @@ def search_continuous(
     evals = 0
 
     def fun(w: np.ndarray) -> float:
+        # SLSQP's finite-difference steps and trust-constr's iterates leave the simplex (sums of 1.05
+        # were seen); the predictor is only ever asked about the projection, a real mixture.
         nonlocal evals
         evals += 1
-        return float(f(np.clip(w, lo, hi))[0])
+        return float(f(project_to_bounded_simplex(w, lo, hi))[0])
 
     best_w, best_f = None, np.inf
     for x0 in x0s:
