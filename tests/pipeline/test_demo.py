@@ -22,6 +22,7 @@ def test_demo_runs_the_target_track_end_to_end_and_writes_its_report(builtin_dir
     assert (ws / "demo-tikmix-d-s0-mixture.png").read_bytes().startswith(b"\x89PNG")
     page = (run_dir / "report.html").read_text()
     assert "Group Influence" in page and "data:image/png;base64," in page
+    assert "Runs compared" in page and "demo-uniform-s0" in page and "demo-natural-s0" in page
     # a second run reuses every finished run: same tables, nothing retrained
     again = CliRunner().invoke(build_app(), args, env={"COLUMNS": "250"})
     assert again.exit_code == 0

@@ -34,8 +34,8 @@ def demo(
     Group Influence of each training domain on the target on the live model and trains the second
     half on the mixture TiKMiX-D chooses; trains the same model on the uniform and natural mixtures
     for the same budget; prints the mixture per stage and every run's target loss, and writes the
-    mixture plot and the HTML report of the dynamic run. About 3-4 minutes on 2 free CPU cores.
-    Re-running reuses finished runs.
+    mixture plot and one HTML report of the dynamic run against its baselines. About 3-4 minutes on
+    2 free CPU cores. Re-running reuses finished runs.
 
     Example: mixlab demo --tokens 196608 --target notes.txt
     """
@@ -89,8 +89,9 @@ def demo(
     console.print(table)
     from mixlab.report.html import write_report
 
-    page = write_report(res.pipeline.run_dir)
+    # one page: the dynamic run (its mixture per stage, Group Influence) against its baselines
+    page = write_report([res.pipeline.run_dir, *res.baseline_dirs.values()], out=res.pipeline.run_dir / "report.html")
     console.print(f"runs and run store: {res.workspace}  (dynamic run: {res.pipeline.run_dir})")
     console.print(f"mixture plot: {res.mixture_png}")
-    console.print(f"report (mixture per stage, loss curves, Group Influence): {page}")
+    console.print(f"report (the runs compared, mixture per stage, loss curves, Group Influence): {page}")
     console.print(f"demo took {res.seconds:.0f} s")

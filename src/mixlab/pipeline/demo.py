@@ -43,6 +43,8 @@ class DemoResult:
     pipeline: PipelineResult
     baselines: dict[str, dict[str, float]]
     """Final losses (domains and ``target:*`` keys) of each static baseline run of the same budget."""
+    baseline_dirs: dict[str, Path]
+    """Run directory of each baseline run (the report compares them with the dynamic run)."""
     workspace: Path
     target_weights: dict[str, float] = field(default_factory=dict)
     """The target set: loss key -> weight (weights sum to one)."""
@@ -102,16 +104,18 @@ def run_demo(
     log.info("dynamic run with %s over %d stages for %s", mixer, stages, ", ".join(targets))
     result = run_pipeline(cfg, store=store, corpus=corpus)
     finals: dict[str, dict[str, float]] = {}
+    dirs: dict[str, Path] = {}
     for base in baselines:
         log.info("baseline run: %s mixture", base)
         tc = TrainConfig.parse(settings | {"mixture": base, "method": base, "run_name": f"demo-{base}-s{seed}"})
-        finals[base] = Trainer(tc, store, corpus=corpus).fit().final
+        trained = Trainer(tc, store, corpus=corpus).fit()
+        finals[base], dirs[base] = trained.final, trained.run_dir
     runs = {mixer: result.final} | finals
     stages_plot = [(r.start_step, r.mixture) for r in result.stages]
     png = ws / f"demo-{tag}-s{seed}-mixture.png"
     atomic_write_bytes(png, figure_to_png(plot_mixture_schedule(stages_plot, end_step=max(result.curve, default=None))))
     return DemoResult(
-        pipeline=result, baselines=finals, workspace=ws, target_weights=target_set.weights,
+        pipeline=result, baselines=finals, baseline_dirs=dirs, workspace=ws, target_weights=target_set.weights,
         target_loss={k: target_set.weighted_loss(v) for k, v in runs.items()}, mixture_png=png,
         seconds=time.perf_counter() - t0,
     )  # fmt: skip
