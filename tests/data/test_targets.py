@@ -104,3 +104,20 @@ def test_builtin_target_is_in_no_training_domain(builtin_dir, tmp_path):
             data = bytes(np.asarray(corpus.tokens(d, split)).astype(np.uint8))
             hits = [p for p in probes if p in data]
             assert not hits, f"built-in target text found in {d}/{split}: {hits[:2]}"
+
+
+def test_a_saved_hf_dataset_is_a_target_reading_its_validation_split(tiny_corpus, tmp_path):
+    datasets = pytest.importorskip("datasets")
+    plain = tmp_path / "plain"
+    datasets.Dataset.from_dict({"text": ["Alpha beta.", "", "Gamma delta."]}).save_to_disk(str(plain))
+    split = tmp_path / "split"
+    datasets.DatasetDict(
+        {"train": datasets.Dataset.from_dict({"text": ["never read"]}),
+         "validation": datasets.Dataset.from_dict({"text": ["Held out text."]})}
+    ).save_to_disk(str(split))  # fmt: skip
+    ts = load_targets(tiny_corpus, [str(plain), str(split)], cache_dir=tmp_path / "cache")
+    enc, eos = tiny_corpus.tokenizer.encode, tiny_corpus.eos_id
+    assert ts.eval_sources()["target:plain"].tolist() == enc("Alpha beta.") + [eos] + enc("Gamma delta.") + [eos]
+    assert ts.eval_sources()["target:split"].tolist() == enc("Held out text.") + [eos]
+    with pytest.raises(DataError, match="'body'"):
+        load_targets(tiny_corpus, [{"path": str(plain), "text_field": "body"}], cache_dir=tmp_path / "cache2")

@@ -35,7 +35,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mixlab.data.prepare import encode_documents
-from mixlab.data.sources import iter_file, resolve_files
+from mixlab.data.sources import is_hf_disk_dataset, iter_file, resolve_files
 from mixlab.errors import ConfigError, DataError
 from mixlab.utils.config import parse_config
 from mixlab.utils.io import atomic_open
@@ -178,25 +178,17 @@ def _check_text_file(path: Path, where: str) -> None:
             raise DataError(f"{where}: {path} is not UTF-8 text (bad byte at {exc.start}); give a text file") from None
 
 
-def _hf_documents(path: Path, text_field: str, where: str) -> Iterator[str]:
+def _hf_split(path: Path) -> str:
+    """The split a target reads from a saved ``DatasetDict``: ``validation`` when it has one (a target
+    is evaluation data), else its first split; a saved ``Dataset`` has no splits to choose."""
+    listing = path / "dataset_dict.json"
+    if not listing.is_file():
+        return "train"
     try:
-        import datasets
-    except ModuleNotFoundError:
-        raise DataError(
-            f"{where}: {path} is a Hugging Face dataset directory; install `datasets` to read it"
-        ) from None
-    ds = datasets.load_from_disk(str(path))
-    if isinstance(ds, datasets.DatasetDict):
-        ds = ds["validation"] if "validation" in ds else ds[next(iter(ds))]
-    if text_field not in ds.column_names:
-        raise DataError(f"{where}: {path} has no column {text_field!r} (columns: {ds.column_names}); set text_field")
-    for value in ds[text_field]:
-        if value:
-            yield str(value)
-
-
-def _is_hf_dataset(path: Path) -> bool:
-    return path.is_dir() and ((path / "dataset_info.json").is_file() or (path / "dataset_dict.json").is_file())
+        splits = list(json.loads(listing.read_text(encoding="utf-8"))["splits"])
+    except (ValueError, KeyError, TypeError):
+        raise DataError(f"{listing}: not a datasets DatasetDict listing (no 'splits' list)") from None
+    return "validation" if "validation" in splits else str(splits[0])
 
 
 def target_documents(spec: TargetSpec) -> tuple[Iterator[str], str]:
@@ -211,12 +203,13 @@ def target_documents(spec: TargetSpec) -> tuple[Iterator[str], str]:
     path = Path(spec.path).expanduser()
     if not any(ch in spec.path for ch in "*?[") and not path.exists():
         raise DataError(f"{where}: {path} does not exist; give an existing text file or directory")
-    if _is_hf_dataset(path):
+    if is_hf_disk_dataset(path):
         h = hashlib.sha256()
         for f in sorted(path.rglob("*")):
             if f.is_file():
                 h.update(f"{f.relative_to(path)}:{f.stat().st_size}:{f.stat().st_mtime_ns}".encode())
-        return _hf_documents(path, spec.text_field, where), h.hexdigest()
+        docs = iter_file(path, fmt="hf-disk", text_field=spec.text_field, hf_split=_hf_split(path))
+        return (d for d in docs if d), h.hexdigest()
     files = resolve_files(str(path) if not any(ch in spec.path for ch in "*?[") else spec.path, where=where)
     h = hashlib.sha256()
     for f in files:
