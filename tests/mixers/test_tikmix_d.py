@@ -148,10 +148,11 @@ def test_mixer_respects_bounds_and_availability():
         assert w[0] >= 0.15 - 1e-9 and w[2] <= 0.5 + 1e-9
 
 
-def test_mixer_needs_a_live_model():
+def test_mixer_needs_a_live_model_and_names_a_command_that_exists():
     ctx = MixingContext(domains=["a", "b"], available_tokens={"a": 1, "b": 1}, total_tokens=10)
-    with pytest.raises(MixlabError, match="live model"):
+    with pytest.raises(MixlabError, match="live model") as err:
         get_mixer("tikmix-d").propose(ctx)
+    assert "mixlab run --config run.yaml --mixer tikmix-d" in str(err.value)  # `run` has --mixer, not --method
 
 
 class RandomCorpus:

@@ -503,7 +503,7 @@ def measure_live_influence(
     if live is None:
         raise MixlabError(
             f"{method} needs the live model at a stage boundary (ctx.live is None); run it through the dynamic "
-            "pipeline (`mixlab run --method tikmix-d`) or the Hugging Face MixtureScheduleCallback"
+            "pipeline (`mixlab run --config run.yaml --mixer tikmix-d`) or the Hugging Face MixtureScheduleCallback"
         )
     pre = getattr(live, "influence", None)
     if pre is not None:
