@@ -15,18 +15,10 @@ from mixlab.data.config import (
     load_sampler_config,
 )
 from mixlab.data.corpus import Corpus
+from mixlab.data.dataset import MixtureDataset
 from mixlab.data.prepare import IterableSource, PrepareResult, prepare_corpus, prepare_domains
 from mixlab.data.sampler import Batch, MixtureSampler
 from mixlab.data.tokenizers import ByteTokenizer, HFTokenizer, Tokenizer, train_bpe
-
-
-def __getattr__(name: str):  # MixtureDataset needs torch: import it only when asked for
-    if name == "MixtureDataset":
-        from mixlab.data.dataset import MixtureDataset
-
-        return MixtureDataset
-    raise AttributeError(f"module 'mixlab.data' has no attribute {name!r}")
-
 
 __all__ = [
     "Batch",

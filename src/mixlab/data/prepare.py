@@ -405,7 +405,7 @@ def prepare_corpus(
     status ``"built"``/``"skipped"`` as each domain finishes (the CLI draws its progress bar with it).
     """
     cfg = config if isinstance(config, CorpusConfig) else load_corpus_config(config)
-    return _prepare(
+    return prepare_sources(
         Path(cfg.output_dir),
         dict(cfg.domains),
         cfg.tokenizer,
@@ -418,7 +418,7 @@ def prepare_corpus(
     )
 
 
-def _prepare(
+def prepare_sources(
     out: Path,
     sources: dict[str, DomainSource],
     tok_cfg: TokenizerConfig,
@@ -430,6 +430,11 @@ def _prepare(
     extra: Mapping[str, Any] | None,
     on_domain: Callable[[str, str], None] | None,
 ) -> PrepareResult:
+    """Tokenise ``sources`` (and ``iterables``) into packed shards + manifest under ``out``.
+
+    The one writer behind :func:`prepare_corpus`, :func:`prepare_domains` and the built-in corpus:
+    each caller resolves its own config into sources first, so the shard format lives in one place.
+    """
     for name, it in (iterables or {}).items():
         if name in sources:
             raise ConfigError(f"domain {name!r} is given both in the config and as an iterable")
@@ -625,7 +630,7 @@ def prepare_domains(
     for name in file_domains:
         if not DOMAIN_NAME_RE.match(name):
             raise ConfigError(f"invalid domain name {name!r}: use letters, digits, '_', '.', '-' (max 64)")
-    return _prepare(
+    return prepare_sources(
         Path(output_dir),
         dict(file_domains),
         tok_cfg,

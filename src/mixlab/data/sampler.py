@@ -35,13 +35,12 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import numpy as np
+import torch
 
 from mixlab.errors import ConfigError, DataError, TrainingError
 from mixlab.mixture import Mixture, Schedule, Stage
 
 if TYPE_CHECKING:
-    import torch
-
     from mixlab.data.corpus import Corpus
 
 log = logging.getLogger(__name__)
@@ -188,8 +187,6 @@ class MixtureSampler:
         self._rank_counts = np.zeros(len(self.domains), dtype=np.int64)
         self._plan: _Plan | None = None
         self._plan_idx0 = 0
-        import torch
-
         self._torch = torch
         self._block_cache: dict[tuple[int, int], np.ndarray] = {}
         self._perm_cache: dict[tuple[int, int], np.ndarray] = {}

@@ -32,6 +32,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import zstandard
 
 from mixlab.errors import DataError
 
@@ -256,18 +259,15 @@ def iter_records(path: Path, *, fmt: str = "auto", hf_split: str = "train") -> I
             with gzip.open(path, "rt", encoding="utf-8") as fh:
                 yield from _iter_records(fh, where)
         elif kind == "jsonl.zst":
-            import zstandard
 
             with open(path, "rb") as raw:
                 reader = zstandard.ZstdDecompressor().stream_reader(raw)
                 yield from _iter_records(io.TextIOWrapper(reader, encoding="utf-8"), where)
         elif kind == "parquet":
-            import pyarrow.parquet as pq
 
             for rb in pq.ParquetFile(path).iter_batches(batch_size=1024):
                 yield from _table_rows(rb, where)
         elif kind == "arrow":
-            import pyarrow as pa
 
             with open(path, "rb") as fh:
                 magic = fh.read(6)

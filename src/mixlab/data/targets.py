@@ -29,9 +29,11 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from pydoc_data.topics import topics
 from typing import Any
 
 import numpy as np
+import platformdirs
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mixlab.data.prepare import encode_documents
@@ -153,7 +155,6 @@ def builtin_target_documents(name: str) -> Iterator[str]:
     """The documents of a built-in target (one per documentation topic, in sorted topic order)."""
     if name not in BUILTIN_TARGETS:
         raise ConfigError(f"unknown built-in target {name!r}; choose one of {sorted(BUILTIN_TARGETS)}")
-    from pydoc_data.topics import topics
 
     for key in sorted(topics):
         text = topics[key].strip()
@@ -283,7 +284,6 @@ class TargetSet:
 def _cache_dir() -> Path:
     """``<user cache dir>/mixlab/targets``: entries are keyed by content and tokenizer, so one cache
     serves every corpus, and a prepared corpus directory is never written to."""
-    import platformdirs
 
     return Path(platformdirs.user_cache_dir("mixlab")) / "targets"
 

@@ -15,8 +15,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+from tokenizers import Tokenizer as _HF
+from tokenizers import decoders, models, pre_tokenizers, trainers
 
 from mixlab.errors import ConfigError, DataError
+from mixlab.utils.io import atomic_write_text
 
 DEFAULT_EOS_CANDIDATES = ("<|endoftext|>", "</s>", "<eos>", "<|end_of_text|>", "[SEP]")
 
@@ -77,8 +80,6 @@ class HFTokenizer:
     """
 
     def __init__(self, path: str | Path, eos_token: str | None = None) -> None:
-        from tokenizers import Tokenizer as _HF
-
         self.path = Path(path)
         if not self.path.is_file():
             raise DataError(
@@ -143,8 +144,6 @@ def train_bpe(
     greedily by pair frequency (Sennrich et al. 2016). The result is written atomically as a
     ``tokenizer.json`` that :class:`HFTokenizer` (and ``transformers``) can load.
     """
-    from tokenizers import Tokenizer as _HF
-    from tokenizers import decoders, models, pre_tokenizers, trainers
 
     if vocab_size < 300:
         raise ConfigError(f"tokenizer.vocab_size={vocab_size} is too small for byte-level BPE; use >= 300")
@@ -159,7 +158,6 @@ def train_bpe(
         show_progress=False,
     )
     tok.train_from_iterator(_nonempty(texts), trainer=trainer)
-    from mixlab.utils.io import atomic_write_text
 
     atomic_write_text(out_path, tok.to_str())
     return HFTokenizer(out_path, eos_token=eos_token)

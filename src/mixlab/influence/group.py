@@ -11,7 +11,6 @@ with g the mean loss gradient over a sample of batches and P a preconditioner st
 with P is what makes the cost independent of the number of examples.
 
 Algorithm (one forward+backward per batch; nothing per example is stored):
-
 1. Target pass: for each target batch c of domain j, f_c = phi(P g_c) (phi = identity, or a random
    sketch when ``projection_dim`` is set); accumulate their mean v_j.
 2. Training pass: for each training batch b of domain i, e_b = phi(g_b) and the scalars
@@ -48,6 +47,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from rich.progress import Progress
 
 from mixlab.errors import ConfigError, DataError
 from mixlab.influence.batches import (
@@ -423,7 +423,6 @@ class _Progress:
     def __init__(self, enabled: bool, total: int) -> None:
         self.prog = None
         if enabled:
-            from rich.progress import Progress
 
             self.prog = Progress(transient=True)
             self.prog.start()

@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+from scipy.optimize import nnls
 
 from mixlab.errors import ConfigError, MixlabError
 from mixlab.laws.registry import LongTable, get_law
@@ -85,7 +86,6 @@ def target_domain_weights(
     training domains), which the BiMix law minimises as usual. A target no domain's loss tracks
     (every ``a_Ti = 0``) contributes equal weights over domains, with a warning.
     """
-    from scipy.optimize import nnls
 
     out = {d: float(weights.get(d, 0.0)) for d in domains}
     by_step: dict[float, list[dict[str, float]]] = {}

@@ -27,6 +27,9 @@ import numpy as np
 from mixlab.errors import MixlabError
 from mixlab.mixers.base import Mixer, MixingContext
 from mixlab.mixture import Mixture
+from mixlab.predictors import get_predictor
+from mixlab.predictors.sampling import regmix_mixtures, temperature_prior
+from mixlab.predictors.search import search as run_search
 from mixlab.proxy import ProxyResult
 
 log = logging.getLogger(__name__)
@@ -66,10 +69,6 @@ class RegMixMixer(Mixer):
         return int(self.proxy_tokens or max(1, ctx.total_tokens // 20))
 
     def propose(self, ctx: MixingContext) -> Mixture:
-        from mixlab.predictors import get_predictor
-        from mixlab.predictors.sampling import regmix_mixtures, temperature_prior
-        from mixlab.predictors.search import search as run_search
-
         if ctx.proxy is None:
             raise MixlabError("regmix needs proxy runs: give the mixing context a ProxyRunner (ctx.proxy)")
         if self.n_runs < 2:

@@ -30,9 +30,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mixlab.data.targets import DEFAULT_TARGET
+from mixlab.data import builtin_corpus
+from mixlab.data.targets import DEFAULT_TARGET, load_targets
 from mixlab.pipeline.bench import parse_method_spec
 from mixlab.pipeline.dynamic import PipelineConfig, PipelineResult, run_pipeline
+from mixlab.report.plots import figure_to_png, plot_mixture_schedule
+from mixlab.store import RunStore
+from mixlab.train import TrainConfig, Trainer
 from mixlab.utils.io import atomic_write_bytes
 
 log = logging.getLogger(__name__)
@@ -80,11 +84,6 @@ def run_demo(
 ) -> DemoResult:
     """Run the dynamic pipeline with ``mixer`` (a registry name or a variant such as
     ``tikmix-d[objective=firstorder]``) for ``targets`` and each baseline mixture for the same budget."""
-    from mixlab.data import builtin_corpus
-    from mixlab.data.targets import load_targets
-    from mixlab.report.plots import figure_to_png, plot_mixture_schedule
-    from mixlab.store import RunStore
-    from mixlab.train import TrainConfig, Trainer
 
     t0 = time.perf_counter()
     ws = Path(workspace).resolve()

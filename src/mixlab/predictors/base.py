@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
+from scipy.stats import rankdata
 
 from mixlab.errors import ConfigError, DataError, NotFittedError
 
@@ -188,7 +189,6 @@ def clone(predictor: Predictor) -> Predictor:
 # -- metrics -------------------------------------------------------------------------------------
 def spearman(a: Any, b: Any) -> float:
     """Spearman rank correlation (Pearson on average ranks; ties share their mean rank)."""
-    from scipy.stats import rankdata
 
     return pearson(rankdata(a), rankdata(b))
 

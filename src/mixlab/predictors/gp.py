@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
+from scipy.optimize import minimize
 
 from mixlab.errors import ConfigError
 from mixlab.predictors.base import Predictor
@@ -98,9 +100,6 @@ class SimplexGPPredictor(Predictor):
         return k
 
     def _fit_one(self, X: np.ndarray, y: np.ndarray, column: int) -> _GPState:
-        import torch
-        from scipy.optimize import minimize
-
         F = self._features(X)
         mu = F.mean(0)
         sd = F.std(0)
@@ -156,8 +155,6 @@ class SimplexGPPredictor(Predictor):
         return _GPState(mu, sd, y_mean, y_std, Zn, alpha.numpy()[:, 0], best[1], best[0])
 
     def _predict_one(self, model: _GPState, X: np.ndarray) -> np.ndarray:
-        import torch
-
         Zt = (self._features(X) - model.mu) / model.sd
         d = Zt.shape[1]
         with torch.no_grad():

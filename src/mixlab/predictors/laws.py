@@ -22,8 +22,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
+from scipy.optimize import least_squares
 
 from mixlab.errors import DataError
+from mixlab.laws.dml import DataMixingLaw
 from mixlab.predictors.base import Predictor
 
 _C_STARTS = (0.0, 0.5, 0.8, 0.95)
@@ -35,7 +37,6 @@ def _fit_offset_exp(F: np.ndarray, y: np.ndarray, max_nfev: int | None = None) -
     Starts: ``c`` at fractions of ``min y``; for each, ``(b, t)`` from the linear fit of
     ``log(y - c)`` on ``F`` (exact when the law holds), then trust-region reflective refinement.
     """
-    from scipy.optimize import least_squares
 
     n, d = F.shape
     ymin = float(y.min())
@@ -84,8 +85,6 @@ class DataMixingLawPredictor(Predictor):
         return n_domains + 2
 
     def _fit(self, X: np.ndarray, Y: np.ndarray) -> None:
-        from mixlab.laws.dml import DataMixingLaw
-
         # the law insists on exact proportions; published sweeps round them (rows off by ~1e-3)
         Xn = X / X.sum(axis=1, keepdims=True)
         self.law_ = DataMixingLaw(loss=self.loss, n_init=self.n_init, space=self.space, seed=self.seed).fit(Xn, Y)

@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.optimize import Bounds, LinearConstraint, minimize
 
 from mixlab.errors import ConfigError
 from mixlab.mixture import Mixture, MixtureConstraints, project_to_bounded_simplex
@@ -179,7 +180,6 @@ def search_continuous(
     within_data: bool = True,
 ) -> SearchResult:
     """Multi-start SLSQP on the bounded simplex (trust-constr where SLSQP fails)."""
-    from scipy.optimize import Bounds, LinearConstraint, minimize
 
     cons = _aligned(predictor, constraints, within_data)
     f = objective(predictor, target)

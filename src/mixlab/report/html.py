@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mixlab import __version__
 from mixlab.report import plots
 from mixlab.report.data import BENCH_KEYS, ReportData, load_report_inputs
 from mixlab.utils.io import atomic_write_text
@@ -250,7 +251,6 @@ def _notes_for(data: ReportData, section: str) -> list[str]:
 
 def render_html(data: ReportData, on_section: Callable[[str], None] | None = None) -> str:
     """The whole page as a string; ``on_section(name)`` is called after each section (progress)."""
-    from mixlab import __version__
 
     parts = [
         "<!DOCTYPE html>",

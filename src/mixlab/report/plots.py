@@ -18,6 +18,11 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from matplotlib import colormaps
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import TwoSlopeNorm
+from matplotlib.figure import Figure
+from scipy.stats import spearmanr
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -29,14 +34,11 @@ DPI = 100
 
 
 def _figure(width: float = WIDTH_IN, height: float = 4.0) -> Figure:
-    from matplotlib.figure import Figure
-
     return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
 
 
 def domain_colors(domains: Sequence[str]) -> dict[str, Any]:
     """A stable colour per domain (tab10, then tab20 for more than ten domains)."""
-    from matplotlib import colormaps
 
     cmap = colormaps["tab10" if len(domains) <= 10 else "tab20"]
     return {d: cmap(i % cmap.N) for i, d in enumerate(domains)}
@@ -44,7 +46,6 @@ def domain_colors(domains: Sequence[str]) -> dict[str, Any]:
 
 def figure_to_png(fig: Figure, dpi: int = DPI) -> bytes:
     """Render with the Agg canvas (no display needed) and return PNG bytes."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
@@ -147,7 +148,6 @@ def plot_mean_loss(rows: Sequence[Mapping[str, Any]]) -> Figure:
 
 def plot_influence(stages: Sequence[InfluenceStage]) -> Figure:
     """One heatmap per stage of I[train, target] on a shared symmetric colour scale (red = helps)."""
-    from matplotlib.colors import TwoSlopeNorm
 
     n = len(stages)
     cols = min(n, 3)
@@ -221,7 +221,6 @@ def plot_laws(laws: Sequence[LawSeries], max_panels: int = 12) -> Figure:
 
 def prediction_scores(true: np.ndarray, pred: np.ndarray) -> dict[str, float]:
     """R^2, Spearman rank correlation and RMSE of predictions against the true values."""
-    from scipy.stats import spearmanr
 
     true = np.asarray(true, dtype=float)
     pred = np.asarray(pred, dtype=float)

@@ -38,12 +38,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import torch
 from pydantic import BaseModel, ConfigDict, Field
+from rich.progress import Progress
 
+from mixlab.data import Corpus
+from mixlab.data.targets import resolve_target_paths
 from mixlab.errors import ConfigError, MixlabError
 from mixlab.mixture import Mixture
+from mixlab.predictors.sampling import regmix_mixtures
+from mixlab.train import LocalProxyRunner
 from mixlab.utils.config import parse_config
-from mixlab.utils.io import atomic_write_json, atomic_write_text, read_json, resolve_under
+from mixlab.utils.io import atomic_write_json, atomic_write_text, read_json, read_yaml, resolve_under
 from mixlab.utils.lock import DirLock
 
 log = logging.getLogger(__name__)
@@ -128,10 +134,8 @@ class ProxyTask:
 
 def run_proxy_task(task: ProxyTask) -> dict[str, Any]:
     """Train (or reuse) the proxy of ``task`` with ``mixlab.train.LocalProxyRunner``; plain-data result."""
-    import torch
 
     torch.set_num_threads(task.threads)
-    from mixlab.train import LocalProxyRunner
 
     runner = LocalProxyRunner(
         task.corpus, model=task.model, seq_len=task.seq_len, batch_size=task.batch_size, lr=task.lr,
@@ -189,8 +193,6 @@ class Sweep:
                     "or the original settings"
                 )
             return [Mixture(m) for m in data["mixtures"]]
-        from mixlab.data import Corpus
-        from mixlab.predictors.sampling import regmix_mixtures
 
         corpus = Corpus.open(self.config.corpus)
         counts = corpus.token_counts("train")
@@ -289,7 +291,6 @@ class _Progress:
 
     def __enter__(self) -> _Progress:
         if self.enabled and self.total:
-            from rich.progress import Progress
 
             self._bar = Progress(transient=False)
             self._bar.start()
@@ -473,7 +474,6 @@ def _run_ray(
 
 def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
     """A sweep config mapping from YAML/JSON (``mixlab sweep --config``)."""
-    from mixlab.utils.io import read_yaml
 
     p = Path(path)
     data = read_json(p) if p.suffix == ".json" else read_yaml(p)
@@ -481,7 +481,6 @@ def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise ConfigError(f"{p}: expected a mapping of sweep settings")
     data = dict(data)
     if isinstance(data.get("targets"), list):  # relative target paths are relative to the config file
-        from mixlab.data.targets import resolve_target_paths
 
         data["targets"] = resolve_target_paths(data["targets"], p.parent)
     return data
