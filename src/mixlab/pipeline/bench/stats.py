@@ -1,0 +1,104 @@
+"""The statistics of a benchmark table: per-method means over seeds, paired differences to uniform
+with their t-interval, and the headroom (uniform minus oracle) in seed standard deviations."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+from mixlab.errors import MixlabError
+
+HEADROOM_MIN_SD = 5.0
+"""Below this many seed SDs of headroom a track's table cannot rank methods; the CLI says so loudly."""
+
+def summarise(
+    finals: Sequence[Mapping[str, float]],
+    target_domains: Sequence[str],
+    *,
+    domains: Sequence[str] | None = None,
+    weights: Mapping[str, float] | None = None,
+) -> dict[str, Any]:
+    """Mean and std over seeds of the average, worst and target validation losses.
+
+    Per seed: ``avg`` = mean over ``domains`` (default: every key of the seed's losses), ``worst`` =
+    max over them, ``target`` = ``sum_j c_j L_j`` over ``target_domains`` with ``weights`` c (default
+    equal). Std is the population std (0 for a single seed). ``target_per_seed`` lists the per-seed
+    targets (the paired differences are taken from it).
+    """
+    if not finals:
+        raise MixlabError("bench: no finished target run to summarise")
+    c = dict(weights) if weights else {d: 1.0 / len(target_domains) for d in target_domains}
+    per: dict[str, list[float]] = {"avg_loss": [], "worst_loss": [], "target_loss": []}
+    for final in finals:
+        missing = [d for d in target_domains if d not in final]
+        if missing:
+            raise MixlabError(f"bench: target(s) {missing} were not evaluated (have {sorted(final)})")
+        keys = list(domains) if domains is not None else list(final)
+        vals = np.array([final[d] for d in keys], dtype=float)
+        per["avg_loss"].append(float(vals.mean()))
+        per["worst_loss"].append(float(vals.max()))
+        per["target_loss"].append(float(sum(c[d] * final[d] for d in target_domains)))
+    out: dict[str, Any] = {}
+    for key, xs in per.items():
+        arr = np.array(xs)
+        out[key] = float(arr.mean())
+        out[f"{key}_std"] = float(arr.std())
+    out["target_per_seed"] = per["target_loss"]
+    return out
+
+
+def paired_delta(values: Sequence[float], baseline: Sequence[float]) -> tuple[float, list[float]]:
+    """Mean per-seed difference ``values - baseline`` and its two-sided 95% t-interval.
+
+    The seeds are paired (the same seed's runs differ only in the mixture), so the interval is
+    ``mean ± t_{0.975, n-1} * sd(diff) / sqrt(n)``; with one seed it is ``[nan, nan]``.
+    """
+    d = np.asarray(values, float) - np.asarray(baseline, float)
+    if d.ndim != 1 or d.size == 0:
+        raise MixlabError("bench: paired differences need the same, non-empty list of seeds")
+    mean = float(d.mean())
+    if d.size < 2:
+        return mean, [math.nan, math.nan]
+    half = float(stats.t.ppf(0.975, d.size - 1) * d.std(ddof=1) / math.sqrt(d.size))
+    return mean, [mean - half, mean + half]
+
+
+def headroom(uniform: Sequence[float], oracle: Sequence[float]) -> dict[str, float]:
+    """Uniform minus oracle (mean over seeds) and the same in seed standard deviations.
+
+    The seed SD is the pooled sample SD of the two rows' per-seed losses,
+    ``sqrt((sd_u^2 + sd_o^2) / 2)`` (ddof 1): how much one seed's loss scatters around its mixture's
+    mean. ``headroom_sd`` is infinite when both rows have no scatter and the gap is positive.
+    """
+    u, o = np.asarray(uniform, float), np.asarray(oracle, float)
+    gap = float(u.mean() - o.mean())
+    sd = float(math.sqrt((u.std(ddof=1) ** 2 + o.std(ddof=1) ** 2) / 2)) if min(u.size, o.size) > 1 else math.nan
+    if sd == 0:
+        ratio = math.inf if gap > 0 else 0.0
+    else:
+        ratio = gap / sd if math.isfinite(sd) else math.nan
+    return {"headroom": gap, "seed_sd": sd, "headroom_sd": ratio}
+
+
+
+def add_deltas(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Fill ``delta_vs_uniform`` / ``delta_vs_uniform_ci95`` of every row and return the track's
+    summary (headroom of the oracle row, in loss and in seed SDs, when there is one)."""
+    by = {r["method"]: r for r in rows}
+    if "uniform" not in by:
+        return {}
+    base = by["uniform"]["target_per_seed"]
+    for r in rows:
+        mean, ci = paired_delta(r["target_per_seed"], base)
+        r["delta_vs_uniform"], r["delta_vs_uniform_ci95"] = mean, ci
+    summary: dict[str, Any] = {"track": rows[0].get("track")}
+    if "oracle" in by:
+        h = headroom(base, by["oracle"]["target_per_seed"])
+        by["oracle"].update(h)
+        summary.update(h)
+    return summary
+
