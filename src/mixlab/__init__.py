@@ -8,6 +8,7 @@ from mixlab.errors import ConfigError, DataError, MixlabError, TrainingError
 from mixlab.mixture import (
     Mixture,
     MixtureConstraints,
+    MixtureSpec,
     Schedule,
     Stage,
     load_mixture_or_schedule,
@@ -22,6 +23,7 @@ __all__ = [
     "MixlabError",
     "Mixture",
     "MixtureConstraints",
+    "MixtureSpec",
     "Schedule",
     "Stage",
     "TrainingError",

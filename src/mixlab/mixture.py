@@ -12,7 +12,6 @@ domain's ``available_tokens``, i.e. ``w_i <= max_epochs * available_i / remainin
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from mixlab.errors import ConfigError
+from mixlab.errors import ConfigError, MixlabError
 from mixlab.utils.io import atomic_write_json, atomic_write_yaml, read_json, read_yaml
 
 SUM_TOLERANCE = 1e-6
@@ -186,21 +185,60 @@ class Schedule:
         for i, stage in enumerate(self.stages):
             stage.mixture.check_domains(known, where=f"schedule stage {i}")
 
-    def to_list(self) -> list[dict[str, Any]]:
+    @property
+    def is_constant(self) -> bool:
+        """One stage: the same mixture for the whole run."""
+        return len(self.stages) == 1
+
+    def to_json(self) -> list[dict[str, Any]]:
+        """The one serialised form of a schedule, ``[{"start_step": 0, "mixture": {domain: weight}}, ...]``.
+
+        Every place that stores a schedule writes this: the run store, checkpoints and the sampler's
+        state, the run directory's ``schedule.json`` (under a ``schedule`` key), bench rows and the
+        report. :meth:`from_json` reads it back (and the older shapes, so old files still read).
+        """
         return [{"start_step": s.start_step, "mixture": s.mixture.to_dict()} for s in self.stages]
 
     @classmethod
-    def from_list(cls, items: Sequence[Mapping[str, Any]], *, where: str = "schedule") -> Schedule:
+    def from_json(cls, data: Any, *, where: str = "schedule") -> Schedule:
+        """Read :meth:`to_json`'s form. Also accepted, as older files hold them: the list under a
+        ``schedule`` key, a single mixture under a ``mixture`` key, and a bare mapping of domain weights
+        (a constant schedule). A bad value is a :class:`~mixlab.errors.ConfigError` naming ``where``."""
+        if isinstance(data, Mapping) and "schedule" in data:
+            data = data["schedule"]
+        elif isinstance(data, Mapping) and "mixture" in data:
+            data = data["mixture"]
+        if isinstance(data, Mapping):
+            try:
+                return cls.constant(Mixture(data))
+            except ConfigError as exc:
+                raise ConfigError(f"{where}: {exc}") from None
+        if not isinstance(data, Sequence) or isinstance(data, str):
+            raise ConfigError(
+                f"{where}: expected a list of stages [{{start_step, mixture}}, ...] or a mapping of domain "
+                f"weights, got {type(data).__name__}"
+            )
         pairs = []
-        for i, item in enumerate(items):
+        for i, item in enumerate(data):
             if not isinstance(item, Mapping) or "mixture" not in item:
                 raise ConfigError(f"{where}[{i}]: each stage needs 'start_step' and 'mixture'")
             try:
                 start = int(item.get("start_step", 0))
             except (TypeError, ValueError):
                 raise ConfigError(f"{where}[{i}]: start_step must be a whole number, got {item.get('start_step')!r}") from None
-            pairs.append((start, item["mixture"]))
-        return cls.from_pairs(pairs)
+            try:
+                pairs.append((start, item["mixture"] if isinstance(item["mixture"], Mixture) else Mixture(item["mixture"])))
+            except ConfigError as exc:
+                raise ConfigError(f"{where}[{i}]: {exc}") from None
+        try:
+            return cls.from_pairs(pairs)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+
+    def __str__(self) -> str:
+        if self.is_constant:
+            return str(self.stages[0].mixture)
+        return "; ".join(f"from step {s.start_step}: {s.mixture}" for s in self.stages)
 
 
 def load_mixture_or_schedule(path: str | Path) -> Mixture | Schedule:
@@ -214,7 +252,7 @@ def load_mixture_or_schedule(path: str | Path) -> Mixture | Schedule:
         data = data["mixture"]
     try:
         if isinstance(data, list):
-            return Schedule.from_list(data, where=str(p))
+            return Schedule.from_json(data, where=str(p))
         if isinstance(data, Mapping):
             return Mixture(data)
     except ConfigError as exc:
@@ -224,12 +262,116 @@ def load_mixture_or_schedule(path: str | Path) -> Mixture | Schedule:
 
 def save_mixture(obj: Mixture | Schedule, path: str | Path) -> None:
     """Write a mixture or schedule as YAML (``.yaml``/``.yml``) or JSON (anything else)."""
-    payload: Any = {"schedule": obj.to_list()} if isinstance(obj, Schedule) else {"mixture": obj.to_dict()}
+    payload: Any = {"schedule": obj.to_json()} if isinstance(obj, Schedule) else {"mixture": obj.to_dict()}
     p = Path(path)
     if p.suffix in (".yaml", ".yml"):
         atomic_write_yaml(p, payload)
     else:
         atomic_write_json(p, payload)
+
+
+MIXTURE_NAMES = ("natural", "uniform")
+"""Mixtures a config may name instead of spelling out: weights proportional to each domain's training
+tokens, or equal weights. They depend on the corpus, so :meth:`MixtureSpec.resolve` turns them into a
+schedule once the corpus is open."""
+
+
+@dataclass(frozen=True)
+class MixtureSpec:
+    """What a config asks to train on: a named mixture (:data:`MIXTURE_NAMES`) or an explicit schedule.
+
+    Every form a user may write parses here, once, when the config is validated
+    (``MixtureSpec.parse``): a name, inline weights ``web=0.7,code=0.3`` (normalised), a YAML/JSON
+    file of a mixture or schedule, a mapping of weights summing to one, or a list of stages. An explicit
+    mixture is a :class:`Schedule` from then on; a name becomes one in :meth:`resolve`, against the
+    corpus's domains and token counts.
+    """
+
+    name: str | None = None
+    schedule: Schedule | None = None
+
+    def __post_init__(self) -> None:
+        if (self.name is None) == (self.schedule is None):
+            raise ConfigError("a mixture spec is either a name or a schedule")
+        if self.name is not None and self.name not in MIXTURE_NAMES:
+            raise ConfigError(f"unknown mixture name {self.name!r}; use one of {', '.join(MIXTURE_NAMES)}")
+
+    @classmethod
+    def parse(cls, value: Any, *, where: str = "mixture") -> MixtureSpec:
+        """The spec a config value asks for; a bad value is a ConfigError naming ``where``."""
+        if isinstance(value, MixtureSpec):
+            return value
+        if isinstance(value, Schedule):
+            return cls(schedule=value)
+        if isinstance(value, Mixture):
+            return cls(schedule=Schedule.constant(value))
+        if isinstance(value, str):
+            text = value.strip()
+            if text in MIXTURE_NAMES:
+                return cls(name=text)
+            if "=" in text and not Path(text).exists():
+                return cls(schedule=Schedule.constant(_inline_weights(text, where)))
+            try:
+                obj = load_mixture_or_schedule(text)
+            except MixlabError as exc:
+                raise ConfigError(f"{where}: {exc}") from None
+            return cls(schedule=obj if isinstance(obj, Schedule) else Schedule.constant(obj))
+        if isinstance(value, (Mapping, list, tuple)):
+            return cls(schedule=Schedule.from_json(value, where=where))
+        raise ConfigError(
+            f"{where}: expected {', '.join(MIXTURE_NAMES)}, domain weights, a list of stages or a mixture file, "
+            f"got {type(value).__name__} {value!r}"
+        )
+
+    @staticmethod
+    def rebase(value: Any, base: str | Path) -> Any:
+        """``value`` with a relative mixture-file path made relative to ``base`` (a config file's folder)."""
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        if text in MIXTURE_NAMES or Path(text).is_absolute() or ("=" in text and not (Path(base) / text).exists()):
+            return value
+        return str(Path(base) / text)
+
+    def resolve(self, domains: Sequence[str], token_counts: Mapping[str, float]) -> Schedule:
+        """The schedule this spec asks for on a corpus with ``domains`` (checked against them)."""
+        if self.schedule is not None:
+            self.schedule.check_domains(domains)
+            return self.schedule
+        if self.name == "uniform":
+            return Schedule.constant(Mixture.uniform(list(domains)))
+        missing = [d for d in domains if d not in token_counts]
+        if missing:
+            raise ConfigError(f"natural mixture: no token count for domain(s) {missing}")
+        return Schedule.constant(Mixture.from_weights({d: float(token_counts[d]) for d in domains}))
+
+    def to_config(self) -> str | dict[str, float] | list[dict[str, Any]]:
+        """The form written back to a config file (and hashed into a run id): the name, the mixture's
+        weights for a constant schedule, else :meth:`Schedule.to_json`."""
+        if self.name is not None:
+            return self.name
+        assert self.schedule is not None
+        return self.schedule.stages[0].mixture.to_dict() if self.schedule.is_constant else self.schedule.to_json()
+
+    def __str__(self) -> str:
+        return self.name if self.name is not None else str(self.schedule)
+
+
+def _inline_weights(text: str, where: str) -> Mixture:
+    """``web=0.7,code=0.3`` (any non-negative numbers; normalised to sum to one)."""
+    weights: dict[str, float] = {}
+    for part in text.split(","):
+        name, sep, num = part.partition("=")
+        if not sep or not name.strip():
+            raise ConfigError(f"{where}: cannot read {part!r}; write domain=weight pairs like web=0.7,code=0.3")
+        try:
+            weights[name.strip()] = float(num)
+        except ValueError:
+            raise ConfigError(f"{where}: weight of {name.strip()!r} is not a number: {num!r}") from None
+    try:
+        return Mixture.from_weights(weights)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -318,7 +460,3 @@ def project_to_bounded_simplex(v: np.ndarray, lower: np.ndarray, upper: np.ndarr
             hi_tau = tau
     w = np.clip(v - 0.5 * (lo_tau + hi_tau), lower, upper)
     return w / w.sum()
-
-
-def mixture_to_json(obj: Mixture | Schedule) -> str:
-    return json.dumps(obj.to_list() if isinstance(obj, Schedule) else obj.to_dict(), sort_keys=True)

@@ -1,7 +1,17 @@
+import re
+
 import numpy as np
 import pytest
 
-from mixlab import ConfigError, Mixture, MixtureConstraints, Schedule, load_mixture_or_schedule, save_mixture
+from mixlab import (
+    ConfigError,
+    Mixture,
+    MixtureConstraints,
+    MixtureSpec,
+    Schedule,
+    load_mixture_or_schedule,
+    save_mixture,
+)
 from mixlab.mixture import project_to_bounded_simplex
 
 
@@ -72,3 +82,73 @@ def test_projection_is_feasible_and_idempotent():
         w = project_to_bounded_simplex(rng.normal(size=3), lo, hi)
         assert w.sum() == pytest.approx(1) and np.all(w >= lo - 1e-9) and np.all(w <= hi + 1e-9)
         assert np.allclose(project_to_bounded_simplex(w, lo, hi), w, atol=1e-8)
+
+
+SCHED = Schedule.from_pairs([(0, {"a": 0.5, "b": 0.5}), (10, {"a": 0.2, "b": 0.8})])
+
+
+def test_schedule_json_is_one_form_and_reads_older_shapes():
+    assert SCHED.to_json() == [{"start_step": 0, "mixture": {"a": 0.5, "b": 0.5}},
+                               {"start_step": 10, "mixture": {"a": 0.2, "b": 0.8}}]
+    assert Schedule.from_json(SCHED.to_json()) == SCHED
+    assert Schedule.from_json({"schedule": SCHED.to_json()}) == SCHED  # a schedule.json file
+    const = Schedule.constant(Mixture({"a": 0.25, "b": 0.75}))
+    assert Schedule.from_json({"a": 0.25, "b": 0.75}) == const  # an old store row: a bare mapping
+    assert Schedule.from_json({"mixture": {"a": 0.25, "b": 0.75}}) == const
+    assert const.is_constant and not SCHED.is_constant
+
+
+@pytest.mark.parametrize(
+    ("bad", "msg"),
+    [
+        ("text", "expected a list of stages"),
+        ([{"start_step": 0}], "where[0]: each stage needs"),
+        ([{"start_step": "x", "mixture": {"a": 1}}], "where[0]: start_step must be a whole number"),
+        ([{"start_step": 0, "mixture": {"a": 0.4}}], "where[0]: mixture weights must sum to 1"),
+        ([{"start_step": 5, "mixture": {"a": 1}}], "where: schedule must start at step 0"),
+    ],
+)
+def test_schedule_from_json_names_where(bad, msg):
+    with pytest.raises(ConfigError, match=re.escape(msg)):
+        Schedule.from_json(bad, where="where")
+
+
+def test_mixture_spec_parses_every_user_form(tmp_path):
+    natural = MixtureSpec.parse("natural")
+    assert natural.name == "natural" and natural.to_config() == "natural"
+    assert natural.resolve(["a", "b"], {"a": 1, "b": 3}) == Schedule.constant(Mixture({"a": 0.25, "b": 0.75}))
+    assert MixtureSpec.parse("uniform").resolve(["a", "b"], {}) == Schedule.constant(Mixture.uniform(["a", "b"]))
+    inline = MixtureSpec.parse("a=3, b=1")  # normalised, as the CLI always did
+    assert inline.schedule == Schedule.constant(Mixture({"a": 0.75, "b": 0.25}))
+    assert inline.to_config() == {"a": 0.75, "b": 0.25}
+    assert MixtureSpec.parse({"a": 0.75, "b": 0.25}) == inline
+    assert MixtureSpec.parse(SCHED.to_json()).schedule == SCHED
+    assert MixtureSpec.parse(SCHED.to_json()).to_config() == SCHED.to_json()
+    assert MixtureSpec.parse(SCHED).schedule == SCHED
+    save_mixture(SCHED, tmp_path / "s.yaml")
+    assert MixtureSpec.parse(str(tmp_path / "s.yaml")).schedule == SCHED
+    # a file named relative to a config file's folder
+    assert MixtureSpec.rebase("s.yaml", tmp_path) == str(tmp_path / "s.yaml")
+    assert MixtureSpec.rebase("uniform", tmp_path) == "uniform"
+    assert MixtureSpec.rebase("a=1", tmp_path) == "a=1"
+
+
+@pytest.mark.parametrize(
+    ("value", "msg"),
+    [
+        ("a=x", "cfg: weight of 'a' is not a number"),
+        ("a=1,b", "cfg: cannot read 'b'"),
+        ("a=0,b=0", "cfg: mixture weights are all zero"),
+        ("nope.yaml", "cfg: nope.yaml"),
+        ({"a": 0.3}, "cfg: mixture weights must sum to 1"),
+        (3, "cfg: expected natural, uniform"),
+    ],
+)
+def test_mixture_spec_errors_name_the_field(value, msg):
+    with pytest.raises(ConfigError, match=re.escape(msg)):
+        MixtureSpec.parse(value, where="cfg")
+
+
+def test_mixture_spec_resolve_checks_domains():
+    with pytest.raises(ConfigError, match=r"unknown domain\(s\) \['c'\]"):
+        MixtureSpec.parse({"a": 0.5, "c": 0.5}).resolve(["a", "b"], {"a": 1, "b": 1})

@@ -314,7 +314,7 @@ def test_cli_export_writes_file(tmp_path) -> None:
     assert blends[1] == pytest.approx({"s3://bucket/web": 0.1, "code": 0.9})
     res = CliRunner().invoke(_cli(), ["export", str(src), "--format", "json"])
     assert res.exit_code == 0
-    assert Schedule.from_list(json.loads(res.output)["schedule"]) == SCHED
+    assert Schedule.from_json(json.loads(res.output)["schedule"]) == SCHED
 
 
 @pytest.fixture

@@ -212,7 +212,7 @@ def test_paired_delta_and_headroom_on_a_toy_case():
 def test_time_averaged_mixture_weights_stages_by_steps():
     from mixlab.mixture import Schedule
 
-    sched = Schedule.from_list([{"start_step": 0, "mixture": {"a": 1.0, "b": 0.0}},
+    sched = Schedule.from_json([{"start_step": 0, "mixture": {"a": 1.0, "b": 0.0}},
                                 {"start_step": 25, "mixture": {"a": 0.0, "b": 1.0}}])
     assert time_averaged(sched, 100).to_dict() == pytest.approx({"a": 0.25, "b": 0.75})
 

@@ -72,7 +72,7 @@ _SCRIPT = textwrap.dedent(
     from mixlab.pipeline.dynamic import run_pipeline
     cfg = json.loads(sys.argv[1])
     res = run_pipeline(cfg, corpus=Corpus.open(sys.argv[2]))
-    print(json.dumps({"schedule": res.schedule.to_list(), "final": res.final}))
+    print(json.dumps({"schedule": res.schedule.to_json(), "final": res.final}))
     """
 )
 

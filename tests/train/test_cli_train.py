@@ -4,6 +4,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from mixlab import Mixture, Schedule
 from mixlab.cli.main import build_app
 
 runner = CliRunner()
@@ -56,11 +57,15 @@ def test_train_flags_and_errors(app, tiny_corpus, tmp_path, monkeypatch, capsys)
     from mixlab.store import RunStore
 
     run = RunStore(tmp_path / "ws").list_runs()[0]
-    assert run["mixture_json"] == {"english": 0.75, "noise": 0.25}
+    assert Schedule.from_json(run["mixture_json"]) == Schedule.constant(Mixture({"english": 0.75, "noise": 0.25}))
+    assert run["mixture_json"] == [{"start_step": 0, "mixture": {"english": 0.75, "noise": 0.25}}]  # the one form
     from mixlab.cli.main import main
 
     for args, msg in [(["--tokens", "0"], "positive"), (["--tokens", "512", "--model", "nope"], "unknown model preset"),
-                      (["--tokens", "512", "--mixture", "wiki=1"], "unknown domain")]:
+                      (["--tokens", "512", "--mixture", "wiki=1"], "unknown domain"),
+                      (["--tokens", "512", "--mixture", "english=x"], "mixlab train: mixture: weight of 'english' is "
+                                                                        "not a number"),
+                      (["--tokens", "512", "--mixture", "missing.yaml"], "mixlab train: mixture: missing.yaml")]:
         with pytest.raises(SystemExit) as exc:
             main(base + args)
         assert exc.value.code == 2

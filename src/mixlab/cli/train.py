@@ -28,25 +28,6 @@ def _preset_names() -> str:
         return "see mixlab doctor"
 
 
-def _parse_mixture(value: str) -> Any:
-    """``natural``, ``uniform``, a file, or inline ``web=0.7,code=0.3``."""
-    if value in ("natural", "uniform") or Path(value).exists() or "=" not in value:
-        return value
-    weights: dict[str, float] = {}
-    for part in value.split(","):
-        name, sep, num = part.partition("=")
-        if not sep:
-            raise ConfigError(f"--mixture: cannot read {part!r}; write domain=weight pairs like web=0.7,code=0.3")
-        try:
-            weights[name.strip()] = float(num)
-        except ValueError:
-            raise ConfigError(f"--mixture: weight of {name.strip()!r} is not a number: {num!r}") from None
-    total = sum(weights.values())
-    if total <= 0:
-        raise ConfigError("--mixture: the weights sum to zero")
-    return {k: v / total for k, v in weights.items()}
-
-
 def _loss_table(title: str, losses: dict[str, float]) -> Table:
     table = Table(title=title)
     table.add_column("domain")
@@ -95,7 +76,7 @@ def train(
     if config is not None:
         data = TrainConfig.from_yaml(config).model_dump(exclude_unset=True)
     flags = {
-        "corpus": corpus, "model": model, "mixture": _parse_mixture(mixture) if mixture else None, "tokens": tokens,
+        "corpus": corpus, "model": model, "mixture": mixture, "tokens": tokens,
         "seq_len": seq_len, "batch_size": batch_size, "grad_accum": grad_accum, "lr": lr,
         "lr_schedule": lr_schedule, "eval_interval": eval_interval, "seed": seed, "device": device,
         "dtype": dtype, "compile": compile, "workspace": workspace, "out_dir": out_dir, "run_name": run_name,

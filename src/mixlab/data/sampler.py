@@ -495,7 +495,7 @@ class MixtureSampler:
             "micro": self._micro,
             "global_counts": self.global_domain_counts(),
             "rank_counts": self.domain_counts(),
-            "schedule": self._schedule.to_list(),
+            "schedule": self._schedule.to_json(),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -515,7 +515,7 @@ class MixtureSampler:
                 f"cannot resume: the saved sampler state has domains {state.get('domains')}, the corpus has "
                 f"{self.domains}"
             )
-        schedule = Schedule.from_list(state["schedule"], where="sampler state schedule")
+        schedule = Schedule.from_json(state["schedule"], where="sampler state schedule")
         weights = [self._stage_weights(s) for s in schedule.stages]
         self._schedule, self._weights = schedule, weights
         self._step = int(state["step"])

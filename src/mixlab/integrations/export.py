@@ -615,7 +615,7 @@ class _MixlabFile(ExportFormat):
         stages = _stages(obj)
         ranges = _step_ranges(stages, total_steps)
         payload = (
-            {"schedule": Schedule(stages).to_list()}
+            {"schedule": Schedule(stages).to_json()}
             if isinstance(obj, Schedule)
             else {"mixture": obj.to_dict()}
         )

@@ -342,7 +342,7 @@ class DynamicPipeline:
         result = trainer.fit()
         schedule = trainer.sampler.schedule
         end_counts = trainer.sampler.domain_counts()
-        atomic_write_json(run_dir / "schedule.json", {"schedule": schedule.to_list()})
+        atomic_write_json(run_dir / "schedule.json", {"schedule": schedule.to_json()})
         self._write_metrics_csv(run_dir, trainer.run_id, result.curve, trainer.tokens_per_step)
         if trainer.store is not None:
             trainer.store.set_artifact(trainer.run_id, "stages", [r.to_dict() for r in records])

@@ -52,7 +52,8 @@ from typing import Any
 
 import numpy as np
 
-from mixlab.errors import DataError
+from mixlab.errors import ConfigError, DataError
+from mixlab.mixture import Schedule
 
 BENCH_KEYS = ("avg_loss", "worst_loss", "target_loss", "choose_flops", "choose_tokens", "choose_seconds")
 
@@ -90,7 +91,7 @@ class ReportData:
 
     source: Path
     kind: str
-    schedule: list[tuple[int, dict[str, float]]] | None = None
+    schedule: Schedule | None = None
     metrics: list[dict[str, Any]] | None = None
     influence: list[InfluenceStage] = field(default_factory=list)
     laws: list[LawSeries] = field(default_factory=list)
@@ -98,7 +99,7 @@ class ReportData:
     bench: list[dict[str, Any]] | None = None
     notes: dict[str, str] = field(default_factory=dict)
     """Per-section explanations (why a section is missing or partly unreadable)."""
-    runs: dict[str, list[tuple[int, dict[str, float]]] | None] = field(default_factory=dict)
+    runs: dict[str, Schedule | None] = field(default_factory=dict)
     """Compared runs (label -> its schedule, or None); empty for a single input."""
 
     @property
@@ -123,24 +124,13 @@ def _float(value: Any) -> float:
         return math.nan
 
 
-def parse_schedule(obj: Any, where: str) -> list[tuple[int, dict[str, float]]]:
-    """Stages as ``(start_step, {domain: weight})`` from any of the accepted schedule layouts."""
-    if isinstance(obj, dict) and "schedule" in obj:
-        obj = obj["schedule"]
-    elif isinstance(obj, dict) and "mixture" in obj:
-        obj = [{"start_step": 0, "mixture": obj["mixture"]}]
-    if isinstance(obj, dict) and obj and all(isinstance(v, (int, float)) for v in obj.values()):
-        obj = [{"start_step": 0, "mixture": obj}]
-    if not isinstance(obj, list) or not obj:
-        raise DataError(f"{where}: expected {{'schedule': [{{'start_step', 'mixture'}}, ...]}}")
-    stages = []
-    for i, item in enumerate(obj):
-        if not isinstance(item, dict) or not isinstance(item.get("mixture"), dict):
-            raise DataError(f"{where}: stage {i} needs a 'mixture' mapping")
-        mix = {str(k): _float(v) for k, v in item["mixture"].items()}
-        stages.append((int(item.get("start_step", 0)), mix))
-    stages.sort(key=lambda s: s[0])
-    return stages
+def read_schedule(obj: Any, where: str) -> Schedule:
+    """A schedule in :meth:`Schedule.to_json`'s form (or an older shape :meth:`Schedule.from_json`
+    reads); a bad one is a :class:`~mixlab.errors.DataError` naming ``where`` (a note in the report)."""
+    try:
+        return Schedule.from_json(obj, where=where)
+    except ConfigError as exc:
+        raise DataError(str(exc)) from None
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
@@ -380,7 +370,7 @@ def load_report_input(path: str | Path) -> ReportData:
             data.kind = "laws"
             data.laws = read_laws(p)
         elif isinstance(obj, dict) and "schedule" in obj and "results" not in obj:
-            data.schedule = parse_schedule(obj, str(p))
+            data.schedule = read_schedule(obj, str(p))
         else:
             data.bench = parse_bench(obj, str(p))
         return data
@@ -391,7 +381,7 @@ def load_report_input(path: str | Path) -> ReportData:
     data = ReportData(source=p, kind="run")
     sched = p / "schedule.json"
     if sched.is_file():
-        data.schedule = _try(data, "schedule", lambda: parse_schedule(_read_json(sched), str(sched)))
+        data.schedule = _try(data, "schedule", lambda: read_schedule(_read_json(sched), str(sched)))
     metrics = p / "metrics.csv"
     if metrics.is_file():
         data.metrics = _try(data, "losses", read_metrics, metrics)

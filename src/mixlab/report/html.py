@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from mixlab import __version__
+from mixlab.mixture import Schedule
 from mixlab.report import plots
 from mixlab.report.data import BENCH_KEYS, ReportData, load_report_inputs
 from mixlab.utils.io import atomic_write_text
@@ -96,8 +97,13 @@ def _table(header: list[str], rows: list[list[Any]], name_cols: int = 1) -> str:
     return f"<table><thead><tr>{th}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
+def _stages(schedule: Schedule | None) -> list[tuple[int, dict[str, float]]]:
+    """``(start_step, weights)`` per stage, as the plots take them."""
+    return [(s.start_step, s.mixture.to_dict()) for s in schedule.stages] if schedule is not None else []
+
+
 def _section_mixture(data: ReportData) -> str:
-    stages = data.schedule or []
+    stages = _stages(data.schedule)
     end = data.last_step
     domains = list(dict.fromkeys(d for _, m in stages for d in m))
     bounds = [s for s, _ in stages[1:]] + [end]
@@ -113,7 +119,7 @@ def _section_mixture(data: ReportData) -> str:
 
 def _section_losses(data: ReportData) -> str:
     rows = data.metrics or []
-    boundaries = [s for s, _ in data.schedule or []]
+    boundaries = [s for s, _ in _stages(data.schedule)]
     fig = plots.plot_loss_curves(rows, boundaries)
     last: dict[tuple[str, str], tuple[int, float]] = {}
     for r in rows:
@@ -130,7 +136,7 @@ def _section_compare(data: ReportData) -> str:
     """Each run's mixture side by side, the mean loss over domains per run, and final losses."""
     parts = []
     rows = [
-        {"method": label, "schedule": [{"start_step": st, "mixture": m} for st, m in sched]}
+        {"method": label, "schedule": sched.to_json()}
         for label, sched in data.runs.items()
         if sched
     ]

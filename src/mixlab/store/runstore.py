@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from mixlab.errors import DataError, MixlabError
+from mixlab.mixture import Schedule
 from mixlab.utils.lock import is_locked
 
 log = logging.getLogger(__name__)
@@ -111,10 +112,10 @@ def _to_json(value: Any) -> str | None:
 
 
 def _default(obj: Any) -> Any:
+    if isinstance(obj, Schedule):
+        return obj.to_json()
     if hasattr(obj, "to_dict"):
         return obj.to_dict()
-    if hasattr(obj, "to_list"):
-        return obj.to_list()
     if hasattr(obj, "tolist"):
         return obj.tolist()
     if isinstance(obj, os.PathLike):
@@ -249,7 +250,7 @@ class RunStore:
         """Insert a run row and return its id (a fresh ``<kind>-<hex>`` id unless ``run_id`` is given).
 
         Mixture, model and train configs may be JSON strings or JSON-able objects (a
-        :class:`~mixlab.mixture.Mixture` or ``Schedule`` is stored through ``to_dict``/``to_list``).
+        :class:`~mixlab.mixture.Schedule` is stored in its one serialised form, ``Schedule.to_json``).
         With an explicit ``run_id`` that already exists, the existing row is kept and the id returned.
         """
         if status not in STATUSES:

@@ -8,11 +8,11 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator, model_validator
 
 from mixlab.data.targets import resolve_target_paths
 from mixlab.errors import ConfigError
-from mixlab.mixture import Mixture, Schedule, load_mixture_or_schedule
+from mixlab.mixture import MixtureSpec, Schedule
 from mixlab.utils.config import parse_config
 from mixlab.utils.io import read_yaml
 
@@ -31,16 +31,20 @@ class TrainConfig(BaseModel):
     it finished, reuses) the same run.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 
     corpus: str | None = None
     """Path of a prepared corpus (``mixlab prepare``); may be omitted when a Corpus object is passed."""
     model: str | dict[str, Any] = "tiny-1m"
     """A preset name (``mixlab.model.list_presets()``), a GPTConfig mapping (optionally with
     ``preset:`` plus overrides) or a Hugging Face config mapping with ``model_type``."""
-    mixture: dict[str, float] | list[dict[str, Any]] | str | None = None
+    mixture: MixtureSpec | None = None
     """Domain weights, a schedule (list of ``{start_step, mixture}``), a YAML/JSON file of either,
-    ``natural`` (proportional to tokens on disk; the default) or ``uniform``."""
+    inline weights ``web=0.7,code=0.3``, ``natural`` (proportional to tokens on disk; the default when
+    unset) or ``uniform``. Parsed once, on validation, into a :class:`~mixlab.mixture.MixtureSpec`:
+    an explicit :class:`~mixlab.mixture.Schedule`, or a name resolved against the corpus by
+    :meth:`resolve_mixture`. Written back (``config.yaml``, the config hash) as the name, the
+    weights of a constant mixture, or the list of stages."""
     tokens: int = Field(1_000_000)
     """Training token budget; the run takes ``tokens // tokens_per_step`` optimizer steps."""
     seq_len: int = Field(128, ge=1)
@@ -119,6 +123,20 @@ class TrainConfig(BaseModel):
             raise ValueError(f"the token budget must be positive, got {v}")
         return v
 
+    @field_validator("mixture", mode="before")
+    @classmethod
+    def _parse_mixture(cls, v: Any) -> MixtureSpec | None:
+        if v is None:
+            return None
+        try:
+            return MixtureSpec.parse(v, where="mixture")
+        except ConfigError as exc:
+            raise ValueError(str(exc).removeprefix("mixture: ")) from None
+
+    @field_serializer("mixture")
+    def _dump_mixture(self, v: MixtureSpec | None) -> Any:
+        return None if v is None else v.to_config()
+
     @field_validator("run_name")
     @classmethod
     def _safe_name(cls, v: str | None) -> str | None:
@@ -146,6 +164,8 @@ class TrainConfig(BaseModel):
         data = read_yaml(p)
         if isinstance(data, dict) and key and isinstance(data.get(key), dict):
             data = data[key]
+        if isinstance(data, dict) and "mixture" in data:  # a mixture file is named relative to the run file
+            data = data | {"mixture": MixtureSpec.rebase(data["mixture"], p.parent)}
         cfg = cls.parse(data, where=str(p))
         base = p.parent
         updates: dict[str, Any] = {}
@@ -155,9 +175,6 @@ class TrainConfig(BaseModel):
                 updates[field] = str(base / value)
         if cfg.targets:
             updates["targets"] = resolve_target_paths(cfg.targets, base)
-        if isinstance(cfg.mixture, str) and cfg.mixture not in ("natural", "uniform"):
-            if not Path(cfg.mixture).is_absolute():
-                updates["mixture"] = str(base / cfg.mixture)
         return cfg.model_copy(update=updates)
 
     # -- derived values -------------------------------------------------------------------------
@@ -166,31 +183,12 @@ class TrainConfig(BaseModel):
         return self.lr / 10 if self.min_lr is None else self.min_lr
 
     def resolve_mixture(self, domains: list[str], token_counts: dict[str, int]) -> Schedule:
-        """The schedule this config asks for, checked against the corpus's domains."""
-        spec = self.mixture
-        where = "train config: mixture"
-        if spec is None or spec == "natural":
-            sched = Schedule.constant(Mixture.from_weights({d: float(token_counts[d]) for d in domains}))
-        elif spec == "uniform":
-            sched = Schedule.constant(Mixture.uniform(domains))
-        elif isinstance(spec, str):
-            obj = load_mixture_or_schedule(spec)
-            sched = obj if isinstance(obj, Schedule) else Schedule.constant(obj)
-        elif isinstance(spec, dict):
-            try:
-                sched = Schedule.constant(Mixture(spec))
-            except ConfigError as exc:
-                raise ConfigError(f"{where}: {exc}") from None
-        else:
-            try:
-                sched = Schedule.from_list(spec, where=where)
-            except ConfigError as exc:
-                raise ConfigError(f"{where}: {exc}") from None
+        """The schedule this config asks for (``natural`` when unset), checked against the corpus's domains."""
+        spec = self.mixture or MixtureSpec(name="natural")
         try:
-            sched.check_domains(domains)
+            return spec.resolve(domains, token_counts)
         except ConfigError as exc:
-            raise ConfigError(f"{where}: {exc}") from None
-        return sched
+            raise ConfigError(f"train config: mixture: {exc}") from None
 
     def config_hash(self, corpus_fingerprint: str = "") -> str:
         """SHA-256 of everything that changes the run's results (plus the corpus fingerprint)."""

@@ -26,7 +26,7 @@ import torch
 
 from mixlab.data.targets import load_targets
 from mixlab.errors import ConfigError, DataError, TrainingError
-from mixlab.mixture import Mixture, Schedule, mixture_to_json
+from mixlab.mixture import Mixture, Schedule
 from mixlab.train import checkpoint as ckpt_io
 from mixlab.train.config import TrainConfig
 from mixlab.train.evaluate import loss_on_windows, validation_windows
@@ -300,8 +300,7 @@ class Trainer:
             self.store.create_run(
                 self.config.kind,
                 self.config.method,
-                mixture_to_json(self.sampler.schedule if len(self.sampler.schedule.stages) > 1
-                                else self.sampler.schedule.stages[0].mixture),
+                self.sampler.schedule.to_json(),
                 self.model_desc,
                 self.config.tokens,
                 run_id=self.run_id,
@@ -384,14 +383,12 @@ class Trainer:
     def finished(self) -> bool:
         return self.step >= self.total_steps
 
-    def set_schedule(self, schedule: Schedule | Mixture | dict[str, float]) -> None:
+    def set_schedule(self, schedule: Schedule | Mixture) -> None:
         """Use ``schedule`` (or a mixture) from the current step on; earlier steps keep theirs."""
-        if isinstance(schedule, dict):
-            schedule = Mixture(schedule)
         schedule.check_domains(self.corpus.domains)
         self.sampler.set_schedule(schedule)
         if self.store is not None:
-            self.store.set_artifact(self.run_id, "schedule", self.sampler.schedule.to_list())
+            self.store.set_artifact(self.run_id, "schedule", self.sampler.schedule.to_json())
 
     def lr_at(self, step: int) -> float:
         cfg = self.config
@@ -551,7 +548,7 @@ class Trainer:
                 "run_id": self.run_id,
                 "curve": {str(k): v for k, v in self.curve.items()},
                 "train_losses": {str(k): v for k, v in self.train_losses.items()},
-                "schedule": self.sampler.schedule.to_list(),
+                "schedule": self.sampler.schedule.to_json(),
             }
             ckpt_io.write_main_files(path, self.model, self.optimizer, state)
         self._barrier()

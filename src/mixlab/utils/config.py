@@ -21,6 +21,8 @@ def format_validation_error(exc: ValidationError, where: str) -> str:
             msg = "unknown field; check the spelling"
         elif err["type"] == "missing":
             msg = "required field is missing"
+        elif err["type"] == "value_error":  # a validator's own message, without pydantic's prefix
+            msg = msg.removeprefix("Value error, ")
         parts.append(f"{where}: {loc}: {msg}")
     return "\n".join(parts)
 

@@ -207,7 +207,7 @@ def choose_static(env: BenchEnv, method: str) -> dict[str, Any]:
     choice = {
         "method": method,
         "params": params,
-        "schedule": schedule.to_list(),
+        "schedule": schedule.to_json(),
         "compute": cost,
         "proxy_runs": proxy.runs,
     }
@@ -231,7 +231,7 @@ def train_target(env: BenchEnv, method: str, schedule: Schedule, seed: int) -> d
         {
             "corpus": env.corpus_path,
             "model": t.model,
-            "mixture": schedule.to_list() if len(schedule.stages) > 1 else schedule.stages[0].mixture.to_dict(),
+            "mixture": schedule,
             "tokens": t.tokens,
             "seq_len": t.seq_len,
             "batch_size": t.batch_size,
@@ -316,7 +316,7 @@ def run_dynamic(env: BenchEnv, method: str, seed: int) -> dict[str, Any]:
     return {
         "run_id": res.run_id,
         "final": dict(res.final),
-        "schedule": res.schedule.to_list(),
+        "schedule": res.schedule.to_json(),
         "compute": {
             "flops": float(res.compute.flops),
             "tokens": int(res.compute.tokens),
@@ -380,7 +380,7 @@ def run_method(env: BenchEnv, method: str, on_event: Callable[[str], None] | Non
                     schedules=[r["schedule"] for r in runs])
     note(f"{method}: choosing")
     choice = choose_static(env, method)
-    sched = Schedule.from_list(choice["schedule"])
+    sched = Schedule.from_json(choice["schedule"])
     runs = []
     for s in seeds:
         note(f"{method}: target seed {s}")
@@ -411,11 +411,11 @@ def run_controls(env: BenchEnv, row: Mapping[str, Any], on_event: Callable[[str]
     plan = PipelineConfig.parse({"train": {}, **_stage_plan(env, method)}, where=f"bench stage plan of {method}")
     bounds = plan.boundary_steps(total)
     for s, sched_list in zip(_seeds(env), row["schedules"], strict=True):
-        sched = Schedule.from_list(sched_list)
+        sched = Schedule.from_json(sched_list)
         avg_sched = Schedule.constant(time_averaged(sched, total))
         stages = [{"start_step": 0, "mixture": natural.to_dict()}]
         stages += [{"start_step": b, "mixture": uniform.to_dict()} for b in bounds]
-        nu_sched = Schedule.from_list(stages)
+        nu_sched = Schedule.from_json(stages)
         note(f"{method}: controls, seed {s}")
         avg_runs.append(train_target(env, f"{method}:avg-static", avg_sched, s))
         nu_runs.append(train_target(env, f"{method}:natural-then-uniform", nu_sched, s))
@@ -423,8 +423,8 @@ def run_controls(env: BenchEnv, row: Mapping[str, Any], on_event: Callable[[str]
     cost = {"flops": row["choose_flops"], "tokens": row["choose_tokens"], "seconds": row["choose_seconds"]}
     zero = {"flops": 0.0, "tokens": 0, "seconds": 0.0}
     return [
-        _row(env, f"{method}:avg-static", avg_runs, cost, avg_sched.to_list(), control_of=method),
-        _row(env, f"{method}:natural-then-uniform", nu_runs, zero, nu_sched.to_list(), control_of=method),
+        _row(env, f"{method}:avg-static", avg_runs, cost, avg_sched.to_json(), control_of=method),
+        _row(env, f"{method}:natural-then-uniform", nu_runs, zero, nu_sched.to_json(), control_of=method),
     ]
 
 
@@ -478,7 +478,7 @@ def run_oracle(
         note(f"oracle: target seed {s}")
         runs.append(train_target(env, "oracle", Schedule.constant(best), s))
     return _row(env, "oracle", runs, {"flops": flops, "tokens": tokens, "seconds": seconds},
-                Schedule.constant(best).to_list(), oracle_scores=scores,
+                Schedule.constant(best).to_json(), oracle_scores=scores,
                 oracle_candidates=[c.to_dict() for c in cands])
 
 
