@@ -93,7 +93,7 @@ def test_static_schedule_switches_at_the_boundary(tiny_corpus, tmp_path) -> None
     from mixlab.report.data import load_report_input
 
     data = load_report_input(tmp_path / "run")
-    assert data.schedule == [(0, {"english": 1.0}), (4, {"code": 0.5, "arithmetic": 0.5})]
+    assert data.schedule == sched
     assert sorted({(r["step"], r["domain"]) for r in data.metrics}) == [
         (s, d) for s in (4, 8) for d in sorted(tiny_corpus.domains)
     ]
@@ -203,7 +203,7 @@ def test_group_influence_on_the_live_model_is_recorded(tiny_corpus, tmp_path) ->
     from mixlab.report.data import load_report_input
 
     data = load_report_input(tmp_path / "run")
-    assert [s[0] for s in data.schedule] == [0, 4]
+    assert [s.start_step for s in data.schedule.stages] == [0, 4]
     (inf,) = data.influence
     assert inf.stage == 1 and inf.step == 4
     np.testing.assert_allclose(inf.matrix, mixer.last_influence_.matrix)

@@ -116,7 +116,7 @@ def test_schedule_and_stagewise_api(tiny_corpus, tmp_path):
     assert again.step == 12
     assert again.sampler.schedule.mixture_at(12).to_dict() == {"code": 1.0}
     with pytest.raises(ConfigError, match="unknown domain"):
-        again.set_schedule({"wiki": 1.0})
+        again.set_schedule(Mixture({"wiki": 1.0}))
     result = again.fit()
     assert result.steps == 20
 

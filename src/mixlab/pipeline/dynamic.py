@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from mixlab.data.targets import load_targets, resolve_target_paths
 from mixlab.errors import ConfigError, MixlabError
 from mixlab.mixers import ComputeLedger, MixingContext, get_mixer
-from mixlab.mixture import Mixture, Schedule
+from mixlab.mixture import Mixture, MixtureSpec, Schedule
 from mixlab.utils.config import parse_config
 from mixlab.utils.io import atomic_open, atomic_write_json, read_json, read_yaml
 
@@ -290,7 +290,7 @@ class DynamicPipeline:
             initial_ctx.proxy = self._proxy_runner(corpus, base)
         initial = _initial_mixture(cfg, initial_ctx)
         train_cfg = base.model_copy(update={
-            "mixture": initial.to_dict(), "kind": "pipeline", "method": cfg.mixer,
+            "mixture": MixtureSpec.parse(initial), "kind": "pipeline", "method": cfg.mixer,
         })
         trainer = Trainer(train_cfg, self.store, corpus=corpus)
         try:
