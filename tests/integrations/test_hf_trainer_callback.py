@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 import numpy as np
@@ -9,8 +10,11 @@ import pytest
 import torch
 
 from mixlab import ConfigError, Mixture, Schedule
+from mixlab.influence import GroupInfluence, measure_group_influence
 from mixlab.integrations.hf import MixtureScheduleCallback, MixtureStream, mixture_dataset
-from mixlab.mixers.base import Mixer, MixingContext
+from mixlab.mixers.base import Mixer, MixingContext, Proposal
+from mixlab.pipeline.dynamic import PipelineConfig, run_pipeline
+from mixlab.pipeline.stages import StageRecord
 
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("datasets")
@@ -174,18 +178,16 @@ class InfluenceGreedyMixer(Mixer):
     name = "influence-greedy"
     dynamic = True
 
-    def propose(self, ctx: MixingContext) -> Mixture:
-        from mixlab.influence import measure_group_influence
-
+    def propose(self, ctx: MixingContext) -> Proposal:
         gi = measure_group_influence(
             ctx.live.model, ctx.corpus, tokens_per_domain=2 * 4 * (ctx.live.seq_len + 1), seq_len=ctx.live.seq_len,
             batch_size=4, preconditioner="adam", optimizer=ctx.live.optimizer, seed=0,
         )  # fmt: skip
-        self.last_influence_ = gi
+        self.influence_ = gi
         total = {
             d: max(0.0, float(v)) + 1e-3 for d, v in zip(gi.train_domains, gi.matrix.sum(axis=1), strict=True)
         }
-        return Mixture.from_weights(total)
+        return Proposal(Mixture.from_weights(total), influence=gi)
 
 
 def test_group_influence_on_the_live_model_is_recorded(tiny_corpus, tmp_path) -> None:
@@ -195,8 +197,8 @@ def test_group_influence_on_the_live_model_is_recorded(tiny_corpus, tmp_path) ->
     _trainer(tmp_path, tiny_corpus, stream, callback, steps=6).train()
     stage1 = callback.stages[1]
     assert stage1.start_step == 4 and stage1.influence is not None
-    assert stage1.influence["train_domains"] == tiny_corpus.domains
-    assert np.isfinite(np.asarray(stage1.influence["matrix"])).all()
+    assert stage1.influence is mixer.influence_ and stage1.influence.train_domains == tiny_corpus.domains
+    assert np.isfinite(stage1.influence.matrix).all()
     assert stage1.mixture == stream.schedule.mixture_at(4)
     after = stream.counts(4, 6)
     assert sum(after.values()) == 2 * BATCH
@@ -206,7 +208,7 @@ def test_group_influence_on_the_live_model_is_recorded(tiny_corpus, tmp_path) ->
     assert [s.start_step for s in data.schedule.stages] == [0, 4]
     (inf,) = data.influence
     assert inf.stage == 1 and inf.step == 4
-    np.testing.assert_allclose(inf.matrix, mixer.last_influence_.matrix)
+    np.testing.assert_allclose(inf.matrix, mixer.influence_.matrix)
 
 
 def test_tikmix_d_chooses_the_next_stage_in_a_trainer_run(tiny_corpus, tmp_path) -> None:
@@ -220,10 +222,37 @@ def test_tikmix_d_chooses_the_next_stage_in_a_trainer_run(tiny_corpus, tmp_path)
     assert callback.stages[0].mixture == natural
     stage1 = callback.stages[1]
     assert stage1.start_step == 4 and stage1.decided_at_step == 3
-    assert stage1.influence is not None and len(stage1.influence["matrix"]) == len(tiny_corpus.domains)
+    assert stage1.influence is not None and stage1.influence.matrix.shape[0] == len(tiny_corpus.domains)
+    assert stage1.solver["solver"] == "slsqp" and len(stage1.measurements) == 1
     assert stage1.compute.get("flops", 0) > 0
     assert stream.schedule.mixture_at(4) == stage1.mixture
     assert (tmp_path / "run" / "stages" / "stage_1" / "influence.json").is_file()
+
+
+def test_the_callback_and_the_pipeline_record_stages_alike(tiny_corpus, tmp_path) -> None:
+    """Both drivers go through the one stage engine: the same record type and fields, the same files."""
+    params = {"tokens_per_domain": 2 * 4 * (SEQ + 1)}
+    stream = MixtureStream(tiny_corpus, None, seq_len=SEQ, batch_size=BATCH)
+    callback = MixtureScheduleCallback(stream, mixer="tikmix-d", mixer_params=params, boundaries=[4],
+                                       out_dir=tmp_path / "hf-run")
+    _trainer(tmp_path, tiny_corpus, stream, callback, steps=6).train()
+    train = {"corpus": str(tiny_corpus.root), "model": "nano-100k", "tokens": 8 * BATCH * SEQ, "seq_len": SEQ,
+             "batch_size": BATCH, "eval_batches": 1, "seed": 0, "workspace": str(tmp_path / "ws"),
+             "progress": False, "max_epochs": 100.0, "on_exceed": "warn"}
+    res = run_pipeline(PipelineConfig(train=train, mixer="tikmix-d", mixer_params=params), corpus=tiny_corpus)
+    hf, pipe = callback.stages[1], res.stages[1]
+    assert type(hf) is type(pipe) is StageRecord
+    assert set(pipe.to_dict()) - set(hf.to_dict()) == {"val_losses", "domain_counts"}  # the pipeline evaluates
+    assert set(hf.to_dict()) <= set(pipe.to_dict())
+    for rec in (hf, pipe):
+        assert rec.method == "tikmix-d" and isinstance(rec.influence, GroupInfluence)
+        assert rec.influence.train_domains == tiny_corpus.domains and rec.solver["success"]
+        assert rec.compute["flops"] == pytest.approx(rec.influence.flops) and len(rec.measurements) == 1
+        assert set(rec.random_state) == {"torch_cpu"}  # CUDA's too where CUDA is present
+    for run_dir in (tmp_path / "hf-run", res.run_dir):
+        d = run_dir / "stages" / "stage_1"
+        assert StageRecord.from_dict(json.loads((d / "record.json").read_text())).influence.shape == (4, 4)
+        assert {p.name for p in d.iterdir()} == {"record.json", "mixture.json", "influence.json"}
 
 
 class FixedMixer(Mixer):
@@ -266,9 +295,9 @@ def test_callback_measures_influence_for_the_mixer(tiny_corpus, tmp_path) -> Non
     )
     _trainer(tmp_path, tiny_corpus, stream, callback, steps=4).train()
     stage1 = callback.stages[1]
-    assert stage1.influence == mixer.last_influence_.to_dict()
-    assert stage1.influence["preconditioner"].startswith("adam")
-    assert stage1.compute["flops"] == pytest.approx(mixer.last_influence_.flops)
+    assert stage1.influence.preconditioner.startswith("adam")
+    assert stage1.compute["tokens"] == stage1.influence.tokens < 10**6  # the callback's budget, not the mixer's
+    assert stage1.compute["flops"] == pytest.approx(stage1.influence.flops)
     assert stream.schedule.mixture_at(3) == stage1.mixture
 
 

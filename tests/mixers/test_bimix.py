@@ -57,7 +57,7 @@ def test_bimix_mixer_recovers_the_laws_optimum():
     runner = BiMixCurves(true)
     ctx = _ctx(runner)
     mixer = get_mixer("bimix", proxy_tokens=2_000_000)
-    mix = mixer.propose(ctx)
+    mix = mixer.propose(ctx).mixture
     expected = true.optimize(ctx.total_tokens)
     assert np.allclose(mix.to_array(DOMS), expected.to_array(DOMS), atol=0.01)
     assert len(runner.calls) == len(DOMS) + 1
@@ -69,7 +69,7 @@ def test_bimix_mixer_recovers_the_laws_optimum():
     assert len(mixer.selector_.folds_) == len(DOMS) + 1 and mixer.model_ is mixer.selector_.estimator_
     # the within-run fit, passed through law={...}, finds the same optimum on curves the law fits exactly
     within = get_mixer("bimix", proxy_tokens=2_000_000, law={"run_effects": True})
-    mix_within = within.propose(_ctx(BiMixCurves(true)))
+    mix_within = within.propose(_ctx(BiMixCurves(true))).mixture
     assert within.model_.laws_["web"].run_effects
     assert np.allclose(mix_within.to_array(DOMS), expected.to_array(DOMS), atol=0.02)
 
@@ -77,7 +77,7 @@ def test_bimix_mixer_recovers_the_laws_optimum():
 def test_bimix_mixer_respects_bounds_and_target_weights():
     true = _true_model()
     ctx = _ctx(BiMixCurves(true), upper={"code": 0.2}, target_weights={"web": 1.0, "code": 1.0, "books": 2.0})
-    mix = get_mixer("bimix", proxy_tokens=2_000_000).propose(ctx)
+    mix = get_mixer("bimix", proxy_tokens=2_000_000).propose(ctx).mixture
     assert mix["code"] <= 0.2 + 1e-6
     w = {"web": 0.25, "code": 0.25, "books": 0.5}
     expected = true.optimize(ctx.total_tokens, weights=w, constraints=ctx.constraints())
@@ -109,7 +109,7 @@ def test_bimix_carries_an_evaluation_only_target_over_to_domain_weights():
     true = _true_model()
     mixer = get_mixer("bimix", proxy_tokens=2_000_000)
     ctx = _ctx(DocsCurves(true), target_domains=["target:docs"])
-    mix = mixer.propose(ctx)
+    mix = mixer.propose(ctx).mixture
     assert mixer.target_rule_ == pytest.approx({"web": 0.6, "code": 0.0, "books": 0.4}, abs=1e-6)
     expected = true.optimize(ctx.total_tokens, weights={"web": 0.6, "code": 0.0, "books": 0.4})
     assert np.allclose(mix.to_array(DOMS), expected.to_array(DOMS), atol=0.01)
@@ -135,13 +135,13 @@ def test_bimix_mixer_with_the_transfer_law_finds_that_laws_optimum():
     true = TransferLaw()
     ctx = _ctx(BiMixCurves(true))
     runner = ctx.proxy
-    mix = get_mixer("bimix", proxy_tokens=2_000_000, n_runs=10, transfer=True).propose(ctx)
+    mix = get_mixer("bimix", proxy_tokens=2_000_000, n_runs=10, transfer=True).propose(ctx).mixture
     floor = np.min([m.to_array(DOMS) for m in runner.calls], axis=0)
     assert np.all(mix.to_array(DOMS) >= floor - 1e-9)  # never below the shares the proxies covered
     grid = np.random.default_rng(0).dirichlet(np.ones(3), 40000)
     best = grid[np.argmin(true.predict(grid, ctx.total_tokens).sum(axis=1))]
     assert np.allclose(mix.to_array(DOMS), best, atol=0.02)
-    plain = get_mixer("bimix", proxy_tokens=2_000_000, n_runs=10).propose(_ctx(BiMixCurves(true)))
+    plain = get_mixer("bimix", proxy_tokens=2_000_000, n_runs=10).propose(_ctx(BiMixCurves(true))).mixture
     # plain BiMix reads books' gain from web as books' own: it gives books more than the optimum
     assert plain["books"] > mix["books"] + 0.03
 
@@ -161,7 +161,7 @@ class DMLFinals:
 
 def test_dml_mixer_recovers_optimum_on_other_targets():
     ctx = _ctx(DMLFinals(), target_domains=["web", "val-x"])
-    mix = get_mixer("dml").propose(ctx)
+    mix = get_mixer("dml").propose(ctx).mixture
     f = DMLFinals()
     cands = np.random.default_rng(0).dirichlet(np.ones(3), 4000)
     obj = (f.C + f.K * np.exp(cands @ f.T.T)).mean(axis=1)

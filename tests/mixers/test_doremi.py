@@ -36,7 +36,7 @@ def test_doremi_moves_weight_away_from_noise(noise_target_corpus):
         domains=["target", "noise"], available_tokens=corpus.token_counts(), total_tokens=100_000, corpus=corpus
     )
     mixer = get_mixer("doremi", steps=60, batch_size=16, seq_len=32, warmup=5, device="cpu")
-    mix = mixer.propose(ctx)
+    mix = mixer.propose(ctx).mixture
     assert mix["noise"] < 0.4 < mix["target"]  # uniform would be 0.5 each
     assert mixer.weights_.shape == (60, 2)
     assert mixer.weights_.mean(axis=0)[0] == pytest.approx(mix["target"])

@@ -34,7 +34,7 @@ def test_ce_mixer_matches_hand_computed_softmax():
     corpus = TinyCorpus({"det": np.tile(np.arange(4), 5000), "rand": rng.integers(0, 4, 20000)}, 4)
     ctx = _ctx(corpus)
     mixer = get_mixer("bimix-entropy-ce", seq_len=64)
-    mix = mixer.propose(ctx)
+    mix = mixer.propose(ctx).mixture
     assert mixer.entropies_["det"] == pytest.approx(0.0, abs=1e-9)
     assert mixer.entropies_["rand"] == pytest.approx(math.log(4), abs=0.01)
     assert mix["rand"] / mix["det"] == pytest.approx(math.exp(mixer.entropies_["rand"]))
@@ -45,14 +45,14 @@ def test_ce_mixer_matches_hand_computed_softmax():
 def test_other_measures_rank_diverse_domain_higher(name):
     rng = np.random.default_rng(1)
     corpus = TinyCorpus({"narrow": rng.integers(0, 3, 8000), "wide": rng.integers(0, 64, 8000)}, 64)
-    mix = get_mixer(name, seq_len=128).propose(_ctx(corpus))
+    mix = get_mixer(name, seq_len=128).propose(_ctx(corpus)).mixture
     assert mix["wide"] > mix["narrow"]
 
 
 def test_bounds_and_missing_corpus():
     rng = np.random.default_rng(2)
     corpus = TinyCorpus({"a": rng.integers(0, 2, 4000), "b": rng.integers(0, 50, 4000)}, 50)
-    mix = get_mixer("bimix-entropy-ce", seq_len=64).propose(_ctx(corpus, upper={"b": 0.6}))
+    mix = get_mixer("bimix-entropy-ce", seq_len=64).propose(_ctx(corpus, upper={"b": 0.6})).mixture
     assert mix["b"] == pytest.approx(0.6, abs=1e-6)
     with pytest.raises(MixlabError, match="corpus"):
         get_mixer("bimix-entropy-ce").propose(MixingContext(domains=["a"], available_tokens={"a": 1}, total_tokens=1))
@@ -63,5 +63,5 @@ def test_on_a_real_prepared_corpus(tmp_path):
 
     docs = {"abc": ["abcabcabc " * 20] * 10, "mixed": ["the quick brown fox jumps over a lazy dog 123"] * 10}
     corpus = prepare_domains(tmp_path / "c", docs, val_fraction=0.1)
-    mix = get_mixer("bimix-entropy-ce", seq_len=64).propose(_ctx(corpus))
+    mix = get_mixer("bimix-entropy-ce", seq_len=64).propose(_ctx(corpus)).mixture
     assert mix["mixed"] > mix["abc"]

@@ -59,7 +59,7 @@ def test_regmix_finds_near_optimal_mixture_and_counts_compute():
     proxy = LawProxy()
     ctx = _ctx(proxy)
     mixer = get_mixer("regmix", n_runs=24, proxy_tokens=10_000, n_samples=20_000, top_k=32)
-    mix = mixer.propose(ctx)
+    mix = mixer.propose(ctx).mixture
     assert len(proxy.calls) == 24
     assert ctx.compute.tokens == 24 * 10_000 and ctx.compute.flops == pytest.approx(24 * 6e5 * 10_000)
     w = mix.to_array(DOMAINS)
@@ -75,7 +75,7 @@ def test_regmix_finds_near_optimal_mixture_and_counts_compute():
 def test_regmix_respects_bounds_and_targets():
     proxy = LawProxy()
     ctx = _ctx(proxy, upper={"web": 0.3}, target_domains=["code"])
-    mix = get_mixer("regmix", n_runs=20, proxy_tokens=10_000, n_samples=10_000, top_k=16).propose(ctx)
+    mix = get_mixer("regmix", n_runs=20, proxy_tokens=10_000, n_samples=10_000, top_k=16).propose(ctx).mixture
     assert mix["web"] <= 0.3 + 1e-6
     # the target is code's loss only: code must dominate the mixture
     assert mix["code"] == max(mix.weights.values())
@@ -85,7 +85,7 @@ def test_regmix_paper_setting_runs_and_needs_a_proxy():
     proxy = LawProxy()
     mix = get_mixer("regmix", n_runs=40, proxy_tokens=10_000, predictor="lightgbm",
                     predictor_params={"min_data_in_leaf": 3, "n_estimators": 200, "learning_rate": 0.05},
-                    search="topk", n_samples=5_000, top_k=16).propose(_ctx(proxy))
+                    search="topk", n_samples=5_000, top_k=16).propose(_ctx(proxy)).mixture
     assert abs(sum(mix.weights.values()) - 1) < 1e-9
     with pytest.raises(MixlabError, match="ProxyRunner"):
         get_mixer("regmix").propose(_ctx(None))

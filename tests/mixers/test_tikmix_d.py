@@ -141,7 +141,7 @@ def test_mixer_respects_bounds_and_availability():
             upper={"c": 0.5},
             previous=Mixture({"a": 0.4, "b": 0.01, "c": 0.59}),
         )
-        mix = get_mixer("tikmix-d", **params).propose(ctx)
+        mix = get_mixer("tikmix-d", **params).propose(ctx).mixture
         w = mix.to_array(ctx.domains)
         assert ctx.constraints().satisfied(w, tol=1e-7), (params, mix)
         assert w[1] <= 2.0 * 100 / 10_000 + 1e-9  # availability cap of b
@@ -192,9 +192,11 @@ def _live_ctx():
 def test_mixer_measures_influence_on_the_live_model():
     model, corpus, ctx = _live_ctx()
     mixer = get_mixer("tikmix-d", tokens_per_domain=2 * 4 * 16)
-    mix = mixer.propose(ctx)
+    proposal = mixer.propose(ctx)
+    mix = proposal.mixture
     assert mix.domains == corpus.domains
-    gi = mixer.last_influence_
+    gi = proposal.influence  # the proposal carries the matrix it was chosen from
+    assert proposal.solver["success"] and proposal.measurements[0]["tokens"] == gi.tokens
     assert gi.matrix.shape == (3, 3) and gi.preconditioner == "adam"
     assert ctx.compute.tokens == gi.tokens == 6 * 2 * 4 * 16
     assert ctx.compute.flops == pytest.approx(6 * sum(p.numel() for p in model.parameters()) * gi.tokens)
@@ -234,8 +236,9 @@ def test_tikmix_d_moves_weight_away_from_noise(noise_target_corpus, objective):
         live=SimpleNamespace(model=model, optimizer=opt, seq_len=32, batch_size=8),
     )  # fmt: skip
     mixer = get_mixer("tikmix-d", objective=objective, tokens_per_domain=4 * 8 * 32)
-    mix = mixer.propose(ctx)
-    infl = dict(zip(mixer.last_influence_.train_domains, mixer.last_influence_.matrix[:, 0], strict=True))
+    proposal = mixer.propose(ctx)
+    mix, gi = proposal.mixture, proposal.influence
+    infl = dict(zip(gi.train_domains, gi.matrix[:, 0], strict=True))
     assert infl["target"] > infl["noise"]
     assert mix["noise"] < 0.4 < mix["target"]  # the previous (uniform) mixture had 0.5 each
 
@@ -299,10 +302,10 @@ def test_every_measurement_of_the_budget_is_counted_as_choosing_compute():
     _, _, ctx = _live_ctx()
     per = 2 * 4 * 16
     mixer = get_mixer("tikmix-d", tokens_per_domain=per, min_stability=1.0, max_tokens_per_domain=3 * per)
-    mixer.propose(ctx)
-    recs = mixer.last_measurements_
+    proposal = mixer.propose(ctx)
+    recs = proposal.measurements
     assert len(recs) == 3 and [r["seed"] for r in recs] == [0, 1, 2]
-    assert ctx.compute.tokens == mixer.last_influence_.tokens == 3 * 6 * per
+    assert ctx.compute.tokens == proposal.influence.tokens == 3 * 6 * per
     assert all(r["stability"] is None or -1 <= r["stability"] <= 1 for r in recs)
 
 
@@ -312,8 +315,8 @@ def test_pooled_measurements_fit_ekfac_once():
     mixer = get_mixer(
         "tikmix-d", tokens_per_domain=per, preconditioner="ekfac", min_stability=1.0, max_tokens_per_domain=2 * per
     )
-    mixer.propose(ctx)
-    first, second = mixer.last_measurements_
+    proposal = mixer.propose(ctx)
+    first, second = proposal.measurements
     assert second["tokens"] == 6 * per  # three training domains and three targets, no refit
     assert first["tokens"] == 6 * per + 2 * 3 * 2 * 4 * 16  # plus the fit: 2 batches per domain, 2 passes
-    assert mixer.last_influence_.preconditioner == "ekfac" and ctx.compute.tokens == first["tokens"] + second["tokens"]
+    assert proposal.influence.preconditioner == "ekfac" and ctx.compute.tokens == first["tokens"] + second["tokens"]

@@ -40,12 +40,12 @@ def test_labels_are_linear_in_the_mixture():
     c = np.array([0.2, 0.3, 0.5])
     W = np.random.default_rng(0).dirichlet(np.ones(4), size=5)
     s = influence_scores(W, MATRIX, c)
-    S_hat = (MATRIX / np.abs(MATRIX).max(axis=0)).T
-    np.testing.assert_allclose(s, (W @ S_hat.T) @ (3 * c), rtol=1e-6)
+    I_hat = MATRIX / np.abs(MATRIX).max(axis=0)  # [train, target], each target's column scaled
+    np.testing.assert_allclose(s, (W @ I_hat) @ (3 * c), rtol=1e-6)
     mixed = influence_scores(0.3 * W[:1] + 0.7 * W[1:2], MATRIX, c)
     np.testing.assert_allclose(mixed, 0.3 * s[0] + 0.7 * s[1], rtol=1e-9)
     bal = influence_scores(W, MATRIX, c, label="balanced", alpha=2.0)
-    np.testing.assert_allclose(bal, s - 2.0 * (W @ S_hat.T).std(axis=1), rtol=1e-6)
+    np.testing.assert_allclose(bal, s - 2.0 * (W @ I_hat).std(axis=1), rtol=1e-6)
 
 
 def test_objective_label_is_minus_the_tikmix_d_objective():
@@ -78,18 +78,19 @@ def test_surrogate_ranks_held_out_mixtures():
 def test_search_improves_the_label_and_respects_constraints():
     ctx = _ctx(max_epochs=1.0, upper={"b": 0.6})
     mixer = get_mixer("tikmix-m", **FAST)
-    mix = mixer.propose(ctx)
-    w = mix.to_array(DOMAINS)
+    proposal = mixer.propose(ctx)
+    w = proposal.mixture.to_array(DOMAINS)
     assert ctx.constraints().satisfied(w, tol=1e-7)
     c = np.ones(3) / 3
     start = solve_tikmix_d(MATRIX, upper=ctx.constraints().upper, previous=np.full(4, 0.25)).weights
-    np.testing.assert_allclose(mixer.last_start_, start, atol=1e-6)
+    np.testing.assert_allclose(proposal.details["start"], start, atol=1e-6)
     # the label favours b, then c; the search moves from TiKMiX-D's entropic answer towards them
     assert influence_scores(w, MATRIX, c)[0] > influence_scores(start, MATRIX, c)[0]
     assert influence_scores(w, MATRIX, c)[0] > influence_scores(np.full(4, 0.25), MATRIX, c)[0]
     assert w[3] < 0.05  # the harmful domain is dropped
-    X, y = mixer.last_candidates_
-    assert len(X) == 128 + 64 and len(mixer.last_trace_) == 5
+    X, y = proposal.details["candidates"]
+    assert len(X) == 128 + 64 and len(proposal.details["trace"]) == 5
+    assert proposal.influence.matrix.shape == MATRIX.shape and proposal.solver["success"]
 
 
 class FakeProxy:
@@ -110,9 +111,9 @@ class FakeProxy:
 def test_proxy_losses_shift_the_choice():
     proxy = FakeProxy()
     ctx = _ctx(proxy=proxy)
-    base = get_mixer("tikmix-m", **FAST).propose(_ctx())
+    base = get_mixer("tikmix-m", **FAST).propose(_ctx()).mixture
     mixer = get_mixer("tikmix-m", proxy_runs=40, proxy_tokens=1000, loss_weight=3.0, **FAST)
-    mix = mixer.propose(ctx)
+    mix = mixer.propose(ctx).mixture
     assert proxy.calls == 40
     assert ctx.compute.flops == pytest.approx(40 * 1e6) and ctx.compute.tokens == 40 * 1000
     assert mix["c"] > base["c"]
@@ -157,13 +158,13 @@ def test_continuation_labels_on_the_live_model_differ_from_the_matrix_product(no
         "tikmix-m", tokens_per_domain=2 * 8 * 32, n_measured=10, continuation_steps=6, n_candidates=16,
         n_local_candidates=8, search_rounds=2, search_samples=50, top_k=4, n_estimators=20, interval_scale=1.0,
     )  # fmt: skip
-    mixer.propose(ctx)
-    X, y = mixer.last_candidates_
+    proposal = mixer.propose(ctx)
+    X, y = proposal.details["candidates"]
     assert len(X) == len(y) == 10
     A = np.hstack([X, np.ones((len(X), 1))])
     resid = y - A @ np.linalg.lstsq(A, y, rcond=None)[0]
     assert np.linalg.norm(resid) > 0.05 * np.linalg.norm(y - y.mean())  # not linear in w
-    linear = influence_scores(X, mixer.last_influence_.matrix, np.ones(1))
+    linear = influence_scores(X, proposal.influence.matrix, np.ones(1))
     assert not np.allclose(y, linear)
-    assert ctx.compute.tokens > mixer.last_influence_.tokens + 10 * 6 * 8 * 32
+    assert ctx.compute.tokens > proposal.influence.tokens + 10 * 6 * 8 * 32
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())

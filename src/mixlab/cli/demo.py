@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import typer
@@ -58,7 +59,7 @@ def demo(
         workspace, model=model, tokens=tokens, stages=stages, mixer=mixer, influence_tokens=influence_tokens,
         targets=tuple(target or (DEFAULT_TARGET,)), seed=seed, cache_dir=cache_dir,
     )  # fmt: skip
-    domains = list(res.pipeline.stages[0].mixture)
+    domains = list(res.pipeline.stages[0].mixture.to_dict())
     mix = Table(title=f"{escape(mixer)}: mixture per stage")
     mix.add_column("stage")
     mix.add_column("from step", justify="right")
@@ -66,9 +67,10 @@ def demo(
         mix.add_column(d, justify="right")
     mix.add_column("influence stability", justify="right")
     for rec in res.pipeline.stages:
-        stab = (rec.influence or {}).get("stability")
-        mix.add_row(str(rec.stage), str(rec.start_step), *(f"{rec.mixture.get(d, 0.0):.3f}" for d in domains),
-                    "" if stab is None else f"{stab:.2f}")
+        stab = rec.influence.stability if rec.influence is not None else math.nan
+        weights = rec.mixture.to_dict()
+        mix.add_row(str(rec.stage), str(rec.start_step), *(f"{weights.get(d, 0.0):.3f}" for d in domains),
+                    f"{stab:.2f}" if math.isfinite(stab) else "")
     console.print(mix)
 
     runs = {mixer: res.pipeline.final} | res.baselines

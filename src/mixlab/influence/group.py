@@ -41,8 +41,6 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -59,144 +57,13 @@ from mixlab.influence.batches import (
     to_device,
     token_batches,
 )
+from mixlab.influence.matrix import GroupInfluence, split_half_stability
 from mixlab.influence.preconditioners import Preconditioner, flat_grad, make_preconditioner, trainable_params
 from mixlab.influence.projection import GradientProjector
-from mixlab.utils.io import atomic_write_json, read_json
 
 log = logging.getLogger(__name__)
 
 LossFn = Callable[[torch.nn.Module, Any], torch.Tensor]
-
-
-@dataclass
-class GroupInfluence:
-    """A measured influence matrix: ``matrix[i, j]`` = influence of training domain i on target j
-    (positive = up-weighting i lowers j's loss), with its standard error."""
-
-    matrix: np.ndarray
-    stderr: np.ndarray
-    train_domains: list[str]
-    target_domains: list[str]
-    tokens: int = 0
-    seconds: float = 0.0
-    preconditioner: str = "identity"
-    flops: float = 0.0
-    projection_dim: int | None = None
-    batches: dict[str, dict[str, int]] = field(default_factory=dict)
-    """Batches used per domain: ``{"train": {...}, "target": {...}, "fit": {"total": n}}``."""
-    stderr_method: str = "delta"
-    stability: float = float("nan")
-    """Split-half reliability of the column-centred matrix (Spearman-Brown; NaN unless every domain has
-    at least two batches). 1 = the two halves order the domains identically within every target."""
-    half_matrices: np.ndarray | None = None
-    """The two half-sample matrices ``[2, n_train, n_target]`` the stability is computed from."""
-
-    def __post_init__(self) -> None:
-        self.matrix = np.asarray(self.matrix, dtype=float).reshape(
-            len(self.train_domains), len(self.target_domains)
-        )
-        self.stderr = np.asarray(self.stderr, dtype=float).reshape(self.matrix.shape)
-        if self.half_matrices is not None:
-            self.half_matrices = np.asarray(self.half_matrices, dtype=float).reshape(2, *self.matrix.shape)
-        self.stability = float(self.stability) if self.stability is not None else float("nan")
-
-    def z_scores(self) -> np.ndarray:
-        """matrix / stderr; |z| < 2 marks entries indistinguishable from noise."""
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return self.matrix / self.stderr
-
-    def aggregate(
-        self, weights: Mapping[str, float] | np.ndarray, target_weights: Mapping[str, float] | None = None
-    ) -> float:
-        """Total influence of a mixture, sum_j c_j sum_i w_i I[i, j] (linear in w)."""
-        w = (
-            np.array([weights.get(d, 0.0) for d in self.train_domains])
-            if isinstance(weights, Mapping)
-            else np.asarray(weights, float)
-        )
-        c = (
-            np.array([target_weights.get(d, 0.0) for d in self.target_domains])
-            if target_weights
-            else np.full(len(self.target_domains), 1.0 / len(self.target_domains))
-        )
-        return float(w @ self.matrix @ c)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "matrix": self.matrix.tolist(),
-            "stderr": [[None if not math.isfinite(x) else x for x in row] for row in self.stderr.tolist()],
-            "train_domains": list(self.train_domains),
-            "target_domains": list(self.target_domains),
-            "tokens": int(self.tokens),
-            "seconds": float(self.seconds),
-            "preconditioner": self.preconditioner,
-            "flops": float(self.flops),
-            "projection_dim": self.projection_dim,
-            "batches": self.batches,
-            "stderr_method": self.stderr_method,
-            "stability": None if not math.isfinite(self.stability) else self.stability,
-            "half_matrices": None if self.half_matrices is None else self.half_matrices.tolist(),
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> GroupInfluence:
-        try:
-            return cls(
-                matrix=np.array(data["matrix"], dtype=float),
-                stderr=np.array(
-                    [[math.nan if x is None else x for x in row] for row in data["stderr"]], dtype=float
-                ),
-                train_domains=list(data["train_domains"]),
-                target_domains=list(data["target_domains"]),
-                tokens=int(data.get("tokens", 0)),
-                seconds=float(data.get("seconds", 0.0)),
-                preconditioner=str(data.get("preconditioner", "identity")),
-                flops=float(data.get("flops", 0.0)),
-                projection_dim=data.get("projection_dim"),
-                batches=dict(data.get("batches", {})),
-                stderr_method=str(data.get("stderr_method", "delta")),
-                stability=float("nan") if data.get("stability") is None else float(data["stability"]),
-                half_matrices=None if data.get("half_matrices") is None else np.array(data["half_matrices"]),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise DataError(
-                f"not a Group Influence record ({exc}); expected keys matrix, stderr, train_domains, target_domains"
-            ) from None
-
-    def save(self, path: str | Path) -> None:
-        atomic_write_json(path, self.to_dict())
-
-    @classmethod
-    def load(cls, path: str | Path) -> GroupInfluence:
-        return cls.from_dict(read_json(path))
-
-    def __str__(self) -> str:
-        width = max(8, *(len(d) for d in self.target_domains))
-        head = " " * 16 + "".join(f"{d:>{width + 10}}" for d in self.target_domains)
-        rows = [head]
-        for i, d in enumerate(self.train_domains):
-            cells = "".join(
-                f"{self.matrix[i, j]:>{width}.3g} ±{self.stderr[i, j]:<8.2g}"
-                for j in range(len(self.target_domains))
-            )
-            rows.append(f"{d:<16}{cells}")
-        return "\n".join(rows)
-
-
-def split_half_stability(halves: np.ndarray) -> float:
-    """Spearman-Brown reliability 2r / (1 + r) of two half-sample matrices ``[2, n_train, n_target]``,
-    r the Pearson correlation of their entries after centring each target column over the training
-    domains (NaN when undefined: a half is missing or a half has no spread)."""
-    h = np.asarray(halves, dtype=float)
-    if h.shape[0] != 2 or h.shape[1] < 2 or not np.isfinite(h).all():
-        return float("nan")
-    a, b = (x - x.mean(axis=0, keepdims=True) for x in h)
-    a, b = a.ravel(), b.ravel()
-    den = float(np.linalg.norm(a) * np.linalg.norm(b))
-    if den <= 0:
-        return float("nan")
-    r = float(a @ b) / den
-    return 2 * r / (1 + r) if r > -1 else float("nan")
 
 
 def _dist() -> tuple[int, int]:

@@ -47,23 +47,27 @@ from __future__ import annotations
 
 import csv
 import itertools
-import json
 import logging
 import os
 import re
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.utils.data
+
+from mixlab.data import Corpus, MixtureSampler
 from mixlab.errors import ConfigError, MixlabError
+from mixlab.mixers import get_mixer
+from mixlab.mixers.base import Mixer, MixingContext
 from mixlab.mixture import Mixture, Schedule
-from mixlab.utils.io import atomic_open, atomic_write_json
-
-if TYPE_CHECKING:
-    from mixlab.data import Corpus, MixtureSampler
-    from mixlab.mixers.base import Mixer
+from mixlab.model.hf import HFCausalLM
+from mixlab.pipeline.stages import LiveState, StageEngine, StageRecord
+from mixlab.utils.io import atomic_open, atomic_write_json, read_json
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +106,6 @@ class MixtureStream:
         rank: int | None = None,
         world_size: int | None = None,
     ) -> None:
-        from mixlab.data import Corpus
-
         if labels not in ("hf", "shifted"):
             raise ConfigError(f"labels must be 'hf' (labels = input_ids) or 'shifted', got {labels!r}")
         self.corpus = corpus if isinstance(corpus, Corpus) else Corpus.open(corpus)
@@ -133,8 +135,6 @@ class MixtureStream:
 
     def new_sampler(self, mixture_or_schedule: Mixture | Schedule | Mapping[str, float]) -> MixtureSampler:
         """A fresh sampler with this stream's settings (rank, world size, shapes, seed, epochs)."""
-        from mixlab.data import MixtureSampler
-
         return MixtureSampler(self.corpus, mixture_or_schedule, **self._sampler_kw)
 
     @property
@@ -188,8 +188,6 @@ class MixtureStream:
         In DataLoader worker ``w`` of ``N`` only micro-batches ``w, w+N, ...`` (counted from where the
         stream stood when the worker started) are read; the others are skipped without reading tokens.
         """
-        import torch.utils.data
-
         info = torch.utils.data.get_worker_info()
         worker, n_workers = (info.id, info.num_workers) if info is not None else (0, 1)
         done = 0
@@ -213,7 +211,6 @@ class MixtureStream:
         """``{domain: datasets.Dataset}`` of the first ``sequences_per_domain`` validation sequences of
         each domain; pass it as the Trainer's ``eval_dataset`` to get ``eval_<domain>_loss``."""
         import datasets
-        import numpy as np
 
         out = {}
         T = self.seq_len
@@ -260,8 +257,6 @@ def _rank_and_world(rank: int | None, world_size: int | None) -> tuple[int, int]
     """This process's rank and the world size: given, else torch.distributed, else torchrun's env."""
     if rank is not None and world_size is not None:
         return int(rank), int(world_size)
-    import torch.distributed as dist
-
     if dist.is_available() and dist.is_initialized():
         r, w = dist.get_rank(), dist.get_world_size()
     else:
@@ -287,60 +282,6 @@ def mixture_dataset(
     """``(datasets.IterableDataset, MixtureStream)`` for a corpus and a mixture or schedule."""
     stream = MixtureStream(corpus, mixture_or_schedule, **kw)
     return stream.to_hf_dataset(), stream
-
-
-@dataclass
-class LiveState:
-    """The live training state a dynamic mixer sees as ``ctx.live`` at a stage boundary."""
-
-    model: Any
-    """The model behind the mixlab interface (``model(input_ids, labels) -> (logits, loss)``)."""
-    optimizer: Any
-    """The torch optimizer (for Adam-preconditioned influence), or None."""
-    seq_len: int
-    batch_size: int
-    step: int
-    """Optimizer steps the model has taken."""
-    sampler: Any = None
-    hf_model: Any = None
-    device: Any = None
-    total_steps: int | None = None
-    influence: Any = None
-    """Group Influence measured by the callback (``influence=`` settings), or None: mixers such as
-    TiKMiX-D use it instead of measuring again."""
-
-
-@dataclass
-class StageRecord:
-    """What happened at one stage: where it starts, its mixture, and what the mixer measured."""
-
-    index: int
-    start_step: int
-    mixture: Mixture
-    decided_at_step: int | None = None
-    """Optimizer steps the model had taken when the mixture was chosen (None: given in advance)."""
-    influence: dict[str, Any] | None = None
-    compute: dict[str, float] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "index": self.index,
-            "start_step": self.start_step,
-            "mixture": self.mixture.to_dict(),
-            "decided_at_step": self.decided_at_step,
-            "influence": self.influence,
-            "compute": self.compute,
-        }
-
-
-def _influence_record(obj: Any) -> dict[str, Any] | None:
-    if obj is None:
-        return None
-    if hasattr(obj, "to_dict"):
-        obj = obj.to_dict()
-    if isinstance(obj, Mapping):
-        return dict(obj)
-    return None
 
 
 class MixtureScheduleCallback(_CallbackBase):
@@ -393,23 +334,31 @@ class MixtureScheduleCallback(_CallbackBase):
             raise ConfigError("boundaries need a mixer to choose the mixture there (e.g. mixer='tikmix-d')")
         if mixer is not None and isinstance(schedule, Schedule) and len(schedule.stages) > 1:
             raise ConfigError("give either a multi-stage schedule or a mixer with boundaries, not both")
-        self.stages: list[StageRecord] = []
+        self._engine: StageEngine | None = None
         self._pending: list[int] = []
-        self._mixer_obj: Mixer | None = None
         self._trained: MixtureSampler | None = None
         self._announced = 0
         self.metrics: list[dict[str, Any]] = []
         """Per-domain evaluation losses seen so far: ``{run_id, step, tokens, domain, loss}`` rows."""
 
     # ----------------------------------------------------------------- helpers
-    def _get_mixer(self) -> Mixer:
-        if self._mixer_obj is None:
-            from mixlab.mixers import get_mixer
+    @property
+    def stages(self) -> list[StageRecord]:
+        """The stage records so far (:class:`~mixlab.pipeline.stages.StageRecord`), oldest first."""
+        return self.engine.records
 
-            self._mixer_obj = (
-                get_mixer(self.mixer, **self.mixer_params) if isinstance(self.mixer, str) else self.mixer
-            )
-        return self._mixer_obj
+    @property
+    def engine(self) -> StageEngine:
+        """The stage engine that decides and records this run's stages (built on first use)."""
+        if self._engine is None:
+            mixer = self.mixer
+            if isinstance(mixer, str):
+                mixer = get_mixer(mixer, **self.mixer_params)
+            self._engine = StageEngine(
+                mixer, method=self.mixer if isinstance(self.mixer, str) else None,
+                influence=self.influence, stages_dir=self.out_dir / "stages" if self.out_dir is not None else None,
+            )  # fmt: skip
+        return self._engine
 
     def _check_args(self, args: Any) -> None:
         problems = []
@@ -464,19 +413,13 @@ class MixtureScheduleCallback(_CallbackBase):
         return max(1, (total - step)) * per_step
 
     def _decide(self, boundary: int, start: int, args: Any, state: Any, model: Any, optimizer: Any) -> None:
-        from mixlab.mixers.base import MixingContext
-        from mixlab.model.hf import HFCausalLM
-
-        mixer = self._get_mixer()
         step = int(state.global_step)
-        inner_opt = getattr(optimizer, "optimizer", optimizer)
-        wrapped = model if hasattr(model, "token_losses") else HFCausalLM(model)
         live = LiveState(
-            wrapped,
-            inner_opt,
-            self.stream.seq_len,
-            self.stream.batch_size,
-            step,
+            model=model if hasattr(model, "token_losses") else HFCausalLM(model),
+            optimizer=getattr(optimizer, "optimizer", optimizer),
+            seq_len=self.stream.seq_len,
+            batch_size=self.stream.batch_size,
+            step=step,
             sampler=self.stream.sampler,
             hf_model=model,
             device=next(model.parameters()).device,
@@ -494,31 +437,15 @@ class MixtureScheduleCallback(_CallbackBase):
             "previous": self.stages[-1].mixture,
             "corpus": corpus,
             "live": live,
-            "history": [s.to_dict() for s in self.stages],
+            "history": self.engine.history(),
         }
         fields.update(self.context)
-        ctx = MixingContext(**fields)
-        import torch
-
-        # The mixer runs between two optimizer steps: it must leave no gradients behind (the Trainer
-        # zeroed them before on_step_end and the next step accumulates onto .grad) and must not move
-        # the RNG streams that dropout and the data order of the next steps draw from.
-        rng = torch.random.get_rng_state()
-        cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
-        was_training = model.training
-        model.eval()
-        try:
-            if self.influence is not None:
-                live.influence = self._measure(ctx, live)
-            mixture = mixer.propose(ctx)
-        finally:
-            model.train(was_training)
-            model.zero_grad(set_to_none=True)
-            torch.random.set_rng_state(rng)
-            if cuda_rng is not None:
-                torch.cuda.set_rng_state_all(cuda_rng)
-        if not isinstance(mixture, Mixture):
-            raise MixlabError(f"mixer {mixer!r} returned {type(mixture).__name__}, expected a Mixture")
+        # The mixer runs between two optimizer steps; the engine leaves no gradients behind (the Trainer
+        # zeroed them before on_step_end and the next step accumulates onto .grad) and restores the
+        # random streams that dropout and the data order of the next steps draw from.
+        record = self.engine.decide(MixingContext(**fields), live, start_step=start)
+        log.info("stage %d from step %d (chosen after %d steps by %s): %s", record.stage, start, step,
+                 self.engine.method, record.mixture)
         if start != boundary:
             log.warning(
                 "stage boundary %d: the data loader had already read step %d; the new mixture starts at step %d",
@@ -526,57 +453,10 @@ class MixtureScheduleCallback(_CallbackBase):
                 start - 1,
                 start,
             )
-        self.stream.set_schedule(self.stream.schedule.with_stage(start, mixture))
+        self.stream.set_schedule(self.stream.schedule.with_stage(start, record.mixture))
         if self._trained is not None:
             self._trained.set_schedule(self.stream.schedule)
-        record = StageRecord(
-            len(self.stages),
-            start,
-            mixture,
-            decided_at_step=step,
-            influence=_influence_record(
-                live.influence if live.influence is not None else getattr(mixer, "last_influence_", None)
-            ),
-            compute=ctx.compute.to_dict(),
-        )
-        self.stages.append(record)
-        log.info(
-            "stage %d from step %d (chosen after %d steps by %s): %s",
-            record.index,
-            start,
-            step,
-            mixer,
-            mixture,
-        )
         self._save()
-
-    def _measure(self, ctx: Any, live: LiveState) -> Any:
-        from mixlab.influence import measure_group_influence
-
-        settings = {"preconditioner": "adam", "seed": ctx.seed, **(self.influence or {})}
-        if "tokens_per_domain" not in settings:
-            raise ConfigError(
-                "influence settings need tokens_per_domain (training tokens per domain to measure)"
-            )
-        if settings["preconditioner"] == "adam":
-            settings.setdefault("optimizer", live.optimizer)
-        gi = measure_group_influence(
-            live.model,
-            ctx.corpus,
-            train_domains=list(ctx.domains),
-            target_domains=ctx.targets,
-            seq_len=live.seq_len,
-            batch_size=live.batch_size,
-            **settings,
-        )
-        ctx.compute.add(flops=gi.flops, tokens=gi.tokens, seconds=gi.seconds)
-        log.info(
-            "Group Influence on the live model after %d steps: %d tokens, %.1fs",
-            live.step,
-            gi.tokens,
-            gi.seconds,
-        )
-        return gi
 
     def _save(self) -> None:
         if self.out_dir is None:
@@ -590,12 +470,6 @@ class MixtureScheduleCallback(_CallbackBase):
             self.out_dir / "schedule.json",
             {"schedule": [{"start_step": s.start_step, "mixture": s.mixture.to_dict()} for s in self.stages]},
         )
-        for s in self.stages:
-            if s.influence is not None:
-                atomic_write_json(
-                    self.out_dir / "stages" / f"stage_{s.index}" / "influence.json",
-                    {**s.influence, "step": s.start_step},
-                )
 
     # ----------------------------------------------------------------- checkpoints
     def _state_path(self, args: Any, step: int) -> Path:
@@ -613,7 +487,7 @@ class MixtureScheduleCallback(_CallbackBase):
             self._state_path(args, step),
             {
                 "sampler": self._trained.state_dict(),
-                "stages": [{**rec.to_dict(), "mixture": rec.mixture.to_dict()} for rec in self.stages],
+                "stages": [rec.to_dict() for rec in self.stages],
                 "pending": self._pending,
                 "announced": self._announced,
             },
@@ -627,7 +501,7 @@ class MixtureScheduleCallback(_CallbackBase):
                 f"resuming at step {step}, but {path} is missing: the checkpoint was not written with "
                 "MixtureScheduleCallback, so the data stream cannot be restored"
             )
-        saved = json.loads(path.read_text())
+        saved = read_json(path)
         if self.stream.sampler.step != 0:
             raise MixlabError("resume with a fresh MixtureStream (this one has already been read)")
         trained = self.stream.new_sampler(self.stream.schedule)
@@ -637,17 +511,7 @@ class MixtureScheduleCallback(_CallbackBase):
             self.stream.sampler.load_state_dict(saved["sampler"])  # continue from the saved position
         else:
             self.stream.set_schedule(trained.schedule)  # the Trainer replays and skips the trained steps
-        self.stages = [
-            StageRecord(
-                r["index"],
-                r["start_step"],
-                Mixture(r["mixture"]),
-                decided_at_step=r.get("decided_at_step"),
-                influence=r.get("influence"),
-                compute=r.get("compute") or {},
-            )
-            for r in saved["stages"]
-        ]
+        self.engine.records[:] = [StageRecord.from_dict(r, where=f"{path}: stage") for r in saved["stages"]]
         self._pending = [int(b) for b in saved["pending"]]
         self._announced = int(saved["announced"])
         log.info("resumed the mixture stream at step %d from %s", step, path)
@@ -664,7 +528,9 @@ class MixtureScheduleCallback(_CallbackBase):
             self.stream.set_schedule(self.schedule)
         self._trained = self.stream.new_sampler(self.stream.schedule)
         sched = self.stream.schedule
-        self.stages = [StageRecord(i, s.start_step, s.mixture) for i, s in enumerate(sched.stages)]
+        self.engine.records.clear()
+        for i, st in enumerate(sched.stages):
+            self.engine.given(i, st.start_step, st.mixture)
         self._pending = [b for b in self.boundaries if b > sched.stages[-1].start_step]
         self._announced = 0
         log.info("stage 0 from step 0: %s", self.stages[0].mixture)
@@ -707,8 +573,8 @@ class MixtureScheduleCallback(_CallbackBase):
             self._decide(boundary, start, args, state, kwargs.get("model"), kwargs.get("optimizer"))
         for rec in self.stages[self._announced + 1 :]:
             if step >= rec.start_step:
-                self._announced = rec.index
-                log.info("entered stage %d at step %d: %s", rec.index, step, rec.mixture)
+                self._announced = rec.stage
+                log.info("entered stage %d at step %d: %s", rec.stage, step, rec.mixture)
         return control
 
 

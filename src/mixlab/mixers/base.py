@@ -3,7 +3,11 @@
 A :class:`Mixer` proposes the mixture for the next stretch of training. Static methods (uniform,
 natural, RegMix, BiMix, DoReMi) are asked once, before training; dynamic ones (TiKMiX-D/-M) are
 asked again at every stage boundary with the live model in the context. The benchmark, the CLI,
-the dynamic pipeline and user code all call ``mixer.propose(ctx)`` the same way.
+the dynamic pipeline and user code all call ``mixer.propose(ctx)`` the same way, and get a
+:class:`Proposal` back: the mixture (or schedule) and what the method measured to choose it (its
+Group Influence, its solver's outcome, its influence measurements). The stage engine
+(:mod:`mixlab.pipeline.stages`) writes these into the stage record. A third-party mixer may still
+return a bare :class:`~mixlab.mixture.Mixture`; :meth:`Proposal.of` wraps it.
 
 Adding a method: write ``mixers/<name>.py`` with a subclass of :class:`Mixer` (``__init__`` only
 stores its parameters, as in scikit-learn), and add one line to ``REGISTRY`` in ``mixers/__init__.py``.
@@ -16,7 +20,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from mixlab.mixture import Mixture, MixtureConstraints
+from mixlab.errors import MixlabError
+from mixlab.influence.matrix import GroupInfluence
+from mixlab.mixture import Mixture, MixtureConstraints, Schedule
 from mixlab.proxy import ComputeLedger, ProxyRunner
 
 
@@ -94,6 +100,55 @@ class MixingContext:
         )
 
 
+@dataclass
+class Proposal:
+    """What a mixer proposes: a mixture (or a schedule, for a static method that plans stages itself)
+    and what it measured on the way, for the stage record.
+
+    Exactly one of ``mixture`` and ``schedule`` is set. ``influence`` is the Group Influence the choice
+    was made from (rows = training domains, columns = targets; :mod:`mixlab.influence.matrix`);
+    ``solver`` the solver's outcome as a JSON-able dict (status, message, success, fallback);
+    ``measurements`` one entry per influence measurement of the budget; ``details`` anything else a
+    caller may inspect (not written to records).
+    """
+
+    mixture: Mixture | None = None
+    schedule: Schedule | None = None
+    influence: GroupInfluence | None = None
+    solver: dict[str, Any] | None = None
+    measurements: list[dict[str, Any]] | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if (self.mixture is None) == (self.schedule is None):
+            raise MixlabError("a Proposal holds either a mixture or a schedule (exactly one)")
+
+    @classmethod
+    def of(cls, result: Proposal | Mixture | Schedule, *, mixer: object = None) -> Proposal:
+        """``result`` as a Proposal: a bare Mixture or Schedule (what older mixers return) is wrapped."""
+        if isinstance(result, Proposal):
+            return result
+        if isinstance(result, Mixture):
+            return cls(mixture=result)
+        if isinstance(result, Schedule):
+            return cls(schedule=result)
+        raise MixlabError(
+            f"mixer {mixer!r} returned {type(result).__name__}; propose() must return a Proposal, a Mixture or a Schedule"
+        )
+
+    def as_schedule(self) -> Schedule:
+        """The proposal as a schedule from step 0 (a mixture is a one-stage schedule)."""
+        return self.schedule if self.schedule is not None else Schedule.constant(self.mixture)
+
+    def stage_mixture(self, where: str = "a stage boundary") -> Mixture:
+        """The one mixture a stage starts with; a multi-stage schedule cannot be one stage."""
+        if self.mixture is not None:
+            return self.mixture
+        if len(self.schedule.stages) == 1:
+            return self.schedule.stages[0].mixture
+        raise MixlabError(f"{where} takes one mixture, but the mixer proposed a {len(self.schedule.stages)}-stage schedule")
+
+
 class Mixer(ABC):
     """Proposes a mixture from a :class:`MixingContext`.
 
@@ -105,8 +160,8 @@ class Mixer(ABC):
     dynamic: ClassVar[bool] = False
 
     @abstractmethod
-    def propose(self, ctx: MixingContext) -> Mixture:
-        """Return the mixture for the next stage (or the whole run, for a static method)."""
+    def propose(self, ctx: MixingContext) -> Proposal:
+        """The mixture for the next stage (or the whole run, for a static method) and what was measured."""
 
     def get_params(self) -> dict[str, Any]:
         return {k: v for k, v in vars(self).items() if not k.endswith("_")}

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from mixlab.errors import ConfigError
-from mixlab.mixers.base import Mixer, MixingContext
+from mixlab.mixers.base import Mixer, MixingContext, Proposal
 from mixlab.mixture import Mixture
 
 log = logging.getLogger(__name__)
@@ -36,8 +36,8 @@ class UniformMixer(Mixer):
 
     name = "uniform"
 
-    def propose(self, ctx: MixingContext) -> Mixture:
-        return _respect_constraints(self.name, Mixture.uniform(ctx.domains), ctx)
+    def propose(self, ctx: MixingContext) -> Proposal:
+        return Proposal(_respect_constraints(self.name, Mixture.uniform(ctx.domains), ctx))
 
 
 class NaturalMixer(Mixer):
@@ -46,11 +46,11 @@ class NaturalMixer(Mixer):
 
     name = "natural"
 
-    def propose(self, ctx: MixingContext) -> Mixture:
+    def propose(self, ctx: MixingContext) -> Proposal:
         total = sum(float(ctx.available_tokens.get(d, 0)) for d in ctx.domains)
         if total <= 0:
             raise ConfigError("natural mixture: the corpus reports no training tokens in any domain")
-        return _respect_constraints(self.name, ctx.natural(), ctx)
+        return Proposal(_respect_constraints(self.name, ctx.natural(), ctx))
 
 
 def unimax_allocation(
@@ -92,7 +92,7 @@ class UniMaxMixer(Mixer):
         self.max_epochs = max_epochs
         self.budget_tokens = budget_tokens
 
-    def propose(self, ctx: MixingContext) -> Mixture:
+    def propose(self, ctx: MixingContext) -> Proposal:
         epochs = self.max_epochs
         if epochs is None:
             epochs = ctx.max_epochs if isinstance(ctx.max_epochs, (int, float)) else None
@@ -107,4 +107,4 @@ class UniMaxMixer(Mixer):
         if not math.isclose(sum(alloc.values()), budget, rel_tol=1e-9):
             log.info("unimax: all domains capped at %g epochs; budget %.3g not filled", epochs, budget)
         w = np.array([alloc[d] for d in ctx.domains])
-        return _respect_constraints(self.name, Mixture.from_weights(w, ctx.domains), ctx)
+        return Proposal(_respect_constraints(self.name, Mixture.from_weights(w, ctx.domains), ctx))

@@ -28,7 +28,7 @@ from scipy.optimize import nnls
 from mixlab.errors import ConfigError, MixlabError
 from mixlab.laws.registry import LongTable, get_law
 from mixlab.laws.select import fit_law
-from mixlab.mixers.base import Mixer, MixingContext
+from mixlab.mixers.base import Mixer, MixingContext, Proposal
 from mixlab.mixture import Mixture, MixtureConstraints
 from mixlab.proxy import ProxyResult
 
@@ -180,7 +180,7 @@ class BiMixMixer(Mixer):
             return self.law, {}
         return ("bimix-transfer" if self.transfer else "bimix"), dict(self.law or {})
 
-    def propose(self, ctx: MixingContext) -> Mixture:
+    def propose(self, ctx: MixingContext) -> Proposal:
         if ctx.proxy is None:
             raise MixlabError("bimix needs proxy training: run it through the pipeline or pass MixingContext(proxy=...)")
         domains = list(ctx.domains)
@@ -223,4 +223,4 @@ class BiMixMixer(Mixer):
             mixture = self.model_.optimize(target, weights={d: weights[d] for d in targets}, constraints=cons)
         self.results_ = results
         log.info("bimix optimum at %.3g tokens: %s", target, mixture)
-        return mixture
+        return Proposal(mixture)

@@ -14,7 +14,7 @@ from typing import ClassVar
 
 from mixlab.errors import MixlabError
 from mixlab.laws.entropy import corpus_entropies, entropy_mixture
-from mixlab.mixers.base import Mixer, MixingContext
+from mixlab.mixers.base import Mixer, MixingContext, Proposal
 from mixlab.mixture import Mixture
 
 log = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ class _EntropyMixer(Mixer):
         self.max_tokens = max_tokens
         self.temperature = temperature
 
-    def propose(self, ctx: MixingContext) -> Mixture:
+    def propose(self, ctx: MixingContext) -> Proposal:
         if ctx.corpus is None:
             raise MixlabError(f"{self.name} reads the corpus: pass MixingContext(corpus=Corpus.open(path))")
         with ctx.compute.timed():
@@ -47,7 +47,7 @@ class _EntropyMixer(Mixer):
         if not cons.satisfied(w):
             log.info("%s mixture breaks the bounds/epoch cap; projected onto them", self.name)
             mixture = Mixture.from_weights(cons.clip_and_renormalise(w), ctx.domains)
-        return mixture
+        return Proposal(mixture)
 
 
 class EntropySEMixer(_EntropyMixer):

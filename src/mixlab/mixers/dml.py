@@ -17,7 +17,7 @@ import numpy as np
 from mixlab.errors import MixlabError
 from mixlab.laws.registry import LongTable
 from mixlab.laws.select import fit_law
-from mixlab.mixers.base import Mixer, MixingContext
+from mixlab.mixers.base import Mixer, MixingContext, Proposal
 from mixlab.mixture import Mixture
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ class DataMixingLawMixer(Mixer):
         self.alpha = alpha
         self.law = law
 
-    def propose(self, ctx: MixingContext) -> Mixture:
+    def propose(self, ctx: MixingContext) -> Proposal:
         if ctx.proxy is None:
             raise MixlabError("dml needs proxy training: run it through the pipeline or pass MixingContext(proxy=...)")
         domains = list(ctx.domains)
@@ -84,4 +84,4 @@ class DataMixingLawMixer(Mixer):
             mixture = self.selector_.optimize(step, weights={d: tw[d] for d in targets}, constraints=cons)
         self.results_ = results
         log.info("dml optimum: %s", mixture)
-        return mixture
+        return Proposal(mixture)

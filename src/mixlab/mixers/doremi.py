@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from mixlab.errors import ConfigError, MixlabError, TrainingError
-from mixlab.mixers.base import Mixer, MixingContext
+from mixlab.mixers.base import Mixer, MixingContext, Proposal
 from mixlab.mixture import Mixture
 
 log = logging.getLogger(__name__)
@@ -193,7 +193,7 @@ class DoReMiMixer(Mixer):
         return out
 
     # ------------------------------------------------------------------ the method
-    def propose(self, ctx: MixingContext) -> Mixture:
+    def propose(self, ctx: MixingContext) -> Proposal:
         self._check()
         if ctx.corpus is None:
             raise MixlabError("doremi needs the prepared corpus in the mixing context (ctx.corpus); none was given")
@@ -304,4 +304,4 @@ class DoReMiMixer(Mixer):
         if not cons.satisfied(avg / avg.sum()):
             log.info("doremi: averaged weights break the context's bounds/epoch cap; projected onto them")
             mixture = Mixture.from_weights(cons.clip_and_renormalise(avg / avg.sum()), domains)
-        return mixture
+        return Proposal(mixture)

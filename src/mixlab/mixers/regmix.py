@@ -25,8 +25,7 @@ from typing import Any
 import numpy as np
 
 from mixlab.errors import MixlabError
-from mixlab.mixers.base import Mixer, MixingContext
-from mixlab.mixture import Mixture
+from mixlab.mixers.base import Mixer, MixingContext, Proposal
 from mixlab.predictors import get_predictor
 from mixlab.predictors.sampling import regmix_mixtures, temperature_prior
 from mixlab.predictors.search import search as run_search
@@ -68,7 +67,7 @@ class RegMixMixer(Mixer):
         """Tokens per proxy run: ``proxy_tokens``, else 1/20 of the target run's budget."""
         return int(self.proxy_tokens or max(1, ctx.total_tokens // 20))
 
-    def propose(self, ctx: MixingContext) -> Mixture:
+    def propose(self, ctx: MixingContext) -> Proposal:
         if ctx.proxy is None:
             raise MixlabError("regmix needs proxy runs: give the mixing context a ProxyRunner (ctx.proxy)")
         if self.n_runs < 2:
@@ -105,4 +104,4 @@ class RegMixMixer(Mixer):
         self.predictor_ = model
         self.search_ = found
         log.info("regmix: proposed %s (predicted objective %.4f, %s)", found.mixture, found.predicted, found.method)
-        return found.mixture
+        return Proposal(found.mixture)

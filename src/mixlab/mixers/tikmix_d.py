@@ -1,7 +1,8 @@
 """TiKMiX-D: choose the next stage's mixture directly from the measured Group Influence.
 
-TiKMiX (arXiv 2508.17677, Sec. 3.2). With the influence matrix S (targets x training domains; mixlab's
-:class:`~mixlab.influence.GroupInfluence` stores its transpose, training x targets), a mixture w gives
+TiKMiX (arXiv 2508.17677, Sec. 3.2). The paper writes the influence matrix as S (targets x training
+domains); mixlab's one layout (:mod:`mixlab.influence.matrix`) is its transpose I = S^T (rows = training
+domains, columns = targets), which every function here takes and returns. A mixture w gives
 per-target influence P = S w, normalised per target as P_hat_j = P_j / (max_i |S_ji| + 1e-8) (Eq. 9;
 the paper divides by max_i S_ji, mixlab by its absolute value so a target that every domain hurts
 keeps its sign). Two objectives:
@@ -72,7 +73,11 @@ from typing import Any
 import numpy as np
 
 from mixlab.errors import ConfigError, MixlabError
-from mixlab.mixers.base import Mixer, MixingContext
+from mixlab.influence.budget import measure_until_stable
+from mixlab.influence.group import measure_group_influence
+from mixlab.influence.matrix import GroupInfluence
+from mixlab.influence.preconditioners import make_preconditioner
+from mixlab.mixers.base import Mixer, MixingContext, Proposal
 from mixlab.mixture import Mixture, project_to_bounded_simplex
 
 log = logging.getLogger(__name__)
@@ -122,29 +127,31 @@ def _bounds(k: int, lower: Any, upper: Any) -> tuple[np.ndarray, np.ndarray]:
 
 
 def normalised_influence(influence: np.ndarray) -> np.ndarray:
-    """S_hat = S / (max_i |S_ji| + 1e-8) per target j, as targets x domains (Eq. 9)."""
-    S = np.asarray(influence, float).T
-    return S / (np.abs(S).max(axis=1, keepdims=True) + 1e-8)
+    """Each target's column divided by its largest absolute entry, I[i, j] / (max_i |I[i, j]| + 1e-8)
+    (Eq. 9), in the influence's own layout: rows = training domains, columns = targets."""
+    infl = np.asarray(influence, float)
+    return infl / (np.abs(infl).max(axis=0, keepdims=True) + 1e-8)
 
 
 def paper_objective(
-    w: np.ndarray, S_hat: np.ndarray, c: np.ndarray, alpha: float, beta: float, gamma: float
+    w: np.ndarray, I_hat: np.ndarray, c: np.ndarray, alpha: float, beta: float, gamma: float
 ) -> float:
-    """alpha * std(P_hat) - beta * sum_j m c_j P_hat_j - gamma * H(w) (to be minimised)."""
-    P = S_hat @ w
+    """alpha * std(P_hat) - beta * sum_j m c_j P_hat_j - gamma * H(w) (to be minimised), with
+    P_hat = I_hat^T w (the paper's S_hat w) and I_hat = :func:`normalised_influence` [train, target]."""
+    P = I_hat.T @ w
     wc = np.clip(w, _TINY, None)
     return float(alpha * P.std() - beta * len(c) * (c @ P) + gamma * (wc * np.log(wc)).sum())
 
 
 def _paper_grad(
-    w: np.ndarray, S_hat: np.ndarray, c: np.ndarray, alpha: float, beta: float, gamma: float
+    w: np.ndarray, I_hat: np.ndarray, c: np.ndarray, alpha: float, beta: float, gamma: float
 ) -> np.ndarray:
-    P = S_hat @ w
+    P = I_hat.T @ w
     m = len(P)
     sd = P.std()
-    g = -beta * m * (S_hat.T @ c) + gamma * (np.log(np.clip(w, _TINY, None)) + 1.0)
+    g = -beta * m * (I_hat @ c) + gamma * (np.log(np.clip(w, _TINY, None)) + 1.0)
     if sd > 1e-15:
-        g = g + alpha * S_hat.T @ (P - P.mean()) / (m * sd)
+        g = g + alpha * I_hat @ (P - P.mean()) / (m * sd)
     return g
 
 
@@ -274,8 +281,8 @@ def solve_tikmix_d(
         raise ConfigError(f"unknown TiKMiX-D objective {objective!r}; choose one of {list(OBJECTIVES)}")
     from scipy.optimize import minimize
 
-    S_hat = normalised_influence(infl)
-    S = infl.T
+    I_hat = normalised_influence(infl)
+    S = infl.T  # the paper's S (targets x training domains), for the Pareto rows S w >= S w_prev
     use_pareto = bool(pareto and w_prev is not None)
     dropped = False
     if use_pareto and not _pareto_feasible(S, w_prev, lo, hi):
@@ -291,7 +298,7 @@ def solve_tikmix_d(
         cons.append({"type": "ineq", "fun": lambda w: Sn @ w - floor, "jac": lambda w: Sn})
     eps_lo = np.maximum(lo, 1e-10 if gamma > 0 else 0.0)
     eps_lo = np.minimum(eps_lo, hi)
-    args = (S_hat, c, alpha, beta, gamma)
+    args = (I_hat, c, alpha, beta, gamma)
     starts = [project_to_bounded_simplex(np.full(k, 1.0 / k), eps_lo, hi)]
     if w_prev is not None:
         starts.append(np.clip(w_prev, eps_lo, hi))
@@ -371,12 +378,13 @@ class InfluenceMixer(Mixer):
 
     dynamic = True
 
-    def measure(self, ctx: MixingContext) -> Any:
-        """Group Influence of ``ctx.domains`` on ``ctx.targets`` at the live model (cost to ``ctx.compute``).
+    def measure(self, ctx: MixingContext) -> tuple[GroupInfluence, list[dict[str, Any]]]:
+        """Group Influence of ``ctx.domains`` on ``ctx.targets`` at the live model (cost to ``ctx.compute``)
+        and one record per measurement.
 
         With ``min_stability`` set, further samples are pooled until the split-half stability reaches
-        it (:func:`mixlab.influence.budget.measure_until_stable`); each measurement is recorded in
-        ``last_measurements_`` and counted as choosing compute."""
+        it (:func:`mixlab.influence.budget.measure_until_stable`); each measurement is counted as
+        choosing compute."""
         records: list[dict[str, Any]] = []
         gi = measure_live_influence(
             ctx,
@@ -392,8 +400,7 @@ class InfluenceMixer(Mixer):
             max_tokens_per_domain=getattr(self, "max_tokens_per_domain", None),
             records=records,
         )
-        self.last_measurements_ = records
-        return gi
+        return gi, records
 
 
 class TiKMiXDMixer(InfluenceMixer):
@@ -401,7 +408,8 @@ class TiKMiXDMixer(InfluenceMixer):
 
     Needs ``ctx.live`` (``model``, ``optimizer``, ``seq_len``, ``batch_size``) and ``ctx.corpus``;
     a precomputed :class:`~mixlab.influence.GroupInfluence` in ``ctx.live.influence`` is used as is.
-    The measured matrix is kept as ``last_influence_`` and its cost added to ``ctx.compute``.
+    The proposal carries the measured matrix, the solver's outcome and the measurements; their cost
+    is added to ``ctx.compute``.
     """
 
     name = "tikmix-d"
@@ -466,16 +474,15 @@ class TiKMiXDMixer(InfluenceMixer):
             on_failure=self.on_failure,
         )
 
-    def propose(self, ctx: MixingContext) -> Mixture:
-        gi = self.measure(ctx)
+    def propose(self, ctx: MixingContext) -> Proposal:
+        gi, measured = self.measure(ctx)
         t0 = time.perf_counter()
         sol = self.solve(ctx, gi)
         ctx.compute.add(seconds=time.perf_counter() - t0)
-        self.last_influence_ = gi
-        self.last_solution_ = sol
         mixture = Mixture.from_weights(sol.weights, ctx.domains)
         log.info("tikmix-d stage %d: %s (pareto=%s)", ctx.stage, mixture, sol.pareto)
-        return mixture
+        return Proposal(mixture, influence=gi, solver=sol.to_dict(), measurements=measured,
+                        details={"solution": sol})
 
 
 def measure_live_influence(
@@ -507,8 +514,6 @@ def measure_live_influence(
         )
     pre = getattr(live, "influence", None)
     if pre is not None:
-        from mixlab.influence import GroupInfluence
-
         gi = pre if isinstance(pre, GroupInfluence) else GroupInfluence.from_dict(pre)
         if list(gi.train_domains) != list(ctx.domains) or list(gi.target_domains) != list(ctx.targets):
             raise MixlabError(
@@ -532,9 +537,6 @@ def measure_live_influence(
     bs = int(batch_size or getattr(live, "batch_size", 0) or 0)
     if seq <= 0 or bs <= 0:
         raise MixlabError(f"{method}: give seq_len and batch_size (ctx.live does not say them)")
-    from mixlab.influence import make_preconditioner, measure_group_influence
-    from mixlab.influence.budget import measure_until_stable
-
     tgt_ratio = None if target_tokens_per_domain is None else target_tokens_per_domain / tokens_per_domain
     # one preconditioner for every pooled measurement: a data-fitted one (EK-FAC) is fitted, and paid, once
     precond = make_preconditioner(preconditioner, optimizer=optimizer)

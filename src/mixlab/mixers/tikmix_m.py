@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from mixlab.errors import ConfigError, MixlabError
-from mixlab.mixers.base import MixingContext
+from mixlab.mixers.base import MixingContext, Proposal
 from mixlab.mixers.tikmix_d import InfluenceMixer, TiKMiXDMixer, normalised_influence, solve_tikmix_d
 from mixlab.mixture import Mixture, MixtureConstraints
 
@@ -65,7 +65,7 @@ def influence_scores(
     plus ``gamma`` H(w), i.e. minus TiKMiX-D's Eq. 10 objective (without the Pareto constraint)."""
     if label not in MATRIX_LABELS:
         raise ConfigError(f"TiKMiX-M label {label!r} is not computed from the matrix; choose one of {list(MATRIX_LABELS)}")
-    P = np.atleast_2d(W) @ normalised_influence(influence).T  # [n, targets]
+    P = np.atleast_2d(W) @ normalised_influence(influence)  # [n, targets]
     c = np.asarray(target_weights, float)
     score = P @ (len(c) * c / c.sum())
     if label in ("balanced", "objective"):
@@ -181,9 +181,9 @@ def tikmix_m_search(
 
 class TiKMiXMMixer(InfluenceMixer):
     """TiKMiX-M at a stage boundary (see the module docstring). Reads ``ctx.live`` like TiKMiX-D and
-    keeps ``last_influence_``, ``last_measurements_``, ``last_solution_`` (the TiKMiX-D solve the search
-    starts from: its solver status goes to the stage record), ``last_candidates_`` (the labelled X, y),
-    ``last_start_`` and ``last_trace_``."""
+    proposes with the measured influence, the measurements and the outcome of the TiKMiX-D solve the
+    search starts from (its solver status goes to the stage record); the proposal's ``details`` hold
+    ``solution`` (that solve), ``candidates`` (the labelled X, y), ``start`` and ``trace``."""
 
     name = "tikmix-m"
 
@@ -247,14 +247,14 @@ class TiKMiXMMixer(InfluenceMixer):
         self.min_stability = min_stability
         self.max_tokens_per_domain = max_tokens_per_domain
 
-    def propose(self, ctx: MixingContext) -> Mixture:
+    def propose(self, ctx: MixingContext) -> Proposal:
         if self.n_candidates < 8:
             raise ConfigError(f"tikmix-m: n_candidates must be at least 8, got {self.n_candidates}")
         if self.label not in LABELS:
             raise ConfigError(f"unknown TiKMiX-M label {self.label!r}; choose one of {list(LABELS)}")
         if self.label == "continuation" and self.n_measured < 4:
             raise ConfigError(f"tikmix-m: n_measured must be at least 4, got {self.n_measured}")
-        gi = self.measure(ctx)
+        gi, measured = self.measure(ctx)
         t0 = time.perf_counter()
         seed = ctx.seed if self.seed is None else self.seed
         cons = ctx.constraints()
@@ -266,11 +266,11 @@ class TiKMiXMMixer(InfluenceMixer):
             raise ConfigError(f"tikmix-m: unknown TiKMiX-D parameter(s) {sorted(unknown)} in tikmix_d")
         solver_keys = ("objective", "alpha", "beta", "gamma", "pareto", "regularizer", "strength")
         previous = ctx.previous.to_array(ctx.domains) if ctx.previous is not None else None
-        self.last_solution_ = solve_tikmix_d(
+        solution = solve_tikmix_d(
             gi.matrix, lower=cons.lower, upper=cons.upper, previous=previous, target_weights=c,
             **{k: v for k, v in d_params.items() if k in solver_keys},
         )  # fmt: skip
-        start = self.last_solution_.weights
+        start = solution.weights
         prior = previous if previous is not None else ctx.natural().to_array(ctx.domains)
         prior = prior if cons.satisfied(prior) else cons.clip_and_renormalise(prior)
         X = latin_hypercube_candidates(prior, cons, self.n_candidates, scale=self.interval_scale, seed=seed)
@@ -303,14 +303,13 @@ class TiKMiXMMixer(InfluenceMixer):
             alpha_max=self.alpha_max, alpha_min=self.alpha_min, seed=seed,
         )  # fmt: skip
         ctx.compute.add(seconds=time.perf_counter() - t0)
-        self.last_influence_ = gi
-        self.last_candidates_ = (X, y)
-        self.last_start_ = start
-        self.last_trace_ = trace
         self.surrogate_ = infl_model
         mixture = Mixture.from_weights(w, ctx.domains)
         log.info("tikmix-m stage %d: %s (surrogate %s)", ctx.stage, mixture, infl_model.kind_)
-        return mixture
+        return Proposal(
+            mixture, influence=gi, solver=solution.to_dict(), measurements=measured,
+            details={"solution": solution, "candidates": (X, y), "start": start, "trace": trace},
+        )  # fmt: skip
 
     def _continuations(self, ctx: MixingContext, X: np.ndarray, seed: int) -> np.ndarray:
         """Measured labels: the weighted target-loss decrease of a short continuation per candidate."""

@@ -110,7 +110,7 @@ def run_demo(
         trained = Trainer(tc, store, corpus=corpus).fit()
         finals[base], dirs[base] = trained.final, trained.run_dir
     runs = {mixer: result.final} | finals
-    stages_plot = [(r.start_step, r.mixture) for r in result.stages]
+    stages_plot = [(r.start_step, r.mixture.to_dict()) for r in result.stages]
     png = ws / f"demo-{tag}-s{seed}-mixture.png"
     atomic_write_bytes(png, figure_to_png(plot_mixture_schedule(stages_plot, end_step=max(result.curve, default=None))))
     return DemoResult(

@@ -5,9 +5,11 @@ natural mixture for the first half, and the mixture is re-chosen once, at half t
 configurable: ``stages`` equal stages, ``first_boundary`` (an earlier first decision, the remaining
 boundaries evenly spaced after it) or explicit ``boundaries``. At every boundary the pipeline checkpoints the run, hands the live model to the chosen
 mixer (TiKMiX-D/-M measure Group Influence on it; a static mixer may run proxies), and continues the
-*same* model and optimizer on the proposed mixture. Every stage's :class:`StageRecord` (mixture, influence matrix with its split-half stability and
-every measurement of its budget, the solver's status and message, losses, timings) is written to
-``<run_dir>/stages/stage_<k>/`` and to the run store.
+*same* model and optimizer on the proposed mixture. The boundary itself (random states, the mixer's
+proposal, the record) is the stage engine's (:mod:`mixlab.pipeline.stages`), shared with the Hugging
+Face callback. Every stage's :class:`~mixlab.pipeline.stages.StageRecord` (mixture, influence matrix
+with its split-half stability and every measurement of its budget, the solver's status and message,
+losses, compute, timings) is written to ``<run_dir>/stages/stage_<k>/`` and to the run store.
 
 Resume: the trainer resumes from its latest checkpoint; a boundary whose record exists is replayed
 from the record (never re-decided), and one without a record is decided again from the checkpoint at
@@ -19,18 +21,20 @@ from __future__ import annotations
 
 import csv
 import logging
-import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from mixlab.data.corpus import Corpus
 from mixlab.data.targets import load_targets, resolve_target_paths
 from mixlab.errors import ConfigError, MixlabError
 from mixlab.mixers import ComputeLedger, MixingContext, get_mixer
+from mixlab.mixers.base import Proposal
 from mixlab.mixture import Mixture, MixtureSpec, Schedule
+from mixlab.pipeline.stages import LiveState, StageEngine, StageRecord
+from mixlab.train import LocalProxyRunner, TrainConfig, Trainer
 from mixlab.utils.config import parse_config
 from mixlab.utils.io import atomic_open, atomic_write_json, read_json, read_yaml
 
@@ -131,57 +135,6 @@ class PipelineConfig(BaseModel):
 
 
 @dataclass
-class LiveState:
-    """The live training state handed to dynamic mixers at a stage boundary."""
-
-    model: torch.nn.Module
-    optimizer: torch.optim.Optimizer
-    seq_len: int
-    batch_size: int
-    device: torch.device
-    step: int
-    total_steps: int
-
-
-@dataclass
-class StageRecord:
-    """What was decided at one stage boundary, and how (``record.json`` of ``stages/stage_<k>``)."""
-
-    stage: int
-    start_step: int
-    mixture: dict[str, float]
-    method: str
-    previous: dict[str, float] | None = None
-    seconds: float | None = None
-    """Wall seconds the decision took (measurement and solve)."""
-    val_losses: dict[str, float] | None = None
-    """The last evaluation before the boundary."""
-    domain_counts: dict[str, int] | None = None
-    """Sequences drawn per domain up to the boundary (cumulative)."""
-    influence: dict[str, Any] | None = None
-    """The Group Influence record (``GroupInfluence.to_dict()``), with its split-half ``stability``."""
-    measurements: list[dict[str, Any]] | None = None
-    """One entry per influence measurement of the budget (tokens, seed, stability, cost)."""
-    solver: dict[str, Any] | None = None
-    """The solver's outcome (``TiKMiXDSolution.to_dict()``: status, message, success, fallback)."""
-    extra: dict[str, Any] = field(default_factory=dict)
-    """Keys of a stored record this class does not know (kept when a record is read back)."""
-
-    def to_dict(self) -> dict[str, Any]:
-        out = {k: v for k, v in asdict(self).items() if k != "extra" and v is not None}
-        return out | self.extra
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> StageRecord:
-        known = {f.name for f in fields(cls)} - {"extra"}
-        missing = {"stage", "start_step", "mixture"} - set(data)
-        if missing:
-            raise MixlabError(f"stage record lacks {sorted(missing)}; delete the run directory to start over")
-        return cls(**{k: v for k, v in data.items() if k in known} | {"method": data.get("method", "given")},
-                   extra={k: v for k, v in data.items() if k not in known})
-
-
-@dataclass
 class PipelineResult:
     run_id: str
     run_dir: Path
@@ -220,7 +173,7 @@ def _initial_mixture(cfg: PipelineConfig, ctx: MixingContext) -> Mixture:
     mixer = get_mixer(spec)
     if mixer.dynamic:
         raise ConfigError(f"pipeline initial={spec!r}: a dynamic method cannot choose stage 0 (no model yet)")
-    return mixer.propose(ctx)
+    return Proposal.of(mixer.propose(ctx), mixer=mixer).stage_mixture(f"pipeline initial={spec!r}")
 
 
 class DynamicPipeline:
@@ -237,8 +190,6 @@ class DynamicPipeline:
     def _open_corpus(self) -> Any:
         if self.corpus is not None:
             return self.corpus
-        from mixlab.data.corpus import Corpus
-
         path = self.config.train.get("corpus")
         if not path:
             raise ConfigError("pipeline config: train.corpus is required (a prepared corpus directory)")
@@ -269,16 +220,12 @@ class DynamicPipeline:
         )
 
     def _proxy_runner(self, corpus: Any, train_cfg: Any) -> Any:
-        from mixlab.train import LocalProxyRunner
-
         params = {"seq_len": train_cfg.seq_len, "batch_size": train_cfg.batch_size,
                   "workspace": train_cfg.workspace, "store": self.store, "targets": list(train_cfg.targets)
                   } | (self.config.proxy or {})
         return LocalProxyRunner(corpus, **params)
 
     def run(self) -> PipelineResult:
-        from mixlab.train import TrainConfig, Trainer
-
         cfg = self.config
         corpus = self._open_corpus()
         extra: dict[str, Any] = {"mixture": None}
@@ -308,21 +255,16 @@ class DynamicPipeline:
         if ledger_path.is_file():
             saved = read_json(ledger_path)
             self.compute = ComputeLedger(**{k: saved[k] for k in ("flops", "tokens", "seconds")})
-        records: list[StageRecord] = [
-            self._write_stage(stages_dir, StageRecord(
-                stage=0, start_step=0, mixture=initial.to_dict(),
-                method=cfg.initial if isinstance(cfg.initial, str) else "given"))
-        ]
+        engine = StageEngine(self.mixer, method=cfg.mixer, stages_dir=stages_dir)
+        engine.given(0, 0, initial, method=cfg.initial if isinstance(cfg.initial, str) else "given")
         proxy = None
         for k, boundary in enumerate(boundaries, start=1):
             trainer.train_until(boundary)
             if trainer.step < boundary:
                 raise MixlabError(f"run {trainer.run_id} stopped at step {trainer.step} before boundary {boundary}")
-            record_file = stages_dir / f"stage_{k}" / "record.json"
-            if record_file.is_file():
-                record = StageRecord.from_dict(read_json(record_file))
-                mixture = Mixture(record.mixture)
-                log.info("stage %d: replaying recorded mixture %s", k, mixture)
+            record = engine.recorded(k)
+            if record is not None:
+                engine.replay(record)
             else:
                 if trainer.step > boundary:
                     raise MixlabError(
@@ -332,13 +274,12 @@ class DynamicPipeline:
                 trainer.save_checkpoint()
                 if proxy is None and not self.mixer.dynamic:
                     proxy = self._proxy_runner(corpus, trainer.config)
-                record = self._decide(trainer, corpus, k, boundary, records, proxy)
+                record = self._decide(engine, trainer, corpus, k, boundary, proxy)
                 atomic_write_json(ledger_path, self.compute.to_dict())
-                self._write_stage(stages_dir, record)
-                mixture = Mixture(record.mixture)
-            records.append(record)
+            mixture = record.mixture
             if trainer.step == boundary and trainer.sampler.schedule.mixture_at(boundary) != mixture:
                 trainer.set_schedule(mixture)
+        records = engine.records
         result = trainer.fit()
         schedule = trainer.sampler.schedule
         end_counts = trainer.sampler.domain_counts()
@@ -353,52 +294,21 @@ class DynamicPipeline:
             end_domain_counts=end_counts,
         )
 
-    def _decide(self, trainer: Any, corpus: Any, k: int, boundary: int, records: list[StageRecord],
-                proxy: Any) -> StageRecord:
-        """Ask the mixer for stage ``k``'s mixture at the live checkpoint (RNG and grads untouched)."""
+    def _decide(self, engine: StageEngine, trainer: Any, corpus: Any, k: int, boundary: int, proxy: Any) -> StageRecord:
+        """Ask the stage engine for stage ``k``'s mixture at the live checkpoint."""
         tc = trainer.config
         previous = trainer.sampler.schedule.mixture_at(boundary - 1)
-        live = LiveState(trainer.model, trainer.optimizer, tc.seq_len, tc.batch_size, trainer.device,
-                         trainer.step, trainer.total_steps)
+        live = LiveState(model=trainer.model, optimizer=trainer.optimizer, seq_len=tc.seq_len,
+                         batch_size=tc.batch_size, device=trainer.device, step=trainer.step,
+                         total_steps=trainer.total_steps)
         remaining = (trainer.total_steps - boundary) * trainer.tokens_per_step
         losses = trainer.curve.get(max(trainer.curve)) if trainer.curve else None
         ctx = self._context(corpus, tc.tokens, remaining_tokens=remaining, stage=k, previous=previous,
-                            live=live, proxy=proxy, history=[r.to_dict() for r in records])
-        rng = torch.get_rng_state()
-        t0 = time.perf_counter()
-        was_training = trainer.model.training
-        try:
-            mixture = self.mixer.propose(ctx)
-        finally:
-            torch.set_rng_state(rng)
-            trainer.model.train(was_training)
-            trainer.optimizer.zero_grad(set_to_none=True)
-        seconds = time.perf_counter() - t0
-        influence = getattr(self.mixer, "last_influence_", None)
-        solution = getattr(self.mixer, "last_solution_", None)
-        record = StageRecord(
-            stage=k, start_step=boundary, mixture=mixture.to_dict(), previous=previous.to_dict(),
-            method=self.config.mixer, seconds=seconds, val_losses=losses,
-            domain_counts=trainer.sampler.domain_counts(),
-            influence=influence.to_dict() if hasattr(influence, "to_dict") else influence,
-            measurements=getattr(self.mixer, "last_measurements_", None),
-            solver=solution.to_dict() if hasattr(solution, "to_dict") else None,
-        )  # fmt: skip
-        log.info("stage %d (from step %d): %s  [decided in %.1fs]", k, boundary, mixture, seconds)
-        if record.solver is not None and record.solver.get("fallback"):
-            log.warning("stage %d: the solver failed (%s); used fallback %r", k, record.solver.get("message"),
-                        record.solver["fallback"])
+                            live=live, proxy=proxy, history=engine.history())
+        record = engine.decide(ctx, live, start_step=boundary, val_losses=losses,
+                               domain_counts=trainer.sampler.domain_counts())
         if trainer.store is not None:
             trainer.store.set_artifact(trainer.run_id, f"stage_{k}", record.to_dict())
-        return record
-
-    @staticmethod
-    def _write_stage(stages_dir: Path, record: StageRecord) -> StageRecord:
-        d = stages_dir / f"stage_{record.stage}"
-        atomic_write_json(d / "mixture.json", {"mixture": record.mixture})
-        if record.influence is not None:
-            atomic_write_json(d / "influence.json", record.influence)
-        atomic_write_json(d / "record.json", record.to_dict())
         return record
 
     @staticmethod

@@ -14,8 +14,9 @@ Run directory (``mixlab run`` / ``mixlab demo`` output)::
                                {"train_domains": [...], "target_domains": [...],
                                 "matrix": [[...]],     # rows = train domains, columns = target domains
                                 "stderr": [[...]],     # optional, same shape (null = unknown)
-                                "layout": "train_x_target",  # optional; "target_x_train" flips it
                                 "step": 1200, ...}     # other keys ignored
+                               (mixlab.influence.GroupInfluence.to_dict(); an older file stored the
+                               other way round is converted on read, see mixlab.influence.matrix)
       laws/*.json              one law, a list of laws, or {"laws": [...]} (a ``mixlab fit-law --save``
                                file is one: fitted curves and cross-validated predicted vs true
                                per loss domain; it can also be passed to the report on its own); a law is
@@ -53,6 +54,7 @@ from typing import Any
 import numpy as np
 
 from mixlab.errors import ConfigError, DataError
+from mixlab.influence.matrix import GroupInfluence
 from mixlab.mixture import Schedule
 
 BENCH_KEYS = ("avg_loss", "worst_loss", "target_loss", "choose_flops", "choose_tokens", "choose_seconds")
@@ -60,14 +62,29 @@ BENCH_KEYS = ("avg_loss", "worst_loss", "target_loss", "choose_flops", "choose_t
 
 @dataclass
 class InfluenceStage:
-    """Group Influence at one stage: ``matrix[i, j]`` = influence of training domain i on target j."""
+    """Group Influence at one stage (``influence.matrix[i, j]`` = influence of training domain i on
+    target j, the one layout of :mod:`mixlab.influence.matrix`) and the step the stage starts at."""
 
     stage: int
-    train_domains: list[str]
-    target_domains: list[str]
-    matrix: np.ndarray
-    stderr: np.ndarray | None = None
+    influence: GroupInfluence
     step: int | None = None
+
+    @property
+    def train_domains(self) -> list[str]:
+        return self.influence.train_domains
+
+    @property
+    def target_domains(self) -> list[str]:
+        return self.influence.target_domains
+
+    @property
+    def matrix(self) -> np.ndarray:
+        return self.influence.matrix
+
+    @property
+    def stderr(self) -> np.ndarray:
+        """Same shape as ``matrix``; NaN where unknown."""
+        return self.influence.stderr
 
 
 @dataclass
@@ -192,34 +209,13 @@ def read_result_curve(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _matrix(obj: Any) -> np.ndarray:
-    return np.array([[math.nan if x is None else float(x) for x in row] for row in obj], dtype=float)
-
-
 def read_influence(path: Path, stage: int) -> InfluenceStage:
-    """Read a Group Influence record (``mixlab.influence.GroupInfluence.to_dict()`` layout).
-
-    ``matrix[i][j]`` is the influence of training domain i on target domain j. A file whose matrix
-    is stored the other way round (targets x train, as in the TiKMiX paper's S) says so with
-    ``"layout": "target_x_train"``, or is recognised by its shape when the two lists differ in length.
-    """
+    """Read a Group Influence record (``mixlab.influence.GroupInfluence.to_dict()``) and the step its
+    stage starts at (its ``step``, or the ``start_step`` of the stage's ``record.json``)."""
     obj = _read_json(path)
-    try:
-        train = [str(d) for d in obj["train_domains"]]
-        target = [str(d) for d in obj["target_domains"]]
-        mat = _matrix(obj["matrix"])
-        stderr = _matrix(obj["stderr"]) if obj.get("stderr") is not None else None
-    except (KeyError, TypeError, ValueError) as exc:
-        raise DataError(f"{path}: needs train_domains, target_domains and a numeric matrix ({exc})") from None
-    shape = (len(train), len(target))
-    flipped = obj.get("layout") == "target_x_train" or (mat.shape != shape and mat.T.shape == shape)
-    if flipped:
-        mat = mat.T
-        stderr = stderr.T if stderr is not None else None
-    if mat.shape != shape:
-        raise DataError(f"{path}: matrix has shape {mat.shape}, expected {shape} (train x target domains)")
-    if stderr is not None and stderr.shape != shape:
-        stderr = None
+    if not isinstance(obj, Mapping):
+        raise DataError(f"{path}: needs train_domains, target_domains and a numeric matrix")
+    influence = GroupInfluence.from_dict(obj, where=str(path))
     step = obj.get("step", obj.get("start_step"))
     record = path.parent / "record.json"
     if step is None and record.is_file():  # the dynamic pipeline keeps the stage's start step there
@@ -227,7 +223,7 @@ def read_influence(path: Path, stage: int) -> InfluenceStage:
             step = json.loads(record.read_text()).get("start_step")
         except (OSError, ValueError, AttributeError):
             step = None
-    return InfluenceStage(stage, train, target, mat, stderr, int(step) if step is not None else None)
+    return InfluenceStage(stage, influence, int(step) if step is not None else None)
 
 
 def _xy(obj: Any, where: str) -> tuple[np.ndarray, np.ndarray]:

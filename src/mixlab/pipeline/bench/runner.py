@@ -18,7 +18,7 @@ from mixlab.data import Corpus, builtin_corpus
 from mixlab.data.targets import TargetSet, load_targets, parse_targets
 from mixlab.errors import ConfigError, MixlabError
 from mixlab.mixers import get_mixer, mixer_class
-from mixlab.mixers.base import MixingContext
+from mixlab.mixers.base import MixingContext, Proposal
 from mixlab.mixture import Mixture, Schedule
 from mixlab.pipeline.bench.config import BenchConfig, parse_method_spec, registry_name
 from mixlab.pipeline.bench.scales import ModelSettings, ScaleSpec
@@ -196,12 +196,8 @@ def choose_static(env: BenchEnv, method: str) -> dict[str, Any]:
     proxy = MeteredProxy(_proxy_runner(env, method, path.stem))
     ctx = _context(env, ComputeLedger(), proxy)
     t0 = time.perf_counter()
-    mixture = mixer.propose(ctx)
+    schedule = Proposal.of(mixer.propose(ctx), mixer=mixer).as_schedule()  # a static method may plan stages
     wall = time.perf_counter() - t0
-    if isinstance(mixture, Schedule):  # a static method may still hand back a schedule
-        schedule = mixture
-    else:
-        schedule = Schedule.constant(mixture)
     schedule.check_domains(env.domains)
     cost = reconcile_compute(ctx.compute, proxy.ledger, wall)
     choice = {
