@@ -38,8 +38,11 @@ import time
 from typing import Any
 
 import numpy as np
+from scipy.stats import qmc
 
 from mixlab.errors import ConfigError, MixlabError
+from mixlab.influence.batches import corpus_batches, token_batches
+from mixlab.influence.continuation import continuation_labels, mixture_batch_fn
 from mixlab.mixers.base import MixingContext, Proposal
 from mixlab.mixers.tikmix_d import InfluenceMixer, TiKMiXDMixer, normalised_influence, solve_tikmix_d
 from mixlab.mixture import Mixture, MixtureConstraints
@@ -86,8 +89,6 @@ def latin_hypercube_candidates(
     max_rounds: int = 50,
 ) -> np.ndarray:
     """``n`` feasible mixtures from Latin Hypercube samples in [p (1 - s), p (1 + s) + s / k]."""
-    from scipy.stats import qmc
-
     k = len(prior)
     lo = prior * max(0.0, 1.0 - scale)
     hi = prior * (1.0 + scale) + scale / k
@@ -313,9 +314,6 @@ class TiKMiXMMixer(InfluenceMixer):
 
     def _continuations(self, ctx: MixingContext, X: np.ndarray, seed: int) -> np.ndarray:
         """Measured labels: the weighted target-loss decrease of a short continuation per candidate."""
-        from mixlab.influence.batches import corpus_batches, token_batches
-        from mixlab.influence.continuation import continuation_labels, mixture_batch_fn
-
         live = ctx.live
         model, optimizer = getattr(live, "model", None), getattr(live, "optimizer", None)
         if model is None or optimizer is None or ctx.corpus is None:
