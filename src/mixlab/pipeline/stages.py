@@ -173,9 +173,10 @@ def measure_live(ctx: MixingContext, live: LiveState, settings: Mapping[str, Any
         raise ConfigError("influence settings need tokens_per_domain (training tokens per domain to measure)")
     if kw["preconditioner"] == "adam":
         kw.setdefault("optimizer", live.optimizer)
+    kw.setdefault("target_sources", ctx.target_sources)
     gi = measure_group_influence(
         live.model, ctx.corpus, train_domains=list(ctx.domains), target_domains=ctx.targets,
-        seq_len=live.seq_len, batch_size=live.batch_size, target_sources=ctx.target_sources, **kw,
+        seq_len=live.seq_len, batch_size=live.batch_size, **kw,
     )  # fmt: skip
     ctx.compute.add(flops=gi.flops, tokens=gi.tokens, seconds=gi.seconds)
     log.info("Group Influence on the live model after %d steps: %d tokens, %.1fs", live.step, gi.tokens, gi.seconds)
@@ -186,8 +187,9 @@ class StageEngine:
     """Decides, records and replays stages for one run (see the module docstring).
 
     ``mixer`` chooses every decided stage (``method`` names it in the records; default its registry
-    name; None: every stage is given in advance); ``influence`` (optional) asks the engine to measure Group Influence itself before the mixer
-    runs; ``stages_dir`` (optional) is where records are written and read back on resume.
+    name; None: every stage is given in advance); ``influence`` (optional) asks the engine to measure
+    Group Influence itself before the mixer runs; ``stages_dir`` (optional) is where records are
+    written and read back on resume.
     """
 
     def __init__(
