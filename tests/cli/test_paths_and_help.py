@@ -57,12 +57,12 @@ def test_train_stores_the_absolute_corpus_and_eval_works_from_elsewhere(tiny_cor
     monkeypatch.chdir(tmp_path / "elsewhere")
     res = runner.invoke(build_app(), ["eval", str(tmp_path / "ws" / "runs" / "r1"), "--json"])
     assert res.exit_code == 0, res.output
-    # a report of a plain train run shows its loss curve, and lists the absent sections once
+    # a report of a plain train run shows its mixture and loss curve, and lists the absent sections once
     res = runner.invoke(build_app(), ["report", str(tmp_path / "ws" / "runs" / "r1"), "-o", "r.html"])
     assert res.exit_code == 0, res.output
     page = (tmp_path / "elsewhere" / "r.html").read_text()
-    assert '<section id="losses">' in page and '<section id="influence">' not in page
-    assert page.count("Section omitted") == 5
+    assert '<section id="losses">' in page and '<section id="mixture">' in page
+    assert '<section id="influence">' not in page and page.count("Section omitted") == 4
     # runs list keeps long ids whole on a narrow terminal
     monkeypatch.chdir(tmp_path)
     from mixlab.store import RunStore

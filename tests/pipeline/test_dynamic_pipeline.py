@@ -16,6 +16,7 @@ import pytest
 
 from mixlab import ConfigError
 from mixlab.pipeline.dynamic import PipelineConfig, run_pipeline
+from mixlab.store import RunArtifacts
 
 
 def _train(tiny_corpus, ws: Path, **extra) -> dict:
@@ -40,7 +41,8 @@ def test_stages_switch_proportions_and_are_recorded(tiny_corpus, tmp_path):
     rec = json.loads((res.run_dir / "stages" / "stage_1" / "record.json").read_text())
     assert rec["mixture"] == pytest.approx({d: 0.25 for d in tiny_corpus.domains})
     assert json.loads((res.run_dir / "schedule.json").read_text())["schedule"][1]["start_step"] == 24
-    assert (res.run_dir / "metrics.csv").read_text().startswith("run_id,step,tokens,domain,loss")
+    curve = RunArtifacts(res.run_dir).curve()  # the run's one curve, in its run directory
+    assert curve.val == res.curve and curve.tokens_per_step * max(curve.val) == res.tokens
 
 
 def test_boundaries_as_fractions_and_steps():

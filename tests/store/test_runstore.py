@@ -14,7 +14,7 @@ def test_create_update_get_and_list(tmp_path):
     rid = store.create_run("proxy", "regmix", Mixture({"a": 0.25, "b": 0.75}), {"n_layer": 2}, 1000, seed=3)
     other = store.create_run("train", None, {"a": 1.0}, None, 50)
     run = store.get_run(rid)
-    assert run["mixture_json"] == {"a": 0.25, "b": 0.75}
+    assert run["mixture_json"] == [{"start_step": 0, "mixture": {"a": 0.25, "b": 0.75}}]  # Schedule.to_json
     assert run["model_config"] == {"n_layer": 2}
     assert run["status"] == "created" and run["seed"] == 3 and run["token_budget"] == 1000
     store.update_status(rid, "running")

@@ -1,3 +1,4 @@
+import json
 import math
 
 import pytest
@@ -5,7 +6,7 @@ import torch
 
 from mixlab.errors import ConfigError, TrainingError
 from mixlab.mixture import Mixture, Schedule
-from mixlab.store import RunStore
+from mixlab.store import RunArtifacts, RunStore
 from mixlab.train import LocalProxyRunner, TrainConfig, Trainer, evaluate_domains, lr_at
 from mixlab.train import checkpoint as ckpt_io
 
@@ -108,7 +109,8 @@ def test_schedule_and_stagewise_api(tiny_corpus, tmp_path):
     trainer.train_until(12)
     counts = trainer.sampler.domain_counts()
     assert counts == {"english": 32, "code": 16, "arithmetic": 0, "noise": 0}
-    assert RunStore(tmp_path / "ws").get_artifact(trainer.run_id, "schedule")[1]["start_step"] == 8
+    saved = RunArtifacts(trainer.run_dir).schedule()  # the run directory follows the live schedule
+    assert saved == trainer.sampler.schedule and saved.stages[1].start_step == 8
     path = trainer.save_checkpoint()
     assert path.name == "step-00000012"
     # a new trainer of the same config resumes with the changed schedule
@@ -189,3 +191,34 @@ def test_loss_decreases_on_the_builtin_corpus(tmp_path):
     result = trainer.fit()
     assert set(result.final) == set(corpus.domains)
     assert sum(result.final.values()) / len(result.final) < sum(before.values()) / len(before) - 1.0
+
+
+def test_run_directory_holds_the_one_curve(tiny_corpus, tmp_path):
+    result = Trainer(_cfg(tmp_path, tokens=32 * 4 * 20), corpus=tiny_corpus).fit()
+    run = RunArtifacts(result.run_dir)
+    curve = run.curve()
+    assert curve.val == result.curve and curve.train == result.train_losses and curve.tokens_per_step == 128
+    assert run.result() == {"run_id": result.run_id, "steps": 20, "tokens": result.tokens, "flops": result.flops,
+                            "seconds": result.seconds, "final": result.final}
+    state = ckpt_io.read_state(ckpt_io.latest_checkpoint(result.run_dir / "checkpoints"))
+    assert "curve" not in state and "train_losses" not in state  # checkpoints keep what resuming needs
+
+
+def test_resumes_a_run_directory_of_the_older_layout(tiny_corpus, tmp_path):
+    """Runs written before curve.json carried their curve in the checkpoint: they resume to the same curve."""
+    whole = Trainer(_cfg(tmp_path / "a", tokens=32 * 4 * 20), corpus=tiny_corpus).fit()
+    cfg = _cfg(tmp_path / "b", tokens=32 * 4 * 20)
+    first = Trainer(cfg, corpus=tiny_corpus)
+    first.train_until(10)
+    first.close()
+    run = RunArtifacts(first.run_dir)
+    saved = run.curve()
+    ckpt = ckpt_io.latest_checkpoint(first.ckpt_root)
+    state = ckpt_io.read_state(ckpt)
+    state["curve"] = {str(k): v for k, v in saved.val.items()}
+    state["train_losses"] = {str(k): v for k, v in saved.train.items()}
+    (ckpt / "state.json").write_text(json.dumps(state))
+    (run.root / "curve.json").unlink()
+    result = Trainer(cfg, corpus=tiny_corpus).fit()
+    assert result.curve == whole.curve and result.train_losses == whole.train_losses
+    assert run.curve().val == whole.curve

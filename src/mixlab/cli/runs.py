@@ -34,12 +34,15 @@ def _when(ts: float | None) -> str:
     return "" if ts is None else dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M")
 
 
-def _short_mixture(mix: Any) -> str:
-    if isinstance(mix, dict):
-        return ", ".join(f"{k}={v:.2f}" for k, v in mix.items())
-    if isinstance(mix, list):
-        return f"schedule of {len(mix)} stages"
-    return "" if mix is None else str(mix)
+def _short_mixture(run: dict[str, Any]) -> str:
+    from mixlab.store import run_schedule
+
+    sched = run_schedule(run)
+    if sched is None:
+        return str(run.get("mixture_json") or "")
+    if sched.is_constant:
+        return ", ".join(f"{k}={v:.2f}" for k, v in sched.stages[0].mixture.weights.items())
+    return f"schedule of {len(sched.stages)} stages"
 
 
 @app.command("list")
@@ -68,7 +71,7 @@ def list_runs(
         mean = f"{sum(final.values()) / len(final):.4f}" if isinstance(final, dict) and final else ""
         table.add_row(run["id"], run["kind"], run.get("method") or "", run["status"],
                       f"{run['tokens']:,}" if run.get("tokens") else "", mean, _when(run["created_at"]),
-                      _short_mixture(run.get("mixture_json")))
+                      _short_mixture(run))
     console.print(table)
 
 

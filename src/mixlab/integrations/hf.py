@@ -45,7 +45,6 @@ seed, the restored schedule and the position.
 
 from __future__ import annotations
 
-import csv
 import itertools
 import logging
 import os
@@ -67,7 +66,8 @@ from mixlab.mixers.base import Mixer, MixingContext
 from mixlab.mixture import Mixture, Schedule
 from mixlab.model.hf import HFCausalLM
 from mixlab.pipeline.stages import LiveState, StageEngine, StageRecord
-from mixlab.utils.io import atomic_open, atomic_write_json, read_json
+from mixlab.store import RunArtifacts, RunCurve
+from mixlab.utils.io import atomic_write_json, read_json
 
 log = logging.getLogger(__name__)
 
@@ -302,8 +302,8 @@ class MixtureScheduleCallback(_CallbackBase):
     optimizer unless told otherwise) and hands it to the mixer as ``ctx.live.influence``; without
     it, a dynamic mixer measures what it needs. ``out_dir`` receives ``schedule.json``,
     ``stages/stage_<k>/influence.json`` and, when the Trainer evaluates on
-    :meth:`MixtureStream.eval_datasets` (``eval_<domain>_loss``), ``metrics.csv``: the layout
-    ``mixlab report`` reads.
+    :meth:`MixtureStream.eval_datasets` (``eval_<domain>_loss``), ``curve.json``: a run directory
+    (:class:`~mixlab.store.RunArtifacts`), which ``mixlab report`` reads.
     """
 
     def __init__(
@@ -461,15 +461,10 @@ class MixtureScheduleCallback(_CallbackBase):
     def _save(self) -> None:
         if self.out_dir is None:
             return
+        artifacts = RunArtifacts(self.out_dir)
         if self.metrics:
-            with atomic_open(self.out_dir / "metrics.csv", "w") as fh:
-                writer = csv.DictWriter(fh, fieldnames=["run_id", "step", "tokens", "domain", "loss"])
-                writer.writeheader()
-                writer.writerows(self.metrics)
-        atomic_write_json(
-            self.out_dir / "schedule.json",
-            {"schedule": [{"start_step": s.start_step, "mixture": s.mixture.to_dict()} for s in self.stages]},
-        )
+            artifacts.write_curve(RunCurve.from_rows(self.metrics))
+        artifacts.write_schedule(Schedule.from_pairs((s.start_step, s.mixture) for s in self.stages))
 
     # ----------------------------------------------------------------- checkpoints
     def _state_path(self, args: Any, step: int) -> Path:

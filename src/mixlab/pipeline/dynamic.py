@@ -19,7 +19,6 @@ So a killed pipeline ends with the same schedule as an uninterrupted one.
 
 from __future__ import annotations
 
-import csv
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +35,7 @@ from mixlab.mixture import Mixture, MixtureSpec, Schedule
 from mixlab.pipeline.stages import LiveState, StageEngine, StageRecord
 from mixlab.train import LocalProxyRunner, TrainConfig, Trainer
 from mixlab.utils.config import parse_config
-from mixlab.utils.io import atomic_open, atomic_write_json, read_json, read_yaml
+from mixlab.utils.io import atomic_write_json, read_json, read_yaml
 
 log = logging.getLogger(__name__)
 
@@ -283,8 +282,6 @@ class DynamicPipeline:
         result = trainer.fit()
         schedule = trainer.sampler.schedule
         end_counts = trainer.sampler.domain_counts()
-        atomic_write_json(run_dir / "schedule.json", {"schedule": schedule.to_json()})
-        self._write_metrics_csv(run_dir, trainer.run_id, result.curve, trainer.tokens_per_step)
         if trainer.store is not None:
             trainer.store.set_artifact(trainer.run_id, "stages", [r.to_dict() for r in records])
             trainer.store.set_artifact(trainer.run_id, "choose_compute", self.compute.to_dict())
@@ -310,15 +307,6 @@ class DynamicPipeline:
         if trainer.store is not None:
             trainer.store.set_artifact(trainer.run_id, f"stage_{k}", record.to_dict())
         return record
-
-    @staticmethod
-    def _write_metrics_csv(run_dir: Path, run_id: str, curve: dict[int, dict[str, float]], tokens_per_step: int) -> None:
-        with atomic_open(run_dir / "metrics.csv", "w") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(["run_id", "step", "tokens", "domain", "loss"])
-            for step in sorted(curve):
-                for domain, loss in curve[step].items():
-                    writer.writerow([run_id, step, step * tokens_per_step, domain, f"{loss:.6f}"])
 
 
 def run_pipeline(config: PipelineConfig | dict[str, Any], *, store: Any = None, corpus: Any = None) -> PipelineResult:

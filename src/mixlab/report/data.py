@@ -2,14 +2,17 @@
 
 Input formats (every file is optional; a section whose file is absent is omitted with a note):
 
-Run directory (``mixlab run`` / ``mixlab demo`` output)::
+Run directory (``mixlab train`` / ``mixlab run`` / ``mixlab demo`` output, or the Hugging Face
+callback's ``out_dir``): its schedule and curve are read through :class:`~mixlab.store.RunArtifacts`,
+the one reader of a run directory, which also reads the older layouts::
 
     RUN_DIR/
       schedule.json            {"schedule": [{"start_step": 0, "mixture": {"web": 0.6, ...}}, ...]}
                                (a bare list of stages, or a single {"mixture": {...}}, also work)
-      metrics.csv              columns run_id, step, tokens, domain, loss (extra columns ignored;
-                               an optional ``split`` column keeps only rows with split "val"/"valid"
-                               when present)
+      curve.json               the run's curve (``RunCurve.to_json``); older runs: ``result.json``
+                               with a ``curve``, or ``metrics.csv`` with columns run_id, step, tokens,
+                               domain, loss (extra columns ignored; an optional ``split`` column keeps
+                               only the validation rows when there are any)
       stages/stage_<k>/influence.json (+ optional record.json with "start_step", as the pipeline writes)
                                {"train_domains": [...], "target_domains": [...],
                                 "matrix": [[...]],     # rows = train domains, columns = target domains
@@ -56,6 +59,7 @@ import numpy as np
 from mixlab.errors import ConfigError, DataError
 from mixlab.influence.matrix import GroupInfluence
 from mixlab.mixture import Schedule
+from mixlab.store import RunArtifacts
 
 BENCH_KEYS = ("avg_loss", "worst_loss", "target_loss", "choose_flops", "choose_tokens", "choose_seconds")
 
@@ -150,63 +154,15 @@ def read_schedule(obj: Any, where: str) -> Schedule:
         raise DataError(str(exc)) from None
 
 
-def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """Rows of metrics.csv with ``step``/``tokens`` as int and ``loss`` as float."""
-    try:
-        with path.open(newline="") as fh:
-            reader = csv.DictReader(fh)
-            missing = {"step", "domain", "loss"} - set(reader.fieldnames or [])
-            if missing:
-                raise DataError(
-                    f"{path}: missing column(s) {sorted(missing)}; need run_id, step, tokens, domain, loss"
-                )
-            raw = list(reader)
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise DataError(f"{path}: cannot read ({exc})") from None
-    if raw and "split" in raw[0]:
-        val = [r for r in raw if str(r.get("split", "")).lower() in ("val", "valid", "validation", "eval")]
-        raw = val or raw
-    rows = []
-    for r in raw:
-        loss = _float(r.get("loss"))
-        step = _float(r.get("step"))
-        if math.isnan(step):
-            continue
-        rows.append(
-            {
-                "run_id": r.get("run_id") or "run",
-                "step": int(step),
-                "tokens": int(_float(r.get("tokens"))) if not math.isnan(_float(r.get("tokens"))) else None,
-                "domain": r.get("domain") or "?",
-                "loss": loss,
-            }
-        )
+def read_run_losses(run_dir: Path) -> list[dict[str, Any]] | None:
+    """A run directory's validation losses as rows ``{run_id, step, tokens, domain, loss}``, read
+    through :class:`~mixlab.store.RunArtifacts` (any layout: ``curve.json``, an older ``result.json``
+    with its curve, a ``metrics.csv``); None when the run has no curve."""
+    artifacts = RunArtifacts(run_dir)
+    rows = artifacts.metric_rows("val") or artifacts.metric_rows()
     if not rows:
-        raise DataError(f"{path}: no rows")
-    return rows
-
-
-def read_result_curve(path: Path) -> list[dict[str, Any]]:
-    """The validation curve of a ``mixlab train`` run's ``result.json`` as metric rows."""
-    obj = _read_json(path)
-    curve = obj.get("curve") if isinstance(obj, dict) else None
-    if not isinstance(curve, dict) or not curve:
-        raise DataError(f"{path}: no 'curve' of validation losses")
-    steps, tokens = int(obj.get("steps") or 0), obj.get("tokens")
-    rows = []
-    for step, losses in curve.items():
-        for domain, loss in (losses or {}).items():
-            tok = int(tokens) * int(step) // steps if steps and isinstance(tokens, int) else None
-            rows.append(
-                {
-                    "run_id": obj.get("run_id") or "run",
-                    "step": int(step),
-                    "tokens": tok,
-                    "domain": str(domain),
-                    "loss": _float(loss),
-                }
-            )
-    return rows
+        return None
+    return [{k: r[k] for k in ("run_id", "step", "tokens", "domain", "loss")} for r in rows]
 
 
 def read_influence(path: Path, stage: int) -> InfluenceStage:
@@ -375,14 +331,9 @@ def load_report_input(path: str | Path) -> ReportData:
             f"{p}: not a run directory or a bench .json file; pass the folder `mixlab run` wrote or bench.json"
         )
     data = ReportData(source=p, kind="run")
-    sched = p / "schedule.json"
-    if sched.is_file():
-        data.schedule = _try(data, "schedule", lambda: read_schedule(_read_json(sched), str(sched)))
-    metrics = p / "metrics.csv"
-    if metrics.is_file():
-        data.metrics = _try(data, "losses", read_metrics, metrics)
-    elif (p / "result.json").is_file():  # a plain `mixlab train` run: its validation curve
-        data.metrics = _try(data, "losses", read_result_curve, p / "result.json")
+    artifacts = RunArtifacts(p)
+    data.schedule = _try(data, "schedule", artifacts.schedule)
+    data.metrics = _try(data, "losses", read_run_losses, p)
     for f in sorted(p.glob("stages/stage_*/influence.json"), key=lambda f: _stage_index(f) or 0):
         k = _stage_index(f)
         if k is None:

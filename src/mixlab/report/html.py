@@ -38,7 +38,7 @@ TITLES = {
 MISSING = {
     "compare": "a single input (pass several run directories to compare them)",
     "mixture": "no schedule.json in the input",
-    "losses": "no metrics.csv (run_id, step, tokens, domain, loss) in the input",
+    "losses": "no loss curve in the input (a run directory's curve.json, or a metrics.csv)",
     "influence": "no stages/stage_<k>/influence.json in the input",
     "laws": "no laws/*.json in the input",
     "predictions": "no predictions.csv (true, predicted) in the input",

@@ -1,5 +1,8 @@
-"""The SQLite run store (one ``mixlab.db`` per workspace, WAL mode, safe for parallel writers)."""
+"""Where runs are recorded: the SQLite run store (one ``mixlab.db`` per workspace, WAL mode, safe for
+parallel writers) and the run directory (:class:`RunArtifacts`, the one reader and writer of a run's
+files)."""
 
+from mixlab.store.rundir import RunArtifacts, RunCurve
 from mixlab.store.runstore import (
     DB_NAME,
     STATUSES,
@@ -7,6 +10,17 @@ from mixlab.store.runstore import (
     code_version,
     default_store_path,
     default_workspace,
+    run_schedule,
 )
 
-__all__ = ["DB_NAME", "STATUSES", "RunStore", "code_version", "default_store_path", "default_workspace"]
+__all__ = [
+    "DB_NAME",
+    "STATUSES",
+    "RunArtifacts",
+    "RunCurve",
+    "RunStore",
+    "code_version",
+    "default_store_path",
+    "default_workspace",
+    "run_schedule",
+]

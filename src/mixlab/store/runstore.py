@@ -6,14 +6,20 @@ write lock is taken up front, so two writers never deadlock upgrading a read loc
 writer waits (``busy_timeout``) and retries instead of failing. Each call opens its own short-lived
 connection, so a store object is safe to share across threads and to pass to forked workers.
 
-Tables: ``runs`` (one row per run), ``metrics`` (run, split, step, tokens, domain, loss; one row per
-evaluated domain per step) and ``artifacts`` (small JSON blobs keyed per run, such as the per-stage
-mixtures and influence records of the dynamic pipeline).
+Tables: ``runs`` (one row per run: its settings, status, summary -- final losses, tokens, FLOPs -- and
+``run_dir``, the pointer to its run directory), ``artifacts`` (small JSON blobs keyed per run, such as
+the per-stage mixtures and influence records of the dynamic pipeline) and ``metrics``.
+
+A run's curve lives in one place, its run directory (:class:`~mixlab.store.rundir.RunArtifacts`);
+:meth:`RunStore.metrics`, :meth:`RunStore.curve` and :meth:`RunStore.export` read it from there.
+The ``metrics`` table holds only rows logged with :meth:`RunStore.log_metrics` by a writer without a
+run directory, and the rows stores written by older versions of mixlab hold.
 """
 
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
 import logging
 import os
@@ -24,8 +30,10 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from mixlab.errors import DataError, MixlabError
-from mixlab.mixture import Schedule
+from mixlab.errors import ConfigError, DataError, MixlabError
+from mixlab.mixture import Mixture, Schedule
+from mixlab.store.rundir import RunArtifacts
+from mixlab.utils.io import atomic_open
 from mixlab.utils.lock import is_locked
 
 log = logging.getLogger(__name__)
@@ -250,7 +258,8 @@ class RunStore:
         """Insert a run row and return its id (a fresh ``<kind>-<hex>`` id unless ``run_id`` is given).
 
         Mixture, model and train configs may be JSON strings or JSON-able objects (a
-        :class:`~mixlab.mixture.Schedule` is stored in its one serialised form, ``Schedule.to_json``).
+        :class:`~mixlab.mixture.Mixture` or ``Schedule`` is stored in a schedule's one serialised form,
+        ``Schedule.to_json``; :func:`run_schedule` reads it back).
         With an explicit ``run_id`` that already exists, the existing row is kept and the id returned.
         """
         if status not in STATUSES:
@@ -261,7 +270,7 @@ class RunStore:
             kind,
             method,
             name,
-            _to_json(mixture_json),
+            _to_json(Schedule.constant(mixture_json) if isinstance(mixture_json, Mixture) else mixture_json),
             _to_json(model_config),
             _to_json(train_config),
             config_hash,
@@ -406,13 +415,18 @@ class RunStore:
         return len(values)
 
     def metrics(self, run_id: str, split: str | None = None) -> list[dict[str, Any]]:
-        """Metric rows of a run ordered by step then domain."""
-        sql = "SELECT run_id, split, step, tokens, domain, loss FROM metrics WHERE run_id = ?"
-        params: list[Any] = [run_id]
-        if split is not None:
-            sql += " AND split = ?"
-            params.append(split)
-        return [dict(r) for r in self._read(sql + " ORDER BY split, step, domain", params)]
+        """Metric rows ``{run_id, split, step, tokens, domain, loss}`` of a run ordered by split, step and
+        domain: read from its run directory (the one copy of its curve), else from the ``metrics`` table."""
+        found = self._read("SELECT id, run_dir FROM runs WHERE id = ?", (run_id,))
+        rows = _run_dir_rows(dict(found[0]), split) if found else None
+        if rows is None:
+            sql = "SELECT run_id, split, step, tokens, domain, loss FROM metrics WHERE run_id = ?"
+            params: list[Any] = [run_id]
+            if split is not None:
+                sql += " AND split = ?"
+                params.append(split)
+            return [dict(r) for r in self._read(sql + " ORDER BY split, step, domain", params)]
+        return sorted(rows, key=lambda r: (r["split"], r["step"], r["domain"]))
 
     def curve(self, run_id: str, split: str = "val") -> dict[int, dict[str, float]]:
         """``{step: {domain: loss}}`` for one split."""
@@ -448,31 +462,23 @@ class RunStore:
 
         ``format`` defaults to the file suffix. Returns the path written (atomically).
         """
-        from mixlab.utils.io import atomic_open
-
         out = Path(path)
         fmt = (format or out.suffix.lstrip(".")).lower()
         if fmt not in ("csv", "parquet"):
             raise MixlabError(f"export format must be 'csv' or 'parquet', got {fmt!r}")
         if table == "metrics":
-            rows = [
-                dict(r)
-                for r in self._read(
-                    "SELECT m.run_id, r.kind, r.method, r.name, r.status, r.mixture_json, m.split, m.step,"
-                    " m.tokens, m.domain, m.loss FROM metrics m JOIN runs r ON r.id = m.run_id"
-                    " ORDER BY r.created_at, m.run_id, m.split, m.step, m.domain"
-                )
-            ]
             columns = ["run_id", "kind", "method", "name", "status", "mixture_json", "split", "step", "tokens",
                        "domain", "loss"]
+            rows = []
+            for run in self._read("SELECT * FROM runs ORDER BY created_at, id"):
+                fields = {k: run[k] for k in ("kind", "method", "name", "status", "mixture_json")}
+                rows += [{**fields, **r, "run_id": run["id"]} for r in self.metrics(run["id"])]
         elif table == "runs":
             rows = [dict(r) for r in self._read("SELECT * FROM runs ORDER BY created_at, id")]
             columns = [c["name"] for c in self._read("PRAGMA table_info(runs)")]
         else:
             raise MixlabError(f"export table must be 'metrics' or 'runs', got {table!r}")
         if fmt == "csv":
-            import csv
-
             with atomic_open(out, "w") as fh:
                 writer = csv.DictWriter(fh, fieldnames=columns)
                 writer.writeheader()
@@ -486,6 +492,30 @@ class RunStore:
                 pq.write_table(tbl, fh)
         log.info("exported %d %s rows to %s", len(rows), table, out)
         return out
+
+
+def _run_dir_rows(run: Mapping[str, Any], split: str | None) -> list[dict[str, Any]] | None:
+    """A run's metric rows from its run directory; None when it has none or the directory holds no curve."""
+    if not run.get("run_dir"):
+        return None
+    artifacts = RunArtifacts(run["run_dir"])
+    try:
+        curve = artifacts.curve()
+    except DataError as exc:
+        log.warning("run %s: cannot read its curve (%s)", run["id"], exc)
+        return None
+    return None if curve is None else curve.rows(run["id"], split)
+
+
+def run_schedule(run: Mapping[str, Any]) -> Schedule | None:
+    """The schedule a run record holds (``mixture_json``, in any shape it was stored in), or None."""
+    value = run.get("mixture_json")
+    if value is None:
+        return None
+    try:
+        return Schedule.from_json(value, where=f"run {run.get('id')} mixture")
+    except ConfigError:
+        return None
 
 
 def _live_status(run: dict[str, Any]) -> dict[str, Any]:

@@ -4,8 +4,9 @@
 from mixlab.train.config import TrainConfig
 from mixlab.train.evaluate import evaluate_domains, validation_windows
 from mixlab.train.lr import lr_at
+from mixlab.train.models import build_model, load_trained_model
 from mixlab.train.proxy import LocalProxyRunner
-from mixlab.train.trainer import Trainer, TrainResult, build_model, load_trained_model, train
+from mixlab.train.trainer import Trainer, TrainResult, train
 
 __all__ = [
     "LocalProxyRunner",

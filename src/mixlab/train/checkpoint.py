@@ -6,7 +6,8 @@ Layout under ``<run_dir>/checkpoints``::
     step-00000100/optimizer.pt        AdamW state (plain tensors and numbers)
     step-00000100/rank-0.pt           this rank's RNG states
     step-00000100/sampler-0.json      this rank's sampler position
-    step-00000100/state.json          step, curve, train losses, tokens, config hash, world size
+    step-00000100/state.json          step, tokens, seconds, config hash, world size, schedule
+                                      (the curve lives once, in the run directory's curve.json)
     latest                            name of the newest complete checkpoint
 
 Every file is written atomically, and ``latest`` is replaced only after the whole directory is

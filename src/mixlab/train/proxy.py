@@ -6,9 +6,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from mixlab.data.corpus import Corpus
 from mixlab.mixture import Mixture
 from mixlab.proxy import ProxyResult
+from mixlab.store import RunStore, default_workspace
 from mixlab.train.config import TrainConfig
+from mixlab.train.models import corpus_identity
+from mixlab.train.trainer import Trainer
 
 log = logging.getLogger(__name__)
 
@@ -55,15 +59,11 @@ class LocalProxyRunner:
 
     def _corpus(self) -> Any:
         if isinstance(self.corpus, (str, Path)):
-            from mixlab.data.corpus import Corpus
-
             self.corpus = Corpus.open(self.corpus)
         return self.corpus
 
     def _store(self) -> Any:
         if self.store is None:
-            from mixlab.store import RunStore, default_workspace
-
             self.store = RunStore(Path(self.workspace) if self.workspace else default_workspace())
         return self.store
 
@@ -101,8 +101,6 @@ class LocalProxyRunner:
         name: str | None = None,
     ) -> ProxyResult:
         """Train (or reuse) the proxy for ``mixture``; ``eval_every`` counts optimizer steps."""
-        from mixlab.train.trainer import Trainer, corpus_identity
-
         mixture = mixture if isinstance(mixture, Mixture) else Mixture(mixture)
         cfg = self.config_for(mixture, tokens=tokens, seed=seed, eval_every=eval_every, name=name)
         corpus = self._corpus()

@@ -2,9 +2,11 @@
 
 AdamW with linear warmup and cosine / WSD / constant decay, gradient clipping and accumulation,
 autocast (bf16 on GPU), optional ``torch.compile``, per-domain validation on fixed batches,
-atomic checkpoints with exact resume, the SQLite run store, and DistributedDataParallel under
-``torchrun`` (gloo on CPU, nccl on GPU; each rank draws its own share of the sampler's global
-stream, and only rank 0 writes the store and the shared checkpoint files).
+atomic checkpoints with exact resume and DistributedDataParallel under ``torchrun``. The loop lives
+here; the pieces around it have their own modules: processes and devices (:mod:`.distributed`),
+building and loading models (:mod:`.models`), what the run leaves in its run directory and the store
+(:mod:`.recorder`, through :class:`~mixlab.store.RunArtifacts`), checkpoint files (:mod:`.checkpoint`)
+and the progress bar (:mod:`.progress`).
 
 The stage-wise API (:meth:`Trainer.train_until`, :meth:`Trainer.set_schedule`,
 :meth:`Trainer.save_checkpoint`) lets the dynamic pipeline stop at a stage boundary, look at the live
@@ -16,22 +18,28 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
+from mixlab.data.corpus import Corpus
+from mixlab.data.sampler import MixtureSampler
 from mixlab.data.targets import load_targets
 from mixlab.errors import ConfigError, DataError, TrainingError
 from mixlab.mixture import Mixture, Schedule
+from mixlab.store import RunArtifacts, RunCurve
 from mixlab.train import checkpoint as ckpt_io
 from mixlab.train.config import TrainConfig
+from mixlab.train.distributed import resolve_device, resolve_dtype, setup_distributed
 from mixlab.train.evaluate import loss_on_windows, validation_windows
 from mixlab.train.lr import lr_at, warmup_steps
-from mixlab.utils.lock import DirLock
+from mixlab.train.models import build_model, corpus_identity, model_flops_per_token
+from mixlab.train.progress import progress_bar
+from mixlab.train.recorder import RunRecorder, run_dir_of
 
 log = logging.getLogger(__name__)
 
@@ -63,105 +71,20 @@ class TrainResult:
         return self.curve[max(self.curve)] if self.curve else {}
 
 
-@dataclass
-class DistInfo:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    owns_group: bool = False
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def _setup_distributed(device_pref: str) -> DistInfo:
-    """Join the process group torchrun describes in the environment (no-op for a single process)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return DistInfo()
-    import torch.distributed as dist
-
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if dist.is_initialized():
-        return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, False)
-    use_cuda = torch.cuda.is_available() and device_pref != "cpu"
-    if use_cuda:
-        torch.cuda.set_device(local_rank)
-    dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-    return DistInfo(rank, world, local_rank, True)
-
-
-def _resolve_device(pref: str, dist: DistInfo) -> torch.device:
-    if pref == "auto":
-        return torch.device(f"cuda:{dist.local_rank}" if torch.cuda.is_available() else "cpu")
-    if pref.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"train config: device={pref!r} but no CUDA GPU is available; use device: cpu")
-    if pref == "cuda":
-        return torch.device(f"cuda:{dist.local_rank}")
-    try:
-        return torch.device(pref)
-    except RuntimeError:
-        raise ConfigError(f"train config: device {pref!r} is not a torch device (auto, cpu, cuda, cuda:N)") from None
-
-
-def _resolve_dtype(pref: str, device: torch.device) -> torch.dtype:
-    if pref == "auto":
-        if device.type == "cuda" and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        return torch.float32
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[pref]
-
-
-def build_model(spec: str | dict[str, Any], *, vocab_size: int, seq_len: int, seed: int) -> tuple[torch.nn.Module, dict]:
-    """Model and its JSON description from a preset name, GPTConfig mapping or HF config mapping."""
-    from mixlab.model import GPT, GPTConfig, preset
-
-    torch.manual_seed(seed)
-    if isinstance(spec, dict) and "model_type" in spec:
-        from mixlab.model.hf import build_hf_model
-
-        model = build_hf_model(spec, vocab_size=vocab_size)
-        return model, {"hf": model.config.to_dict() | {"model_type": model.config.model_type}}
-    if isinstance(spec, str):
-        cfg = preset(spec, vocab_size=vocab_size)
-    elif isinstance(spec, dict):
-        spec = dict(spec)
-        name = spec.pop("preset", None)
-        spec.setdefault("vocab_size", vocab_size)
-        cfg = preset(name, **spec) if name else GPTConfig.from_dict(spec, where="train config: model")
-    else:
-        raise ConfigError(f"train config: model must be a preset name or a mapping, got {type(spec).__name__}")
-    if cfg.vocab_size < vocab_size:
-        raise ConfigError(f"train config: model vocab_size {cfg.vocab_size} is below the corpus's {vocab_size}")
-    if cfg.block_size < seq_len:
-        cfg.block_size = seq_len
-    return GPT(cfg), {"gpt": cfg.to_dict()}
-
-
-def corpus_identity(corpus: Any) -> str:
-    """Which corpus a run trains on, as part of its config hash: the resolved directory and the token
-    counts per domain (so a re-prepared corpus with other counts never resumes an old run)."""
-    root = getattr(corpus, "root", None)
-    counts = corpus.token_counts() if hasattr(corpus, "token_counts") else {}
-    return f"{Path(root).resolve() if root else id(corpus)}|{sorted(counts.items())}"
-
-
 class Trainer:
     """Trains one run; ``Trainer(TrainConfig(corpus="corpus", tokens=2_000_000)).fit()``.
 
     Building a Trainer creates (or reopens) the run directory; if it holds a checkpoint of the same
     config, training resumes from it. ``store`` is a :class:`~mixlab.store.RunStore` (default: the
-    workspace's ``mixlab.db``; pass ``False`` to record nothing). ``corpus`` may be an opened
-    ``Corpus`` to use instead of ``config.corpus``.
+    workspace's ``mixlab.db``; pass ``False`` to record nothing in a store). ``corpus`` may be an
+    opened ``Corpus`` to use instead of ``config.corpus``.
     """
 
     def __init__(self, config: TrainConfig | dict[str, Any], store: Any = None, *, corpus: Any = None) -> None:
         self.config = cfg = config if isinstance(config, TrainConfig) else TrainConfig.parse(config)
-        self.dist = _setup_distributed(cfg.device)
-        self.device = _resolve_device(cfg.device, self.dist)
-        self.amp_dtype = _resolve_dtype(cfg.dtype, self.device)
+        self.dist = setup_distributed(cfg.device)
+        self.device = resolve_device(cfg.device, self.dist)
+        self.amp_dtype = resolve_dtype(cfg.dtype, self.device)
         if self.device.type == "cuda":
             torch.set_float32_matmul_precision("high")
 
@@ -184,19 +107,17 @@ class Trainer:
 
         self.config_hash = cfg.config_hash(corpus_identity(self.corpus))
         self.run_id = cfg.run_name or f"{cfg.kind}-{self.config_hash[:12]}"
-        self.run_dir = self._run_dir()
-        self.ckpt_root = self.run_dir / "checkpoints"
+        self.run_dir = run_dir_of(cfg, self.run_id)
+        self.ckpt_root = RunArtifacts(self.run_dir).checkpoints
 
         self.target_sources = load_targets(self.corpus, cfg.targets).eval_sources() if cfg.targets else {}
         self.model, self.model_desc = build_model(
             cfg.model, vocab_size=int(self.corpus.vocab_size), seq_len=cfg.seq_len, seed=cfg.seed
         )
         self.model.to(self.device)
-        self.flops_per_token = self._flops_per_token()
+        self.flops_per_token = model_flops_per_token(self.model, cfg.seq_len)
         self.optimizer = self._build_optimizer()
         self._train_model = self._wrap_model()
-
-        from mixlab.data.sampler import MixtureSampler
 
         self.sampler = MixtureSampler(
             self.corpus,
@@ -212,59 +133,30 @@ class Trainer:
         )
         self.step = 0
         self.curve: dict[int, dict[str, float]] = {}
+        """Validation loss per domain at every evaluated step."""
         self.train_losses: dict[int, float] = {}
+        """Mean training loss of every optimizer step (1-based)."""
         self.seconds = 0.0
-        self._pending_metrics: list[dict[str, Any]] = []
         self._windows: dict[str, torch.Tensor] | None = None
         self._seg_start: float | None = None
 
-        self.store = self._open_store(store) if self.dist.is_main else None
-        # one owner per run directory: a second process training here gets an error naming this one
-        self._lock = DirLock(self.run_dir).acquire() if self.dist.is_main else None
+        self.recorder = RunRecorder(self.run_dir, self.run_id, store, config=cfg, main=self.dist.is_main)
+        self.store = self.recorder.store
+        self.recorder.lock()
         try:
             self.resumed_from = self._maybe_resume()
         except BaseException as exc:
-            self._mark(exc)
-            self._release()
+            self.recorder.stopped(exc)
+            self.recorder.release()
             raise
-        if self.dist.is_main:
-            self._write_run_files()
+        self.recorder.started(self.config, self.model_desc, self.sampler.schedule, self.config_hash)
 
     # ------------------------------------------------------------------------------- setup
     @staticmethod
     def _open_corpus(path: str | None) -> Any:
         if not path:
             raise ConfigError("train config: corpus is required (the path of a prepared corpus)")
-        from mixlab.data.corpus import Corpus
-
         return Corpus.open(path)
-
-    def _workspace(self) -> Path:
-        from mixlab.store import default_workspace
-
-        return Path(self.config.workspace) if self.config.workspace else default_workspace()
-
-    def _run_dir(self) -> Path:
-        if self.config.out_dir:
-            return Path(self.config.out_dir)
-        return self._workspace() / "runs" / self.run_id
-
-    def _open_store(self, store: Any) -> Any:
-        if store is False:
-            return None
-        if store is None:
-            from mixlab.store import RunStore
-
-            store = RunStore(self._workspace())
-        return store
-
-    def _flops_per_token(self) -> float:
-        from mixlab.model import count_params, flops_per_token
-        from mixlab.model.gpt import GPT
-
-        if isinstance(self.model, GPT):
-            return flops_per_token(self.model.config, self.config.seq_len)
-        return 6.0 * count_params(self.model)
 
     def _build_optimizer(self) -> torch.optim.Optimizer:
         decay, no_decay = [], []
@@ -284,32 +176,9 @@ class Trainer:
         model: torch.nn.Module = self.model
         if self.config.compile:
             model = torch.compile(model)
-        if self.dist.world_size > 1:
-            from torch.nn.parallel import DistributedDataParallel as DDP
-
-            model = DDP(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        if self.dist.distributed:
+            model = DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         return model
-
-    def _write_run_files(self) -> None:
-        from mixlab.utils.io import atomic_write_json, atomic_write_yaml
-
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_yaml(self.run_dir / "config.yaml", self.config.model_dump(mode="json"))
-        atomic_write_json(self.run_dir / "model.json", self.model_desc)
-        if self.store is not None:
-            self.store.create_run(
-                self.config.kind,
-                self.config.method,
-                self.sampler.schedule.to_json(),
-                self.model_desc,
-                self.config.tokens,
-                run_id=self.run_id,
-                name=self.config.run_name,
-                train_config=self.config.model_dump(mode="json"),
-                config_hash=self.config_hash,
-                seed=self.config.seed,
-                run_dir=self.run_dir.resolve(),
-            )
 
     # ------------------------------------------------------------------------------- resume
     def _maybe_resume(self) -> int | None:
@@ -320,10 +189,12 @@ class Trainer:
             if (self.ckpt_root / ckpt_io.LATEST).is_file():
                 log.warning("%s: no complete checkpoint to resume from; starting the run over", self.ckpt_root)
             return None
+        # the run directory's curve runs at least to the newest checkpoint (it is written before each is published)
+        saved_curve = self.recorder.artifacts.curve()
         problems = []
         for ckpt in candidates:
             try:
-                self._load_checkpoint(ckpt)
+                self._load_checkpoint(ckpt, saved_curve)
             except (TrainingError, DataError) as exc:
                 if isinstance(exc, _WrongRun):
                     raise
@@ -342,8 +213,8 @@ class Trainer:
             f"delete {self.run_dir} to start the run over"
         )
 
-    def _load_checkpoint(self, latest: Path) -> None:
-        """Load every piece of one checkpoint (model, optimizer, sampler, RNG, curves) or raise."""
+    def _load_checkpoint(self, latest: Path, saved_curve: RunCurve | None) -> None:
+        """Load every piece of one checkpoint (model, optimizer, sampler, RNG) and the curve up to its step, or raise."""
         state = ckpt_io.read_state(latest)
         if state.get("config_hash") != self.config_hash:
             raise _WrongRun(
@@ -366,8 +237,11 @@ class Trainer:
             rank_file = latest / f"rank-{self.dist.rank}.pt"
             ckpt_io.set_rng_state(ckpt_io.torch_load_safe(rank_file))
             self.step = int(state["step"])
-            self.curve = {int(k): v for k, v in state["curve"].items()}
-            self.train_losses = {int(k): float(v) for k, v in state["train_losses"].items()}
+            if "curve" in state:  # a checkpoint written when checkpoints carried the curve
+                curve = RunCurve.from_json({"val": state["curve"], "train": state.get("train_losses", {})})
+            else:
+                curve = (saved_curve or RunCurve()).upto(self.step)
+            self.curve, self.train_losses = curve.val, curve.train
             self.seconds = float(state.get("seconds", 0.0))
         except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
             raise TrainingError(f"{latest}: damaged checkpoint state ({type(exc).__name__}: {exc})") from None
@@ -387,8 +261,7 @@ class Trainer:
         """Use ``schedule`` (or a mixture) from the current step on; earlier steps keep theirs."""
         schedule.check_domains(self.corpus.domains)
         self.sampler.set_schedule(schedule)
-        if self.store is not None:
-            self.store.set_artifact(self.run_id, "schedule", self.sampler.schedule.to_json())
+        self.recorder.schedule_changed(self.sampler.schedule)
 
     def lr_at(self, step: int) -> float:
         cfg = self.config
@@ -428,55 +301,16 @@ class Trainer:
         target = min(int(step), self.total_steps)
         if self.step >= target:
             return
-        if self.store is not None:
-            self.store.update_status(self.run_id, "running")
-        cfg = self.config
-        model = self._train_model
-        model.train()
-        accum = cfg.grad_accum
-        ddp = self.dist.world_size > 1
+        self.recorder.running()
+        self._train_model.train()
         t_start = self._seg_start = time.perf_counter()
         seg_tokens = 0
         try:
-            with self._progress_bar(target) as bar:
+            with progress_bar(self.run_id, total=self.total_steps, completed=self.step,
+                              enabled=self.config.progress and self.dist.is_main) as bar:
                 while self.step < target:
-                    lr = self.lr_at(self.step)
-                    for group in self.optimizer.param_groups:
-                        group["lr"] = lr
-                    loss_sum = torch.zeros((), device=self.device)
-                    for micro in range(accum):
-                        batch = self.sampler.next_batch()
-                        x = batch.input_ids.to(self.device, non_blocking=True)
-                        y = batch.labels.to(self.device, non_blocking=True)
-                        sync = contextlib.nullcontext() if (not ddp or micro == accum - 1) else model.no_sync()
-                        with sync:
-                            with self._autocast():
-                                _, loss = model(x, y)
-                            (loss / accum).backward()
-                        loss_sum += loss.detach()
-                    mean_loss = loss_sum / accum
-                    if ddp:
-                        import torch.distributed as dist
-
-                        dist.all_reduce(mean_loss, op=dist.ReduceOp.AVG)
-                    value = float(mean_loss.item())
-                    if not math.isfinite(value):
-                        self.optimizer.zero_grad(set_to_none=True)
-                        raise TrainingError(
-                            f"run {self.run_id}: training loss became {value} at step {self.step + 1} "
-                            f"(lr {lr:.3g}); the last good checkpoint is kept in {self.ckpt_root}. "
-                            "Lower lr, raise warmup or enable grad_clip, then delete the run dir or resume"
-                        )
-                    if cfg.grad_clip:
-                        torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-                    self.optimizer.step()
-                    self.optimizer.zero_grad(set_to_none=True)
-                    self.step += 1
+                    value = self._train_step()
                     seg_tokens += self.tokens_per_step
-                    self.train_losses[self.step] = value
-                    self._pending_metrics.append(
-                        {"split": "train", "step": self.step, "tokens": self.tokens, "domain": "all", "loss": value}
-                    )
                     if bar is not None:
                         elapsed = time.perf_counter() - t_start
                         bar.update(bar.task_ids[0], completed=self.step, loss=value,
@@ -489,26 +323,47 @@ class Trainer:
             self.seconds += time.perf_counter() - t_start
             self._seg_start = None
             with contextlib.suppress(Exception):
-                self._flush_metrics()
-            self._mark(exc)
+                self.recorder.curve(self.run_curve())
+            self.recorder.stopped(exc)
             raise
         self.seconds += time.perf_counter() - t_start
         self._seg_start = None
 
-    def _mark(self, exc: BaseException) -> None:
-        """Record in the store that the run stopped: ``interrupted`` (Ctrl-C, SIGTERM) or ``failed``.
-        (A run killed outright cannot say so; ``mixlab runs list`` shows it ``interrupted`` because no
-        live process holds its directory's lock.)"""
-        if self.store is None:
-            return
-        status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-        with contextlib.suppress(Exception):
-            self.store.update_status(self.run_id, status, error=str(exc)[:2000] or type(exc).__name__)
-
-    def _release(self) -> None:
-        if self._lock is not None:
-            self._lock.release()
-            self._lock = None
+    def _train_step(self) -> float:
+        """One optimizer step over ``grad_accum`` micro-batches; returns its mean training loss."""
+        cfg = self.config
+        model = self._train_model
+        accum = cfg.grad_accum
+        lr = self.lr_at(self.step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        loss_sum = torch.zeros((), device=self.device)
+        for micro in range(accum):
+            batch = self.sampler.next_batch()
+            x = batch.input_ids.to(self.device, non_blocking=True)
+            y = batch.labels.to(self.device, non_blocking=True)
+            # DDP averages gradients on the last micro-batch only
+            last = not self.dist.distributed or micro == accum - 1
+            with contextlib.nullcontext() if last else model.no_sync():
+                with self._autocast():
+                    _, loss = model(x, y)
+                (loss / accum).backward()
+            loss_sum += loss.detach()
+        value = float(self.dist.mean(loss_sum / accum).item())
+        if not math.isfinite(value):
+            self.optimizer.zero_grad(set_to_none=True)
+            raise TrainingError(
+                f"run {self.run_id}: training loss became {value} at step {self.step + 1} "
+                f"(lr {lr:.3g}); the last good checkpoint is kept in {self.ckpt_root}. "
+                "Lower lr, raise warmup or enable grad_clip, then delete the run dir or resume"
+            )
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        self.train_losses[self.step] = value
+        return value
 
     @property
     def elapsed(self) -> float:
@@ -516,25 +371,21 @@ class Trainer:
         running = time.perf_counter() - self._seg_start if self._seg_start is not None else 0.0
         return self.seconds + running
 
+    def run_curve(self) -> RunCurve:
+        """The run's curve so far (what ``curve.json`` in its run directory holds)."""
+        return RunCurve(self.curve, self.train_losses, self.tokens_per_step)
+
     def _record_eval(self) -> None:
         losses = self.evaluate()
         self.curve[self.step] = losses
-        self._pending_metrics.extend(
-            {"split": "val", "step": self.step, "tokens": self.tokens, "domain": d, "loss": v}
-            for d, v in losses.items()
-        )
         log.info(
             "step %d/%d val loss %s", self.step, self.total_steps, ", ".join(f"{d}={v:.3f}" for d, v in losses.items())
         )
-        self._flush_metrics()
-
-    def _flush_metrics(self) -> None:
-        if self.store is not None and self._pending_metrics:
-            self.store.log_metrics(self.run_id, self._pending_metrics)
-        self._pending_metrics = []
+        self.recorder.curve(self.run_curve())
 
     def save_checkpoint(self) -> Path:
-        """Write a complete checkpoint of the current step and point ``latest`` at it."""
+        """Write a complete checkpoint of the current step and point ``latest`` at it. The run
+        directory's curve is written first, so it always runs at least to the published checkpoint."""
         path = ckpt_io.step_dir(self.ckpt_root, self.step)
         ckpt_io.write_rank_files(path, self.dist.rank, self.sampler.state_dict())
         if self.dist.is_main:
@@ -546,43 +397,15 @@ class Trainer:
                 "world_size": self.dist.world_size,
                 "config_hash": self.config_hash,
                 "run_id": self.run_id,
-                "curve": {str(k): v for k, v in self.curve.items()},
-                "train_losses": {str(k): v for k, v in self.train_losses.items()},
                 "schedule": self.sampler.schedule.to_json(),
             }
             ckpt_io.write_main_files(path, self.model, self.optimizer, state)
-        self._barrier()
+            self.recorder.curve(self.run_curve())
+        self.dist.barrier()
         if self.dist.is_main:
             ckpt_io.publish(self.ckpt_root, path, self.config.keep_checkpoints)
-            self._flush_metrics()
-        self._barrier()
+        self.dist.barrier()
         return path
-
-    def _barrier(self) -> None:
-        if self.dist.world_size > 1:
-            import torch.distributed as dist
-
-            dist.barrier()
-
-    @contextlib.contextmanager
-    def _progress_bar(self, target: int) -> Any:
-        if not (self.config.progress and self.dist.is_main):
-            yield None
-            return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        progress = Progress(
-            TextColumn(f"[bold]{self.run_id}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]:.4f}"),
-            TextColumn("{task.fields[tps]:,.0f} tok/s"),
-            TimeRemainingColumn(),
-            transient=True,
-        )
-        with progress:
-            progress.add_task("train", total=self.total_steps, completed=self.step, loss=float("nan"), tps=0.0)
-            yield progress
 
     def result(self) -> TrainResult:
         return TrainResult(
@@ -603,71 +426,19 @@ class Trainer:
             if self.step not in self.curve:
                 self._record_eval()
             result = self.result()
-            if self.store is not None:
-                self._flush_metrics()
-                self.store.update_status(
-                    self.run_id, "finished", tokens=result.tokens, flops=result.flops, seconds=result.seconds,
-                    final=result.final,
-                )
-            if self.dist.is_main:
-                from mixlab.utils.io import atomic_write_json
-
-                atomic_write_json(
-                    self.run_dir / "result.json",
-                    {"run_id": result.run_id, "steps": result.steps, "tokens": result.tokens, "flops": result.flops,
-                     "seconds": result.seconds, "final": result.final,
-                     "curve": {str(k): v for k, v in result.curve.items()}},
-                )
+            self.recorder.finished(
+                {"run_id": result.run_id, "steps": result.steps, "tokens": result.tokens, "flops": result.flops,
+                 "seconds": result.seconds, "final": result.final},
+                self.run_curve(),
+            )
             return result
         finally:
             self.close()
 
     def close(self) -> None:
         """Release the run directory and leave the process group if this trainer created it."""
-        self._release()
-        if self.dist.owns_group:
-            import torch.distributed as dist
-
-            if dist.is_initialized():
-                dist.destroy_process_group()
-            self.dist.owns_group = False
-
-
-def load_trained_model(run_dir: str | Path, *, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, TrainConfig, int]:
-    """The model of a run's newest checkpoint, the run's config and the checkpoint's step.
-
-    ``model, cfg, step = load_trained_model("mixlab-workspace/runs/train-1a2b3c")``
-    """
-    from mixlab.model import GPT, GPTConfig
-    from mixlab.utils.io import read_json, read_yaml
-
-    root = Path(run_dir)
-    if not (root / "model.json").is_file():
-        raise TrainingError(f"{root}: not a run directory (no model.json); give a run id or a run dir")
-    cfg = TrainConfig.parse(read_yaml(root / "config.yaml"), where=str(root / "config.yaml"))
-    desc = read_json(root / "model.json")
-    candidates = ckpt_io.checkpoint_candidates(root / "checkpoints")
-    if not candidates:
-        raise TrainingError(f"{root}: the run has no checkpoint yet")
-    if "gpt" in desc:
-        model: torch.nn.Module = GPT(GPTConfig.from_dict(desc["gpt"], where=str(root / "model.json")))
-    elif "hf" in desc:
-        from mixlab.model.hf import build_hf_model
-
-        model = build_hf_model(desc["hf"])
-    else:
-        raise TrainingError(f"{root / 'model.json'}: unknown model description {sorted(desc)}")
-    problems = []
-    for ckpt in candidates:
-        try:
-            step = int(ckpt_io.read_state(ckpt)["step"])
-            ckpt_io.load_model_weights(model, ckpt / "model.safetensors")
-        except (TrainingError, DataError, KeyError, TypeError, ValueError) as exc:
-            problems.append(f"{ckpt.name}: {exc}")
-            log.warning("checkpoint %s is unusable (%s); trying an older one", ckpt, exc)
-            continue
-        return model.to(device).eval(), cfg, step
-    raise TrainingError(f"{root}: no checkpoint can be read ({'; '.join(problems)})")
+        self.recorder.release()
+        self.dist.close()
 
 
 def train(config: TrainConfig | dict[str, Any], store: Any = None, *, corpus: Any = None) -> TrainResult:
@@ -675,4 +446,4 @@ def train(config: TrainConfig | dict[str, Any], store: Any = None, *, corpus: An
     return Trainer(config, store, corpus=corpus).fit()
 
 
-__all__ = ["TrainResult", "Trainer", "build_model", "load_trained_model", "train"]
+__all__ = ["TrainResult", "Trainer", "train"]
