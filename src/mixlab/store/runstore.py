@@ -30,6 +30,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from mixlab import __version__
 from mixlab.errors import ConfigError, DataError, MixlabError
 from mixlab.mixture import Mixture, Schedule
 from mixlab.store.rundir import RunArtifacts
@@ -99,8 +100,6 @@ def default_workspace() -> Path:
 
 def code_version() -> str:
     """The installed mixlab version, plus the git commit of the source tree when there is one."""
-    from mixlab import __version__
-
     head = Path(__file__).resolve().parents[3] / ".git" / "HEAD"
     try:
         ref = head.read_text().strip()

@@ -409,9 +409,7 @@ def run_controls(env: BenchEnv, row: Mapping[str, Any], on_event: Callable[[str]
     for s, sched_list in zip(_seeds(env), row["schedules"], strict=True):
         sched = Schedule.from_json(sched_list)
         avg_sched = Schedule.constant(time_averaged(sched, total))
-        stages = [{"start_step": 0, "mixture": natural.to_dict()}]
-        stages += [{"start_step": b, "mixture": uniform.to_dict()} for b in bounds]
-        nu_sched = Schedule.from_json(stages)
+        nu_sched = Schedule.from_pairs([(0, natural), *((b, uniform) for b in bounds)])
         note(f"{method}: controls, seed {s}")
         avg_runs.append(train_target(env, f"{method}:avg-static", avg_sched, s))
         nu_runs.append(train_target(env, f"{method}:natural-then-uniform", nu_sched, s))
