@@ -26,6 +26,11 @@ def _bimix_loss(R, s, E=None):
     return A * r**-alpha * (B * s[:, None] ** -beta + 1)
 
 
+def _cross_loss(R, s):
+    t = np.array([[0.0, 0.6, -0.5], [-0.7, 0.0, 0.0], [0.0, -0.8, 0.0]])  # own column 0
+    return _bimix_loss(R, s) * np.exp(R @ t.T)
+
+
 def _dml_loss(R, s):
     t = np.array([[-1.2, 0.8, 0.4], [0.6, -1.4, 0.8], [0.3, 0.5, -0.8]])
     return 2.0 + 1.5 * np.exp(R @ t.T) + 20 * s[:, None] ** -0.5
@@ -39,13 +44,15 @@ def _table(kind: str, n_runs: int = 14, noise: float = 0.001, seed: int = 0) -> 
         Y = _bimix_loss(R, s)
     elif kind == "bimix-transfer":
         Y = _bimix_loss(R, s, E=np.array([[1.0, 0.6, 0.0], [0.0, 1.0, 0.8], [0.7, 0.0, 1.0]]))
+    elif kind == "bimix-cross":
+        Y = _cross_loss(R, s)
     else:
         Y = _dml_loss(R, s)
     Y = Y * np.exp(np.random.default_rng(seed + 1).normal(0, noise, Y.shape))
     return LongTable.from_arrays(R, s, Y, domains=DOMS, runs=np.repeat(np.arange(n_runs), len(STEPS)))
 
 
-@pytest.mark.parametrize("truth", ["bimix", "bimix-transfer", "dml"])
+@pytest.mark.parametrize("truth", ["bimix", "bimix-transfer", "bimix-cross", "dml"])
 def test_auto_picks_the_law_that_generated_the_data(truth):
     sel = fit_law(_table(truth), law="auto", n_folds=4, search=False)
     scores = {r["law"]: r["mre"] for r in sel.cv_}

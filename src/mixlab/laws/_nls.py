@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.optimize import least_squares
 
 MAD_TO_SIGMA = 1.4826
 HUBER_EFFICIENCY = 1.345
@@ -54,7 +55,6 @@ def robust_least_squares(
     ``loss`` is a ``least_squares`` loss name ('linear', 'huber', 'soft_l1', ...). With
     ``f_scale=None`` and a robust loss, the scale comes from a preliminary linear fit (module doc).
     """
-    from scipy.optimize import least_squares
 
     lo, hi = (np.asarray(b, dtype=float) for b in bounds)
 

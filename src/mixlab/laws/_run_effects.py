@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.optimize import lsq_linear
 
 from mixlab.errors import DataError
 from mixlab.laws._nls import robust_least_squares
@@ -132,7 +133,6 @@ def fit_step_terms(
 
 def fit_proportion_term(block: RunBlock, u: np.ndarray, *, name: str) -> tuple[np.ndarray, np.ndarray]:
     """Stage 2: ``(log A, log alpha)`` and its covariance from the run offsets ``u``."""
-    from scipy.optimize import lsq_linear
 
     n = np.bincount(block.run, minlength=block.n_runs)
     lr = np.bincount(block.run, weights=block.lr, minlength=block.n_runs) / np.maximum(n, 1)

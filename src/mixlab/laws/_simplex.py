@@ -6,6 +6,7 @@ import logging
 from collections.abc import Callable, Sequence
 
 import numpy as np
+from scipy.optimize import Bounds, LinearConstraint, minimize
 
 from mixlab.errors import ConfigError
 from mixlab.mixture import MixtureConstraints, project_to_bounded_simplex
@@ -40,7 +41,6 @@ def minimize_on_simplex(
 ) -> np.ndarray:
     """Minimise ``fun`` over {w : sum w = 1, lower <= w <= upper} with SLSQP from each start (projected
     to the feasible set first); falls back to trust-constr when SLSQP fails everywhere."""
-    from scipy.optimize import Bounds, LinearConstraint, minimize
 
     lower = np.asarray(lower, dtype=float)
     upper = np.asarray(upper, dtype=float)

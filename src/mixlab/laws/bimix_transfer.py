@@ -15,7 +15,7 @@ is unchanged. The gauge and parameterisation follow BiMix (``C_i = 1``; ``log A,
 log beta``) and the transfer coefficients are fitted directly with the bound ``tau >= 0`` (so a
 transfer of exactly 0 is reachable). Each domain's fit starts from the plain BiMix fit with
 ``tau = 0`` and from a few uniform ``tau`` starts; the same robust loss (Huber by default), residual
-space, late-point weight and warm-up cut as :class:`~mixlab.laws.bimix.BiMixLaw` apply.
+space, late-point weight and warm-up cut as :class:`~mixlab.laws.bimix_law.BiMixLaw` apply.
 """
 
 from __future__ import annotations
@@ -26,18 +26,11 @@ from typing import Any
 import numpy as np
 
 from mixlab.errors import ConfigError, DataError
+from mixlab.laws._inputs import as_matrix, check_fitted, long_table_inputs, objective_weights
 from mixlab.laws._nls import robust_least_squares
+from mixlab.laws._shared_beta import refit_with_shared_beta
 from mixlab.laws._simplex import minimize_on_simplex, resolve_constraints
-from mixlab.laws.bimix import (
-    _LAW_PARAMS,
-    _LOG_BOUNDS,
-    BiMixLaw,
-    _check_fitted,
-    as_matrix,
-    long_table_inputs,
-    objective_weights,
-    refit_with_shared_beta,
-)
+from mixlab.laws.bimix_law import LAW_PARAMS, LOG_BOUNDS, BiMixLaw
 from mixlab.mixture import Mixture, MixtureConstraints
 
 TAU_MAX = 10.0
@@ -71,7 +64,7 @@ class BiMixTransferModel:
     NaN = not measured); every loss domain must be a mixture domain. Points where a domain's own
     proportion is 0 are left out of that domain's fit, as in BiMix. The arguments ``loss``,
     ``f_scale``, ``n_init``, ``space``, ``step_weight``, ``min_points``, ``min_step`` mean what they
-    mean for :class:`~mixlab.laws.bimix.BiMixLaw`; ``share_beta`` ties the step exponent across loss
+    mean for :class:`~mixlab.laws.bimix_law.BiMixLaw`; ``share_beta`` ties the step exponent across loss
     domains as in :class:`~mixlab.laws.bimix.BiMixModel`; ``tau_max`` bounds each transfer
     coefficient above.
 
@@ -106,7 +99,7 @@ class BiMixTransferModel:
         self.tau_max = tau_max
 
     def _law_params(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in _LAW_PARAMS}
+        return {k: getattr(self, k) for k in LAW_PARAMS}
 
     def fit(
         self,
@@ -167,7 +160,7 @@ class BiMixTransferModel:
         return self
 
     def _bounds(self, n_tau: int) -> tuple[np.ndarray, np.ndarray]:
-        return (np.r_[_LOG_BOUNDS[0], np.zeros(n_tau)], np.r_[_LOG_BOUNDS[1], np.full(n_tau, float(self.tau_max))])
+        return (np.r_[LOG_BOUNDS[0], np.zeros(n_tau)], np.r_[LOG_BOUNDS[1], np.full(n_tau, float(self.tau_max))])
 
     def _residual_fns(self, data):
         r_own, R_other, ls, y, w = data
@@ -191,7 +184,7 @@ class BiMixTransferModel:
 
     def _fit_shared_beta(self, fits: list[dict[str, Any]]) -> float:
         """Refit every domain jointly with one step exponent, as :meth:`BiMixModel._fit_shared_beta`
-        (:func:`~mixlab.laws.bimix.refit_with_shared_beta`; each domain's transfers stay its own)."""
+        (:func:`~mixlab.laws._shared_beta.refit_with_shared_beta`; each domain's transfers stay its own)."""
         thetas, covs, _ = refit_with_shared_beta(
             [self._residual_fns(f["data"]) for f in fits],
             [f["theta"] for f in fits],
@@ -239,7 +232,7 @@ class BiMixTransferModel:
 
     def effective_proportions(self, mixtures: Any) -> np.ndarray:
         """``r_eff`` ``[n, m]`` (columns = ``loss_domains_``) for ``n`` mixtures."""
-        _check_fitted(self, "tau_")
+        check_fitted(self, "tau_")
         if isinstance(mixtures, (Mixture, dict)):
             mixtures = [mixtures]
         R, _ = as_matrix(mixtures, self.domains_, "mixtures")
@@ -270,7 +263,7 @@ class BiMixTransferModel:
         There is no closed form once a ``tau`` is positive. ``weights`` and ``constraints`` mean what
         they mean for :meth:`BiMixModel.optimize <mixlab.laws.bimix.BiMixModel.optimize>`.
         """
-        _check_fitted(self, "tau_")
+        check_fitted(self, "tau_")
         if step <= 0:
             raise ConfigError(f"target step must be positive, got {step}")
         cons = resolve_constraints(self.domains_, constraints)
@@ -304,7 +297,7 @@ class BiMixTransferModel:
 
     def to_state(self) -> dict[str, Any]:
         """The fitted law as plain JSON-able data (:meth:`from_state` rebuilds it; no pickle)."""
-        _check_fitted(self, "tau_")
+        check_fitted(self, "tau_")
         return {
             "params": self.get_params(), "domains": list(self.domains_), "loss_domains": list(self.loss_domains_),
             "coef": {k: getattr(self, k).tolist() for k in _STATE_ARRAYS},

@@ -26,13 +26,37 @@ from typing import Any
 import numpy as np
 
 from mixlab.errors import ConfigError, DataError, NotFittedError
+from mixlab.laws._inputs import r2
 from mixlab.laws._nls import robust_least_squares
 from mixlab.laws._simplex import minimize_on_simplex, resolve_constraints
-from mixlab.laws.bimix import _r2
 from mixlab.mixture import Mixture, MixtureConstraints
 
 
-class DataMixingLaw:
+class _DMLSettings:
+    """The fitting settings that :class:`DataMixingLaw` and :class:`NestedDataMixingLaw` share (one
+    constructor, one ``get_params``; the nested law passes them to each :class:`DataMixingLaw` it fits)."""
+
+    def __init__(
+        self,
+        loss: str = "huber",
+        f_scale: float | None = None,
+        n_init: int = 6,
+        space: str = "log",
+        t_bound: float = 30.0,
+        seed: int = 0,
+    ) -> None:
+        self.loss = loss
+        self.f_scale = f_scale
+        self.n_init = n_init
+        self.space = space
+        self.t_bound = t_bound
+        self.seed = seed
+
+    def get_params(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in ("loss", "f_scale", "n_init", "space", "t_bound", "seed")}
+
+
+class DataMixingLaw(_DMLSettings):
     """``L_j(r) = c_j + k_j exp(t_j . r)`` per target j (arXiv 2403.16952 Eq. 6), estimator style.
 
     Parameters
@@ -50,22 +74,6 @@ class DataMixingLaw:
     of ``(log c, log k, t_1..t_{k-1})``), ``stderr_`` (dict of ``c``, ``k``, ``t`` standard errors),
     ``r2_ [m]``, ``mre_ [m]``, ``n_features_in_``, ``n_targets_``.
     """
-
-    def __init__(
-        self,
-        loss: str = "huber",
-        f_scale: float | None = None,
-        n_init: int = 6,
-        space: str = "log",
-        t_bound: float = 30.0,
-        seed: int = 0,
-    ) -> None:
-        self.loss = loss
-        self.f_scale = f_scale
-        self.n_init = n_init
-        self.space = space
-        self.t_bound = t_bound
-        self.seed = seed
 
     @staticmethod
     def _unpack(theta: np.ndarray) -> tuple[float, float, np.ndarray]:
@@ -112,7 +120,7 @@ class DataMixingLaw:
             self.c_[j], self.k_[j], self.t_[j] = c, kk, t
             self.cov_.append(cov)
             pred = c + kk * np.exp(Xj @ t)
-            self.r2_[j] = _r2(yj, pred)
+            self.r2_[j] = r2(yj, pred)
             self.mre_[j] = float(np.mean(np.abs(pred - yj) / yj))
             sd = np.sqrt(np.clip(np.diag(cov), 0, None))
             se_c.append(c * sd[0])
@@ -253,7 +261,7 @@ _STEP_EXPONENTS = np.geomspace(0.05, 3.0, 60)
 _DEFAULT_STEP_EXPONENT = 0.5
 
 
-class NestedDataMixingLaw:
+class NestedDataMixingLaw(_DMLSettings):
     """The Data Mixing Law on loss curves, nested with a step law (arXiv 2403.16952 Sec. 4).
 
     :class:`DataMixingLaw` has no step term: it maps a mixture to the loss at one step. The paper
@@ -275,20 +283,6 @@ class NestedDataMixingLaw:
     (``[runs, m]``, NaN where a run cannot be extrapolated), ``b_`` (``[m]``), ``observed_`` (run ->
     ``{step: [m] losses}``).
     """
-
-    def __init__(
-        self, loss: str = "huber", f_scale: float | None = None, n_init: int = 6, space: str = "log",
-        t_bound: float = 30.0, seed: int = 0,
-    ) -> None:
-        self.loss = loss
-        self.f_scale = f_scale
-        self.n_init = n_init
-        self.space = space
-        self.t_bound = t_bound
-        self.seed = seed
-
-    def get_params(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ("loss", "f_scale", "n_init", "space", "t_bound", "seed")}
 
     def fit(
         self,

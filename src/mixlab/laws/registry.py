@@ -31,6 +31,7 @@ import numpy as np
 from mixlab.errors import ConfigError, DataError
 from mixlab.laws._run_effects import run_index
 from mixlab.laws.bimix import BiMixModel
+from mixlab.laws.bimix_cross import BiMixCrossModel
 from mixlab.laws.bimix_transfer import BiMixTransferModel
 from mixlab.laws.dml import NestedDataMixingLaw
 
@@ -191,9 +192,14 @@ REGISTRY: dict[str, LawSpec] = {
         BiMixTransferModel, _BIMIX_GRID, rank=1, own_domain=True, min_runs=lambda k: k + 2,
         paper="BiMix with cross-domain transfer (mixlab)",
     ),
+    "bimix-cross": LawSpec(
+        "bimix-cross", "L_i = A_i / r_i^alpha_i * exp(sum_{j != i} t_ij r_j) * (B_i / s^beta_i + C_i)",
+        BiMixCrossModel, _BIMIX_GRID, rank=2, own_domain=True, min_runs=lambda k: k + 2,
+        paper="BiMix (arXiv 2405.14908 Eq. 3) x Data Mixing Laws' exp term (arXiv 2403.16952 Eq. 6), mixlab",
+    ),
     "dml": LawSpec(
         "dml", "L_j = c_j + k_j exp(sum_i t_ij r_i), nested with L(s) = E + B s^-b per run", NestedDataMixingLaw,
-        {}, rank=2, own_domain=False, min_runs=lambda k: k + 2, paper="arXiv 2403.16952 Eq. 6 and Sec. 4",
+        {}, rank=3, own_domain=False, min_runs=lambda k: k + 2, paper="arXiv 2403.16952 Eq. 6 and Sec. 4",
     ),
 }
 
