@@ -2,6 +2,7 @@ import json
 import math
 
 import pytest
+import yaml
 
 from mixlab.errors import ConfigError, MixlabError
 from mixlab.pipeline.bench import (
@@ -17,6 +18,7 @@ from mixlab.pipeline.bench import (
     time_averaged,
     write_outputs,
 )
+from mixlab.pipeline.bench import config as bench_config
 from mixlab.proxy import ComputeLedger
 
 
@@ -190,6 +192,26 @@ def test_a_method_variant_is_its_own_row(tiny_corpus, tmp_path):
     console = Console(record=True, width=140)
     console.print(bench_table(rows))
     assert "doremi[steps=8]" in console.export_text()  # not swallowed as rich markup
+
+
+def test_the_scales_target_warmup_reaches_static_and_dynamic_target_runs(tiny_corpus, tmp_path, monkeypatch):
+    # both kinds of target run must train with the same LR schedule, or the rows are not comparable
+    from mixlab.mixers.baselines import UniformMixer
+
+    tiny = bench_config.load_scale("tiny")
+    assert tiny.target.warmup is None  # the trainer's default unless a scale says otherwise
+    scale = tiny.model_copy(update={"target": tiny.target.model_copy(update={"warmup": 5})})
+    monkeypatch.setattr(bench_config, "load_scale", lambda name: scale)
+    ws = tmp_path / "ws"
+    (static,) = run_bench(BenchConfig(scale="tiny", methods=["uniform"], seeds=1, workspace=str(ws), device="cpu"),
+                          corpus=tiny_corpus)  # fmt: skip
+    monkeypatch.setattr(UniformMixer, "dynamic", True)
+    (dynamic,) = run_bench(BenchConfig(scale="tiny", methods=["uniform"], seeds=1, workspace=str(ws), device="cpu"),
+                           corpus=tiny_corpus)  # fmt: skip
+    assert dynamic["dynamic"] is True and static["dynamic"] is False
+    for row in (static, dynamic):
+        config = yaml.safe_load((ws / "runs" / row["run_ids"][0] / "config.yaml").read_text())
+        assert config["warmup"] == 5
 
 
 def test_paired_delta_and_headroom_on_a_toy_case():

@@ -213,11 +213,13 @@ def choose_static(env: BenchEnv, method: str) -> dict[str, Any]:
     return choice
 
 
-def _target_intervals(t: ModelSettings) -> dict[str, int]:
+def _target_intervals(t: ModelSettings) -> dict[str, Any]:
     """Evaluate a target run only at its end (only the final losses are compared; evaluations would
-    cost as much as training at these sizes), checkpoint it every quarter so a killed run resumes."""
+    cost as much as training at these sizes), checkpoint it every quarter so a killed run resumes;
+    the scale's warmup when it sets one (static and dynamic target runs train alike)."""
     steps = max(1, t.tokens // (t.seq_len * t.batch_size))
-    return {"eval_interval": steps, "checkpoint_interval": max(1, steps // 4)}
+    warmup = {} if t.warmup is None else {"warmup": t.warmup}
+    return {"eval_interval": steps, "checkpoint_interval": max(1, steps // 4), **warmup}
 
 
 def train_target(env: BenchEnv, method: str, schedule: Schedule, seed: int) -> dict[str, Any]:

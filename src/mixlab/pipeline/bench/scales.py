@@ -31,6 +31,9 @@ class ModelSettings(BaseModel):
     """Peak AdamW learning rate (warmup then cosine decay)."""
     eval_batches: int = Field(4, ge=1)
     """Validation batches per domain at each evaluation."""
+    warmup: float | None = Field(None, ge=0)
+    """Linear LR warmup (TrainConfig ``warmup``: a fraction of the steps when < 1, else steps);
+    None = the trainer's default."""
 
 
 class ScaleSpec(BaseModel):
