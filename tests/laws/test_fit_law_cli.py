@@ -116,6 +116,18 @@ def test_dml_law(runs_csv, tmp_path):
     assert float(row["loss_web"]) == pytest.approx(LAWS["web"].predict(0.5, 1600), rel=0.02)
 
 
+def test_cross_law_prints_its_coefficients_and_predicts(runs_csv, tmp_path):
+    q = _write(tmp_path / "q.csv", ["r_web", "r_code", "step"], [[0.5, 0.5, 1600]])
+    out = tmp_path / "pred.csv"
+    res = _invoke("fit-law", "--data", runs_csv, "--law", "bimix-cross", "--predict", q, "--out", out,
+                  "--folds", "3", "--min-step-frac", "0", "--step-weight", "0", "--no-share-beta")
+    assert res.exit_code == 0, res.output
+    assert "BiMix + cross term" in res.output and "chosen law: bimix-cross" in res.output
+    row = next(csv.DictReader(open(out)))
+    assert float(row["loss_web"]) == pytest.approx(LAWS["web"].predict(0.5, 1600), rel=0.01)
+    assert float(row["loss_code"]) == pytest.approx(LAWS["code"].predict(0.5, 1600), rel=0.01)
+
+
 @pytest.mark.parametrize(
     "header,rows,needle",
     [

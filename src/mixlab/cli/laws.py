@@ -85,7 +85,28 @@ def _dml_table(model) -> Table:
     return t
 
 
-_COEF_TABLES = {"bimix": _bimix_table, "bimix-transfer": _transfer_table, "dml": _dml_table}
+def _cross_table(model) -> Table:
+    t = Table(title="BiMix + cross term: L_i = A_i / r_i^alpha_i * exp(sum_j t_ij r_j) * (B_i / s^beta_i + 1)",
+              title_justify="left")
+    for col in ("domain", "A", "alpha", "B", "beta", "t (" + ", ".join(model.domains_) + ")", "MRE %"):
+        t.add_column(col, justify="left" if col == "domain" else "right")
+    for j, d in enumerate(model.loss_domains_):
+        t.add_row(d, *(f"{v[j]:.4g}" for v in (model.A_, model.alpha_, model.B_, model.beta_)),
+                  ", ".join(f"{v:+.3g}" for v in model.t_[j]), f"{100 * model.mre_.get(d, np.nan):.3f}")
+    return t
+
+
+def _params_table(model) -> Table:
+    """Any other law: its ``params_`` (loss domain -> coefficients), one row per loss domain."""
+    t = Table(title=f"{type(model).__name__} coefficients", title_justify="left")
+    t.add_column("domain")
+    t.add_column("coefficients")
+    for d, coef in getattr(model, "params_", {}).items():
+        t.add_row(str(d), ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in coef.items()))
+    return t
+
+
+_COEF_TABLES = {"bimix": _bimix_table, "bimix-transfer": _transfer_table, "bimix-cross": _cross_table, "dml": _dml_table}
 
 
 def _report_records(selector, table) -> list[dict]:
@@ -174,7 +195,7 @@ def fit_law(
         Path | None, typer.Option("--data", help="Wide CSV: r_<domain> columns, step, loss_<domain> columns (optional run).")
     ] = None,
     law: Annotated[
-        str, typer.Option("--law", help="auto (choose by cross-validation), bimix, bimix-transfer or dml.")
+        str, typer.Option("--law", help="auto (choose by cross-validation), bimix, bimix-transfer, bimix-cross or dml.")
     ] = "auto",
     predict: Annotated[
         Path | None, typer.Option("--predict", help="Query CSV with the same r_<domain> columns and step.")
@@ -261,7 +282,7 @@ def fit_law(
             console.print(_cv_table(selector))
     settings = ", ".join(f"{k}={v}" for k, v in selector.settings_.items()) or "none"
     console.print(f"chosen law: [bold]{selector.law_}[/] ({settings}); by {selector.selected_by_}")
-    console.print(_COEF_TABLES[selector.law_](selector.estimator_))
+    console.print(_COEF_TABLES.get(selector.law_, _params_table)(selector.estimator_))
     if save is not None:
         obj = selector.to_dict()
         if table is not None:
