@@ -10,10 +10,17 @@ import numpy as np
 import pytest
 import torch
 
-from mixlab.errors import MixlabError
+from mixlab.errors import ConfigError, MixlabError
 from mixlab.influence import GroupInfluence
 from mixlab.mixers import MixingContext, get_mixer
-from mixlab.mixers.tikmix_d import normalised_influence, paper_objective, solve_linear, solve_tikmix_d
+from mixlab.mixers.tikmix_d import (
+    hedge_step,
+    normalised_influence,
+    paper_objective,
+    solve_linear,
+    solve_tikmix_d,
+    target_reliability,
+)
 from mixlab.mixture import Mixture
 
 torch.set_num_threads(1)
@@ -224,7 +231,7 @@ def _train_briefly(corpus, steps=80, seq=32, bs=16, seed=0):
     return model, opt
 
 
-@pytest.mark.parametrize("objective", ["paper", "linear", "firstorder"])
+@pytest.mark.parametrize("objective", ["paper", "linear", "firstorder", "mirror"])
 def test_tikmix_d_moves_weight_away_from_noise(noise_target_corpus, objective):
     # noise has nothing to teach about the learnable target domain: its gradients are unaligned with
     # the target's, so Group Influence ranks it last and the mixture moves away from it
@@ -235,7 +242,7 @@ def test_tikmix_d_moves_weight_away_from_noise(noise_target_corpus, objective):
         target_domains=["target"], previous=Mixture.uniform(corpus.domains), stage=1,
         live=SimpleNamespace(model=model, optimizer=opt, seq_len=32, batch_size=8),
     )  # fmt: skip
-    mixer = get_mixer("tikmix-d", objective=objective, tokens_per_domain=4 * 8 * 32)
+    mixer = get_mixer("tikmix-d", objective=objective, tokens_per_domain=4 * 8 * 32, rounds=2)
     proposal = mixer.propose(ctx)
     mix, gi = proposal.mixture, proposal.influence
     infl = dict(zip(gi.train_domains, gi.matrix[:, 0], strict=True))
@@ -320,3 +327,110 @@ def test_pooled_measurements_fit_ekfac_once():
     assert second["tokens"] == 6 * per  # three training domains and three targets, no refit
     assert first["tokens"] == 6 * per + 2 * 3 * 2 * 4 * 16  # plus the fit: 2 batches per domain, 2 passes
     assert proposal.influence.preconditioner == "ekfac" and ctx.compute.tokens == first["tokens"] + second["tokens"]
+
+
+def _log_loss_problem():
+    """L(w) = -sum_j c_j sum_i u_ji log w_i: minimum on the simplex at w* = sum_j c_j u_j, Group Influence
+    (first-order decrease per unit of domain i) I[i, j] = u_ji / w_i."""
+    U = np.array([[0.5, 0.3, 0.15, 0.05], [0.1, 0.1, 0.2, 0.6]])
+    c = np.array([0.7, 0.3])
+    return U, c, c @ U, lambda w: float(-(c @ U) @ np.log(w))
+
+
+@pytest.mark.parametrize("rounds", [3, 5, 100])
+def test_mirror_steps_recover_the_best_mixture_of_a_known_loss(rounds):
+    """Re-measured at each of K decisions, the exponentiated-gradient step with the Hedge step size (R =
+    the largest range measured so far) walks from uniform to w*. K = 5 and 100 lower the loss at every
+    step and end at w*; with K = 3 the first step overshoots this sharply curved loss (its Hessian is
+    diag(u / w^2)) and the run still ends with less than half the uniform mixture's gap to the optimum."""
+    U, c, best, loss = _log_loss_problem()
+    w = np.full(4, 0.25)
+    losses, ranges = [loss(w)], []
+    for _ in range(rounds):
+        infl = (U / w).T
+        sol = solve_tikmix_d(infl, previous=w, target_weights=c, objective="mirror", reliability=1.0,
+                             rounds=rounds, range_bound=max(ranges, default=None))  # fmt: skip
+        assert sol.success and sol.details["rounds"] == rounds
+        ranges.append(sol.details["range"])
+        w = sol.weights
+        losses.append(loss(w))
+    gap = [x - loss(best) for x in losses]
+    if rounds == 3:
+        assert gap[-1] < 0.5 * gap[0] and np.abs(w - best).max() < 0.1
+    else:
+        assert all(b <= a + 1e-12 for a, b in zip(losses, losses[1:], strict=False))
+        np.testing.assert_allclose(w, best, atol=0.05 if rounds == 5 else 1e-3)
+    # normalising each round by its own range instead keeps oscillating around w*
+    w = np.full(4, 0.25)
+    for _ in range(10):
+        w = solve_tikmix_d((U / w).T, previous=w, target_weights=c, objective="mirror", rounds=10).weights
+    assert np.abs(w - best).max() > 0.05
+
+
+def test_mirror_step_size_is_the_hedge_step_scaled_by_reliability_and_unit_free():
+    a = np.array([[0.9], [0.5], [0.2], [0.1]])
+    prev = np.array([0.1, 0.2, 0.3, 0.4])
+
+    def logratio(sol):
+        lr = np.log(sol.weights / prev)
+        return lr - lr.mean()
+
+    full = solve_tikmix_d(a, previous=prev, objective="mirror", reliability=1.0, rounds=4)
+    # no bound binds: log(w / w0) = eta * rho * a - nu with eta * range(a) = sqrt(8 ln n / K)
+    np.testing.assert_allclose(logratio(full), hedge_step(4, 4) * (a[:, 0] - a[:, 0].mean()) / 0.8, atol=1e-9)
+    assert hedge_step(4, 4) == pytest.approx(np.sqrt(8 * np.log(4) / 4))
+    quarter = solve_tikmix_d(a, previous=prev, objective="mirror", reliability=0.25, rounds=4)
+    np.testing.assert_allclose(logratio(quarter), 0.25 * logratio(full), atol=1e-9)
+    scaled = solve_tikmix_d(1e-7 * a, previous=prev, objective="mirror", reliability=1.0, rounds=4)
+    np.testing.assert_allclose(scaled.weights, full.weights, atol=1e-9)
+    longer = solve_tikmix_d(a, previous=prev, objective="mirror", reliability=1.0, rounds=16)
+    np.testing.assert_allclose(logratio(longer), 0.5 * logratio(full), atol=1e-9)  # sqrt(1 / K)
+    for rho in (0.0, -0.4):  # halves that disagree: the measurement is noise, nothing moves
+        still = solve_tikmix_d(a, previous=prev, objective="mirror", reliability=rho, rounds=4)
+        np.testing.assert_allclose(still.weights, prev, atol=1e-12)
+        assert still.details["eta"] == 0.0
+    capped = solve_tikmix_d(a, previous=prev, objective="mirror", reliability=1.0, rounds=1, upper=[0.3, 1, 1, 1])
+    assert capped.weights[0] == pytest.approx(0.3) and capped.weights.sum() == pytest.approx(1)
+    bounded = solve_tikmix_d(a, previous=prev, objective="mirror", reliability=1.0, rounds=4, range_bound=1.6)
+    np.testing.assert_allclose(logratio(bounded), 0.5 * logratio(full), atol=1e-9)  # R = 1.6 = 2 x range
+    rec = full.to_dict()
+    assert rec["reliability"] == 1.0 and rec["rounds"] == 4 and rec["eta"] == pytest.approx(hedge_step(4, 4) / 0.8)
+
+
+def test_target_reliability_is_the_split_half_reliability_of_the_weighted_influence():
+    rng = np.random.default_rng(0)
+    signal = rng.normal(size=(5, 2))
+    halves = np.stack([signal + 0.1 * rng.normal(size=(5, 2)), signal + 0.1 * rng.normal(size=(5, 2))])
+    gi = GroupInfluence(matrix=halves.mean(0), stderr=np.zeros((5, 2)), train_domains=list("abcde"),
+                        target_domains=["x", "y"], half_matrices=halves, stability=0.0)  # fmt: skip
+    assert target_reliability(gi, np.array([0.5, 0.5])) > 0.9
+    # halves that are independent noise: the reliability scatters around 0 (so the step mostly vanishes)
+    noise = [target_reliability(SimpleNamespace(half_matrices=rng.normal(size=(2, 5, 2))), np.array([1.0, 0.0]))
+             for _ in range(200)]  # fmt: skip
+    assert abs(float(np.median(noise))) < 0.3
+    assert target_reliability(SimpleNamespace(half_matrices=None, stability=0.7), np.ones(2)) == 0.7
+
+
+def test_mirror_needs_the_number_of_decisions():
+    _, _, ctx = _live_ctx()
+    with pytest.raises(MixlabError, match="number of decisions"):
+        get_mixer("tikmix-d", objective="mirror", tokens_per_domain=2 * 4 * 16).propose(ctx)
+    ctx.live.boundaries = (10, 20, 30)
+    mixer = get_mixer("tikmix-d", objective="mirror", tokens_per_domain=2 * 4 * 16)
+    proposal = mixer.propose(ctx)
+    first = proposal.solver
+    assert first["rounds"] == 3 and first["range_bound"] == first["range"]
+    # the step's range bound is the largest range among the run's recorded measurements so far
+    ctx.history = [{"stage": 0}, {"stage": 1, "influence": proposal.influence.to_dict() | {
+        "matrix": (10 * proposal.influence.matrix).tolist()}}]
+    assert mixer.propose(ctx).solver["range_bound"] == pytest.approx(10 * first["range"])
+
+
+def test_fixed_budget_measures_once_whatever_the_stability():
+    _, _, ctx = _live_ctx()
+    per = 2 * 4 * 16
+    mixer = get_mixer("tikmix-d", tokens_per_domain=per, min_stability=1.0, max_tokens_per_domain=3 * per,
+                      budget="fixed", objective="mirror", rounds=2)  # fmt: skip
+    assert len(mixer.propose(ctx).measurements) == 1 and ctx.compute.tokens == 6 * per
+    with pytest.raises(ConfigError, match="unknown budget"):
+        get_mixer("tikmix-d", tokens_per_domain=per, budget="lots").propose(ctx)

@@ -48,6 +48,15 @@ def test_config_errors():
     spec, methods = BenchConfig(scale="tiny", seeds=1, target_tokens=1000).resolved()
     assert spec.seeds == 1 and spec.target.tokens == 1000 and spec.target.model == "nano-100k"
     assert methods[:3] == ["uniform", "natural", "unimax"] and "tikmix-d" in methods
+    # the paper's TiKMiX-D and the mirror variant are both default rows; the variant's plan goes to the
+    # pipeline, the rest to the mixer
+    from mixlab.pipeline.bench import TIKMIX_MIRROR, parse_method_spec
+    from mixlab.pipeline.dynamic import PLAN_KEYS
+
+    assert TIKMIX_MIRROR in methods
+    name, params = parse_method_spec(TIKMIX_MIRROR)
+    assert name == "tikmix-d" and params["objective"] == "mirror" and params["budget"] == "fixed"
+    assert {k: params[k] for k in PLAN_KEYS if k in params} == {"stages": 4, "initial": "uniform"}
 
 
 @pytest.mark.slow

@@ -141,3 +141,26 @@ def test_tikmix_stage_record_holds_solver_status_and_stability(tiny_corpus, tmp_
     assert -1 <= rec["influence"]["stability"] <= 1 and len(rec["influence"]["half_matrices"]) == 2
     assert len(rec["measurements"]) == 1 and rec["measurements"][0]["tokens"] == rec["influence"]["tokens"]
     assert res.stages[1].solver == rec["solver"]
+
+
+def test_mirror_plan_counts_every_measurement_as_choosing_compute(tiny_corpus, tmp_path):
+    """The mirror variant's plan (uniform for the first quarter, decisions at 1/4, 1/2, 3/4, a fixed budget)
+    measures exactly once per decision, whatever min_stability says, and the run's choosing compute is
+    the sum of every measurement's FLOPs and tokens."""
+    per = 2 * 8 * 64
+    cfg = PipelineConfig(
+        train=_train(tiny_corpus, tmp_path), mixer="tikmix-d", stages=4, initial="uniform",
+        mixer_params={"objective": "mirror", "budget": "fixed", "tokens_per_domain": per, "min_stability": 1.0},
+    )  # fmt: skip
+    res = run_pipeline(cfg, corpus=tiny_corpus)
+    assert [s.start_step for s in res.schedule.stages] == [0, 12, 24, 36]
+    decisions = res.stages[1:]
+    assert [len(r.measurements) for r in decisions] == [1, 1, 1]
+    measured = [m for r in decisions for m in r.measurements]
+    assert res.compute.flops == pytest.approx(sum(m["flops"] for m in measured)) and res.compute.flops > 0
+    assert res.compute.tokens == sum(m["tokens"] for m in measured)
+    assert all(r.solver["rounds"] == 3 for r in decisions)
+    # the later steps are bounded by the largest range measured earlier in the run
+    assert decisions[2].solver["range_bound"] == pytest.approx(max(r.solver["range"] for r in decisions[:3]))
+    saved = json.loads((res.run_dir / "choose_compute.json").read_text())
+    assert saved["flops"] == pytest.approx(res.compute.flops)

@@ -424,6 +424,7 @@ class MixtureScheduleCallback(_CallbackBase):
             hf_model=model,
             device=next(model.parameters()).device,
             total_steps=self.total_steps or (args.max_steps if getattr(args, "max_steps", 0) > 0 else None),
+            boundaries=tuple(self.boundaries),
         )
         corpus = self.stream.corpus
         counts = corpus.token_counts("train")

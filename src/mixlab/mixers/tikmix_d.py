@@ -5,7 +5,7 @@ domains); mixlab's one layout (:mod:`mixlab.influence.matrix`) is its transpose 
 domains, columns = targets), which every function here takes and returns. A mixture w gives
 per-target influence P = S w, normalised per target as P_hat_j = P_j / (max_i |S_ji| + 1e-8) (Eq. 9;
 the paper divides by max_i S_ji, mixlab by its absolute value so a target that every domain hurts
-keeps its sign). Two objectives:
+keeps its sign). Objectives:
 
 * ``objective="paper"`` (default, Eq. 10): minimise alpha * std(P_hat) - beta * sum_j P_hat_j
   - gamma * H(w), H(w) = -sum_i w_i log w_i, subject to sum w = 1, the per-domain bounds (mixlab's
@@ -54,6 +54,56 @@ equally influential (the first-order optimality condition on the simplex) it sta
 small enough step it converges to the best mixture of a smooth convex loss (tested on a synthetic
 problem with a known answer). With no previous mixture (stage 0), w0 is uniform.
 
+**The mirror objective** (``objective="mirror"``, benchmarked as ``tikmix-d[objective=mirror,
+budget=fixed,initial=uniform,stages=4]``). The first-order prediction above is a
+gradient: dL_T(w) = -eta a^T w says grad_w L_T = -eta a, up to the positive factor eta. A run with
+K decisions (stage boundaries) that re-measures the influence at each one is then online convex
+optimisation on the simplex with one gradient per round, and the classical algorithm for it is the
+exponentiated-gradient (Hedge; mirror descent with the entropy mirror map) step
+
+    w_{k+1, i}  proportional to  w_{k, i} exp(eta_k a_hat_i),
+
+the exact maximiser of a_hat^T w - KL(w || w_k) / eta_k on the simplex (:func:`solve_linear` with
+``regularizer="kl"``, so the bounds are kept exactly: w_i = clip(w_{k,i} exp(eta_k a_hat_i - nu), l_i,
+u_i)). Two things set the step, neither of them a constant fitted to one target:
+
+* **Magnitude** (the Hedge step): for gains whose range within a round is R, exponential weights with
+  eta = sqrt(8 ln n / K) / R (n domains, K rounds) have regret at most R sqrt(K ln n / 2) against the
+  best fixed mixture in hindsight (Cesa-Bianchi and Lugosi 2006, Thm. 2.2), i.e. the time-averaged
+  mixture's first-order loss approaches the best static mixture's at rate sqrt(ln n / K). R bounds
+  the range of every round's gains, which is not known in advance; mixlab uses its estimate at the
+  time of each decision, the largest range max_i a_i - min_i a_i among this run's measurements so far
+  (the earlier stages' recorded matrices and the current one). This makes the step independent of
+  the influence's units (learning rate, preconditioner, model size), as the ``firstorder``
+  normalisation does, and lets it shrink as the domains' influences converge, so the mixture settles
+  at the first-order optimum instead of oscillating around it (normalising by each round's own range
+  would not: on the synthetic test problem it does not converge in 10 rounds). With n = 6 domains and
+  K = 3 decisions a fully reliable measurement moves the log-ratio of the best to the worst domain
+  by at most sqrt(8 ln 6 / 3) = 2.2 per decision. K is the run's number of decisions (``rounds``, by
+  default read from the pipeline's stage plan).
+* **Reliability**: the measured a is the true influence plus sampling noise. Its split-half
+  reliability rho (:func:`mixlab.influence.group.split_half_stability` of the two half-sample
+  estimates of a = I c) is the share of the spread between domains that is signal, and the best
+  linear predictor of the true centred influence from the measured one is rho (a - mean a) (Kelley's
+  regression estimate of true scores, classical test theory). So a_hat = clip(rho, 0, 1) a (a shift
+  common to all domains moves nothing on the simplex): a noisy measurement moves the mixture less,
+  one whose halves disagree (rho <= 0) not at all. This is how the measurement's reliability enters
+  without buying more tokens, which is what keeps the run's measurement cost fixed (``budget="fixed"``: exactly ``tokens_per_domain`` per domain at each
+  decision, so the choosing compute is K single measurements).
+
+When to decide: to first order the trained model depends on the mixture integrated over the run
+(the time-averaged mixture of the paper's plan, trained statically, matches the schedule on the
+bench), and the regret bound is about that average. The paper's plan spends the first half of the
+run on the natural mixture and moves once; the mirror variant's plan trains the uniform mixture (no
+prior) for the first quarter, then decides at 1/4, 1/2 and 3/4 of the run, re-measuring each time:
+as a domain is over-served its gradient shrinks, its measured influence falls and the next step
+moves weight back (equal influence, the first-order optimality condition on the simplex, is the
+fixed point). Deciding at 10% of the run was measured and is worse on the bench: right after the
+learning-rate warm-up the influence ranks the domains differently for every training seed (dialogue,
+legal or code first) although each measurement is reliable (split-half 0.7-0.95): it describes a
+transient state of the model, not the data's lasting value, and the split-half reliability cannot
+see that.
+
 **Solver status.** The paper objective is solved with SLSQP from two starts. The result's status,
 message and iteration count are returned in :class:`TiKMiXDSolution` (the pipeline writes them to the
 stage record). When no start converges the solve is a failure: ``on_failure="error"`` raises
@@ -65,9 +115,10 @@ constraint is logged and recorded as ``pareto_dropped``.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -75,15 +126,18 @@ import numpy as np
 from mixlab.errors import ConfigError, MixlabError
 from mixlab.influence.budget import measure_until_stable
 from mixlab.influence.group import measure_group_influence
-from mixlab.influence.matrix import GroupInfluence
+from mixlab.influence.matrix import GroupInfluence, split_half_stability
 from mixlab.influence.preconditioners import make_preconditioner
 from mixlab.mixers.base import Mixer, MixingContext, Proposal
 from mixlab.mixture import Mixture, project_to_bounded_simplex
 
 log = logging.getLogger(__name__)
 
-OBJECTIVES = ("paper", "linear", "firstorder")
+OBJECTIVES = ("paper", "linear", "firstorder", "mirror")
 ON_FAILURE = ("previous", "error")
+BUDGETS = ("stable", "fixed")
+"""How a decision's influence budget is chosen: ``stable`` pools samples until the split-half
+stability reaches ``min_stability``; ``fixed`` measures exactly ``tokens_per_domain`` per domain."""
 REGULARIZERS = ("entropy", "kl", "l2")
 _TINY = 1e-12
 
@@ -94,7 +148,8 @@ class TiKMiXDSolution:
     minimised for ``paper``, maximised for ``linear``/``firstorder``), whether the Pareto constraint
     was enforced, and the solver's outcome: ``solver`` (``slsqp`` or ``closed-form``), ``success``,
     ``status`` (SLSQP's exit mode; 0 = converged), ``message``, ``iterations``, ``fallback`` (None, or
-    what was used instead of a failed solve) and ``pareto_dropped``."""
+    what was used instead of a failed solve), ``pareto_dropped`` and objective-specific ``details``
+    (the ``mirror`` step's eta, reliability, ranges and rounds)."""
 
     weights: np.ndarray
     objective: float
@@ -106,6 +161,7 @@ class TiKMiXDSolution:
     iterations: int = 0
     fallback: str | None = None
     pareto_dropped: bool = False
+    details: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """The solver outcome as a JSON-able record (the weights are the stage's mixture)."""
@@ -113,7 +169,7 @@ class TiKMiXDSolution:
             "solver": self.solver, "success": bool(self.success), "status": int(self.status),
             "message": self.message, "iterations": int(self.iterations), "objective": float(self.objective),
             "pareto": bool(self.pareto), "pareto_dropped": bool(self.pareto_dropped), "fallback": self.fallback,
-        }  # fmt: skip
+        } | dict(self.details)  # fmt: skip
 
 
 def _bounds(k: int, lower: Any, upper: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -247,14 +303,19 @@ def solve_tikmix_d(
     step: float = 1.0,
     on_failure: str = "previous",
     maxiter: int = 500,
+    reliability: float | None = None,
+    rounds: int = 1,
+    range_bound: float | None = None,
 ) -> TiKMiXDSolution:
     """The TiKMiX-D mixture for an influence matrix ``[n_train, n_target]`` (rows = training domains).
 
     ``previous`` is the last stage's mixture (for the Pareto constraint, as the default prior of the
-    ``kl``/``l2`` regularisers and as the trust-region centre of ``firstorder``); ``target_weights`` c
-    over targets defaults to equal. ``step`` is the ``firstorder`` trust-region step (see the module
-    docstring); ``on_failure`` says what a failed SLSQP solve does (``previous`` or ``error``);
-    ``maxiter`` caps SLSQP's iterations.
+    ``kl``/``l2`` regularisers and as the trust-region centre of ``firstorder`` and ``mirror``);
+    ``target_weights`` c over targets defaults to equal. ``step`` is the ``firstorder`` trust-region
+    step (see the module docstring); ``reliability`` (the split-half reliability of I c; None = 1),
+    ``rounds`` (the run's number of decisions) and ``range_bound`` (the largest range of I c measured
+    earlier in the run; None = this one's) set the ``mirror`` step; ``on_failure`` says what a
+    failed SLSQP solve does (``previous`` or ``error``); ``maxiter`` caps SLSQP's iterations.
     """
     infl = np.asarray(influence, float)
     if infl.ndim != 2 or infl.shape[0] < 1 or infl.shape[1] < 1 or not np.isfinite(infl).all():
@@ -272,6 +333,9 @@ def solve_tikmix_d(
         raise ConfigError(f"unknown on_failure {on_failure!r}; choose one of {list(ON_FAILURE)}")
     if objective == "firstorder":
         return solve_firstorder(infl @ c, lower=lo, upper=hi, previous=w_prev, step=step)
+    if objective == "mirror":
+        return solve_mirror(infl @ c, lower=lo, upper=hi, previous=w_prev, reliability=reliability, rounds=rounds,
+                            range_bound=range_bound)  # fmt: skip
     if objective == "linear":
         q = np.asarray(prior, float) if prior is not None else w_prev
         w = solve_linear(infl @ c, lower=lo, upper=hi, regularizer=regularizer, strength=strength, prior=q)
@@ -369,6 +433,90 @@ def solve_firstorder(
     return TiKMiXDSolution(w, value, False, f"first-order gain with KL trust region, step {step}")
 
 
+def hedge_step(n_domains: int, rounds: int) -> float:
+    """sqrt(8 ln n / K): the exponential-weights step, in units of the gains' range, whose regret over
+    K rounds is at most sqrt(K ln n / 2) ranges (Cesa-Bianchi and Lugosi 2006, Thm. 2.2)."""
+    if n_domains < 1 or rounds < 1:
+        raise ConfigError(f"hedge_step needs n_domains >= 1 and rounds >= 1, got {n_domains}, {rounds}")
+    return math.sqrt(8.0 * math.log(n_domains) / rounds)
+
+
+def solve_mirror(
+    a: np.ndarray,
+    *,
+    lower: np.ndarray,
+    upper: np.ndarray,
+    previous: np.ndarray | None = None,
+    reliability: float | None = None,
+    rounds: int = 1,
+    range_bound: float | None = None,
+) -> TiKMiXDSolution:
+    """One exponentiated-gradient step on the bounded simplex (the ``mirror`` objective, derived in
+    the module docstring): w_i proportional to w0_i exp(eta rho a_i), eta = sqrt(8 ln n / K) / R,
+    R = max(range(a), ``range_bound``) (``range_bound``: the largest range measured earlier in the
+    run), rho = clip(``reliability``, 0, 1) (None or NaN: 1, the measurement taken at face value), K =
+    ``rounds``. ``a_i`` is the target-weighted influence of domain i; w0 = ``previous`` (uniform when
+    None). Exact (KKT); ``details`` records eta, rho, the ranges and K."""
+    a = np.asarray(a, float)
+    k = len(a)
+    if int(rounds) < 1:
+        raise ConfigError(f"mirror rounds must be >= 1, got {rounds}")
+    w0 = np.full(k, 1.0 / k) if previous is None else np.asarray(previous, float)
+    w0 = w0 / w0.sum()
+    rho = 1.0 if reliability is None or not math.isfinite(reliability) else min(max(float(reliability), 0.0), 1.0)
+    spread = float(a.max() - a.min())
+    bound = max(spread, float(range_bound or 0.0))
+    base = hedge_step(k, int(rounds))
+    details = {"reliability": None if reliability is None or not math.isfinite(reliability) else float(reliability),
+               "rounds": int(rounds), "range": spread, "range_bound": bound, "hedge_step": base}
+    if not spread > 0 or rho == 0:
+        w = project_to_bounded_simplex(w0, lower, upper)
+        why = "no spread between the domains' influences" if not spread > 0 else "reliability <= 0"
+        return TiKMiXDSolution(w, 0.0, False, f"mirror step: {why}; keeping the previous mixture",
+                               details=details | {"eta": 0.0})
+    eta = base * rho / bound
+    # a domain with no weight in w0 cannot enter under KL(w || w0); a floor keeps every domain reachable
+    w0 = np.maximum(w0, 1e-6)
+    w0 = w0 / w0.sum()
+    w = solve_linear(a, lower=lower, upper=upper, regularizer="kl", strength=1.0 / eta, prior=w0)
+    kl = float(np.sum(w * np.log(np.clip(w, 1e-300, None) / w0)))
+    value = float(a @ (w - w0) - kl / eta)
+    return TiKMiXDSolution(
+        w, value, False,
+        f"exponentiated-gradient step, eta*range {eta * spread:.3g} (reliability {rho:.2f}, {rounds} rounds)",
+        details=details | {"eta": eta},
+    )  # fmt: skip
+
+
+def earlier_ranges(history: Sequence[Any], target_weights: dict[str, float]) -> list[float]:
+    """The range max_i a_i - min_i a_i of a = I c for every earlier stage record that holds an influence
+    matrix (``record["influence"]["matrix"]`` with its ``target_domains``; the pipeline's and the
+    Hugging Face callback's records both do); records without one, or whose targets carry no weight,
+    are skipped."""
+    out: list[float] = []
+    for rec in history:
+        infl = rec.get("influence") if isinstance(rec, dict) else None
+        if not isinstance(infl, dict) or infl.get("matrix") is None:
+            continue
+        m = np.asarray(infl["matrix"], float)
+        cv = np.array([float(target_weights.get(t, 0.0)) for t in infl.get("target_domains", [])])
+        if m.ndim != 2 or m.shape[1] != len(cv) or not cv.sum() > 0 or not np.isfinite(m).all():
+            continue
+        a = m @ (cv / cv.sum())
+        out.append(float(a.max() - a.min()))
+    return out
+
+
+def target_reliability(gi: Any, c: np.ndarray) -> float:
+    """Split-half reliability of the target-weighted influence a = I c (``gi.half_matrices`` projected
+    on c); the matrix's own ``stability`` when there are no halves; NaN when neither is known."""
+    halves = getattr(gi, "half_matrices", None)
+    if halves is not None:
+        h = np.asarray(halves, float)
+        return split_half_stability((h @ np.asarray(c, float))[:, :, None])
+    return float(getattr(gi, "stability", float("nan")))
+
+
 class InfluenceMixer(Mixer):
     """A dynamic mixer that measures Group Influence on the live model (TiKMiX-D and TiKMiX-M).
 
@@ -382,9 +530,14 @@ class InfluenceMixer(Mixer):
         """Group Influence of ``ctx.domains`` on ``ctx.targets`` at the live model (cost to ``ctx.compute``)
         and one record per measurement.
 
-        With ``min_stability`` set, further samples are pooled until the split-half stability reaches
-        it (:func:`mixlab.influence.budget.measure_until_stable`); each measurement is counted as
-        choosing compute."""
+        With ``min_stability`` set (and ``budget="stable"``, the default), further samples are pooled
+        until the split-half stability reaches it (:func:`mixlab.influence.budget.measure_until_stable`);
+        ``budget="fixed"`` measures exactly ``tokens_per_domain`` per domain. Each measurement is
+        counted as choosing compute."""
+        budget = getattr(self, "budget", "stable")
+        if budget not in BUDGETS:
+            raise ConfigError(f"{self.name}: unknown budget {budget!r}; choose one of {list(BUDGETS)}")
+        fixed = budget == "fixed"
         records: list[dict[str, Any]] = []
         gi = measure_live_influence(
             ctx,
@@ -396,8 +549,8 @@ class InfluenceMixer(Mixer):
             projection_dim=self.projection_dim,
             seed=self.seed,
             method=self.name,
-            min_stability=getattr(self, "min_stability", None),
-            max_tokens_per_domain=getattr(self, "max_tokens_per_domain", None),
+            min_stability=None if fixed else getattr(self, "min_stability", None),
+            max_tokens_per_domain=None if fixed else getattr(self, "max_tokens_per_domain", None),
             records=records,
         )
         return gi, records
@@ -409,7 +562,9 @@ class TiKMiXDMixer(InfluenceMixer):
     Needs ``ctx.live`` (``model``, ``optimizer``, ``seq_len``, ``batch_size``) and ``ctx.corpus``;
     a precomputed :class:`~mixlab.influence.GroupInfluence` in ``ctx.live.influence`` is used as is.
     The proposal carries the measured matrix, the solver's outcome and the measurements; their cost
-    is added to ``ctx.compute``.
+    is added to ``ctx.compute``. ``objective="mirror"`` needs the run's number of decisions:
+    ``rounds``, or else the stage plan's boundaries in ``ctx.live.boundaries`` (the dynamic pipeline
+    and the Hugging Face callback set them).
     """
 
     name = "tikmix-d"
@@ -434,6 +589,8 @@ class TiKMiXDMixer(InfluenceMixer):
         on_failure: str = "previous",
         min_stability: float | None = None,
         max_tokens_per_domain: int | None = None,
+        budget: str = "stable",
+        rounds: int | None = None,
     ) -> None:
         self.objective = objective
         self.alpha = alpha
@@ -453,10 +610,26 @@ class TiKMiXDMixer(InfluenceMixer):
         self.on_failure = on_failure
         self.min_stability = min_stability
         self.max_tokens_per_domain = max_tokens_per_domain
+        self.budget = budget
+        self.rounds = rounds
+
+    def _rounds(self, ctx: MixingContext) -> int:
+        """The run's number of decisions (``rounds``, else the live state's stage boundaries)."""
+        if self.rounds is not None:
+            return int(self.rounds)
+        boundaries = getattr(ctx.live, "boundaries", None)
+        if not boundaries:
+            raise MixlabError(
+                f"{self.name}[objective=mirror] needs the run's number of decisions: give rounds=K, or run it through "
+                "the dynamic pipeline or the Hugging Face callback, which pass their stage boundaries"
+            )
+        return len(boundaries)
 
     def solve(self, ctx: MixingContext, influence: Any) -> TiKMiXDSolution:
         cons = ctx.constraints()
         c = ctx.target_weight_vector()
+        cvec = np.array([c.get(t, 0.0) for t in influence.target_domains], float)
+        mirror = self.objective == "mirror"
         return solve_tikmix_d(
             influence.matrix,
             lower=cons.lower,
@@ -472,6 +645,9 @@ class TiKMiXDMixer(InfluenceMixer):
             strength=self.strength,
             step=self.step,
             on_failure=self.on_failure,
+            reliability=target_reliability(influence, cvec) if mirror and cvec.sum() > 0 else None,
+            rounds=self._rounds(ctx) if mirror else 1,
+            range_bound=max(earlier_ranges(ctx.history, c), default=None) if mirror else None,
         )
 
     def propose(self, ctx: MixingContext) -> Proposal:
@@ -578,10 +754,14 @@ __all__ = [
     "InfluenceMixer",
     "TiKMiXDMixer",
     "TiKMiXDSolution",
+    "earlier_ranges",
+    "hedge_step",
     "measure_live_influence",
     "normalised_influence",
     "paper_objective",
     "solve_firstorder",
     "solve_linear",
+    "solve_mirror",
     "solve_tikmix_d",
+    "target_reliability",
 ]

@@ -297,7 +297,8 @@ class DynamicPipeline:
         previous = trainer.sampler.schedule.mixture_at(boundary - 1)
         live = LiveState(model=trainer.model, optimizer=trainer.optimizer, seq_len=tc.seq_len,
                          batch_size=tc.batch_size, device=trainer.device, step=trainer.step,
-                         total_steps=trainer.total_steps)
+                         total_steps=trainer.total_steps,
+                         boundaries=tuple(self.config.boundary_steps(trainer.total_steps)))
         remaining = (trainer.total_steps - boundary) * trainer.tokens_per_step
         losses = trainer.curve.get(max(trainer.curve)) if trainer.curve else None
         ctx = self._context(corpus, tc.tokens, remaining_tokens=remaining, stage=k, previous=previous,

@@ -95,6 +95,9 @@ class LiveState:
     TiKMiX-D use it instead of measuring again."""
     random_state: RandomState | None = None
     """The random states at the boundary (captured by the engine before the mixer runs)."""
+    boundaries: tuple[int, ...] = ()
+    """The run's stage boundaries (optimizer steps): a mixer that plans over the whole run (TiKMiX-D's
+    ``mirror`` step) reads its number of decisions here."""
 
 
 @dataclass

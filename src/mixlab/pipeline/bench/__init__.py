@@ -44,6 +44,7 @@ and file), :mod:`~mixlab.pipeline.bench.config` (methods, variants, :class:`Benc
 
 from mixlab.pipeline.bench.config import (
     DEFAULT_METHODS,
+    TIKMIX_MIRROR,
     TRACKS,
     BenchConfig,
     parse_method_spec,
@@ -79,6 +80,7 @@ __all__ = [
     "DEFAULT_METHODS",
     "HEADROOM_MIN_SD",
     "RESULT_KEYS",
+    "TIKMIX_MIRROR",
     "TRACKS",
     "BenchConfig",
     "BenchEnv",
