@@ -52,3 +52,30 @@ def test_doremi_needs_a_corpus_and_valid_params():
         get_mixer("doremi").propose(ctx)
     with pytest.raises(ConfigError):
         get_mixer("doremi", steps=0).propose(ctx)
+
+
+def test_doremi_trains_on_the_context_device_through_the_trainer_pieces(noise_target_corpus, monkeypatch):
+    """No device given: the context's device is used (the bench sets it for every method alike), and
+    the learning rate of every step is the trainer's cosine schedule down to a tenth of the peak."""
+    import mixlab.mixers.doremi as doremi
+
+    seen: list[tuple[int, int, float]] = []
+    shared = doremi.lr_at
+
+    def spy(step, **kw):
+        lr = shared(step, **kw)
+        seen.append((step, kw["total_steps"], lr))
+        return lr
+
+    monkeypatch.setattr(doremi, "lr_at", spy)
+    corpus = noise_target_corpus
+    ctx = MixingContext(domains=list(corpus.domains), available_tokens=corpus.token_counts(), total_tokens=1000,
+                        corpus=corpus, device="no-such-device")
+    mixer = get_mixer("doremi", steps=6, batch_size=4, seq_len=16, warmup=2, eval_batches=0)
+    with pytest.raises(ConfigError, match="doremi: device 'no-such-device'"):
+        mixer.propose(ctx)
+    ctx.device = "cpu"
+    mixer.propose(ctx)
+    assert [s for s, _, _ in seen] == list(range(6)) * 2  # the reference, then the Group-DRO proxy
+    lrs = [lr for _, _, lr in seen[:6]]
+    assert lrs[:2] == pytest.approx([1.5e-3, 3e-3]) and lrs[-1] == pytest.approx(3e-4)

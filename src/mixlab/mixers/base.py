@@ -71,6 +71,8 @@ class MixingContext:
     """Records of earlier stages (mixture, influence matrix, losses), oldest first."""
     compute: ComputeLedger = field(default_factory=ComputeLedger)
     """Mixers add the compute they spend choosing here."""
+    device: str = "auto"
+    """Torch device for methods that train models themselves (``auto``, ``cpu``, ``cuda``, ``cuda:N``)."""
 
     @property
     def remaining(self) -> int:

@@ -13,24 +13,26 @@ Algorithm 1 of the paper, on mixlab's GPT and :class:`~mixlab.data.MixtureSample
 
 The paper's settings are the defaults: ``eta = 1``, ``c = 1e-3`` (the reference repository uses
 1e-4). A domain absent from a minibatch has ``lambda_i = 0`` at that step, as in the paper, so its
-weight decays relative to the others; small batches therefore push the weights towards one-hot (the
-behaviour users report in the reference repository's issue #5): use batches holding several
-sequences per domain.
+weight decays relative to the others; small batches therefore push the weights towards one-hot (as
+users of the reference repository report): use batches holding several sequences per domain.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+import torch
 
+from mixlab.data.sampler import MixtureSampler
 from mixlab.errors import ConfigError, MixlabError, TrainingError
 from mixlab.mixers.base import Mixer, MixingContext, Proposal
 from mixlab.mixture import Mixture
+from mixlab.model import flops_per_token
+from mixlab.train import build_model, build_optimizer, evaluate_domains, lr_at, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -56,39 +58,21 @@ def doremi_update(
     return (1.0 - smoothing) * a + smoothing / a.shape[0]
 
 
-def _resolve_device(device: str) -> Any:
-    import torch
-
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise ConfigError(f"doremi: unknown device {device!r}; use 'cpu', 'cuda', 'cuda:N' or 'auto'") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("doremi: device 'cuda' requested but no CUDA GPU is available; use device='cpu'")
-    return dev
-
-
-def _lr_at(step: int, total: int, lr: float, warmup: int) -> float:
-    """Linear warm-up, then cosine decay to 10% of the peak (the proxy recipe of the DoReMi paper)."""
-    if step < warmup:
-        return lr * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return lr * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress))))
-
-
 class DoReMiMixer(Mixer):
     """DoReMi's Group-DRO proxy: returns the average domain weights over proxy training.
 
-    Needs ``ctx.corpus`` (a :class:`mixlab.data.Corpus`). Both models use the GPT preset ``model``
-    with the corpus's vocabulary; each trains ``steps`` optimizer steps of ``batch_size`` sequences of
-    ``seq_len`` tokens (``reference_steps`` for the reference, default the same). The reference and
-    proxy training FLOPs (plus the reference forward passes during proxy training) and tokens are
-    added to ``ctx.compute``.
+    Needs ``ctx.corpus`` (a :class:`mixlab.data.Corpus`). Both models are built, optimised and
+    scheduled by the trainer's own pieces (:func:`~mixlab.train.build_model` with the GPT preset
+    ``model`` and the corpus's vocabulary, :func:`~mixlab.train.build_optimizer`'s AdamW, the cosine
+    schedule of :func:`~mixlab.train.lr_at` from ``lr`` down to a tenth of it after ``warmup`` steps,
+    gradients clipped to norm 1), on ``ctx.device`` unless ``device`` is given. Each trains ``steps``
+    optimizer steps of ``batch_size`` sequences of ``seq_len`` tokens (``reference_steps`` for the
+    reference, default the same). The reference and proxy training FLOPs (plus the reference forward
+    passes during proxy training) and tokens are added to ``ctx.compute``.
 
     After :meth:`propose`: ``weights_`` (alpha per step, ``[T, k]``), ``excess_`` (lambda per step),
-    ``reference_val_`` / ``proxy_val_`` (per-domain validation losses of both models).
+    ``reference_val_`` / ``proxy_val_`` (per-domain validation losses of both models, the trainer's
+    evaluation on ``eval_batches`` batches per domain).
     """
 
     name = "doremi"
@@ -107,7 +91,7 @@ class DoReMiMixer(Mixer):
         smoothing: float = 1e-3,
         reference: Mapping[str, float] | None = None,
         eval_batches: int = 4,
-        device: str = "auto",
+        device: str | None = None,
     ) -> None:
         self.model = model
         self.steps = steps
@@ -131,33 +115,33 @@ class DoReMiMixer(Mixer):
                 raise ConfigError(f"doremi: {name} must be a positive integer, got {v!r}")
         if self.reference_steps is not None and (not isinstance(self.reference_steps, int) or self.reference_steps < 1):
             raise ConfigError(f"doremi: reference_steps must be a positive integer, got {self.reference_steps!r}")
+        if not isinstance(self.warmup, int) or self.warmup < 0:
+            raise ConfigError(f"doremi: warmup must be a number of steps >= 0, got {self.warmup!r}")
         if not self.eta > 0:
             raise ConfigError(f"doremi: eta must be > 0, got {self.eta}")
         if not 0.0 <= self.smoothing <= 1.0:
             raise ConfigError(f"doremi: smoothing must be in [0, 1], got {self.smoothing}")
 
-    def _build(self, vocab_size: int, seed: int, device: Any) -> tuple[Any, Any]:
-        import torch
+    def _lr(self, step: int, total: int) -> float:
+        """Linear warm-up, then cosine decay to 10% of the peak (the proxy recipe of the DoReMi paper)."""
+        return lr_at(step, total_steps=total, lr=self.lr, min_lr=0.1 * self.lr, warmup=self.warmup)
 
-        from mixlab.model import GPT, preset
+    def _model(self, vocab_size: int, seed: int, device: Any) -> Any:
+        """A freshly initialised GPT of preset ``model`` (seeded like a trainer run) on ``device``."""
+        model, _ = build_model(self.model, vocab_size=int(vocab_size), seq_len=self.seq_len, seed=seed)
+        return model.to(device)
 
-        cfg = preset(self.model, vocab_size=int(vocab_size))
-        if cfg.block_size < self.seq_len:
-            cfg = preset(self.model, vocab_size=int(vocab_size), block_size=self.seq_len)
-        torch.manual_seed(seed)
-        model = GPT(cfg).to(device)
-        return cfg, model
-
-    def _optimizer(self, model: Any) -> Any:
-        import torch
-
-        decay = [p for p in model.parameters() if p.dim() >= 2]
-        no_decay = [p for p in model.parameters() if p.dim() < 2]
-        return torch.optim.AdamW(
-            [{"params": decay, "weight_decay": self.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=self.lr,
-            betas=(0.9, 0.95),
-        )
+    def _step(self, model: Any, opt: Any, loss: Any, step: int, total: int, what: str) -> None:
+        """One optimizer step on ``loss`` at the schedule's learning rate, gradients clipped to norm 1."""
+        if not torch.isfinite(loss):
+            raise TrainingError(f"doremi {what} model diverged (loss {float(loss)}) at step {step}; lower lr")
+        lr = self._lr(step, total)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
 
     @staticmethod
     def _per_domain(values: Any, mask: Any, onehot: Any) -> tuple[Any, Any]:
@@ -167,41 +151,16 @@ class DoReMiMixer(Mixer):
         return sums, counts
 
     def _evaluate(self, model: Any, corpus: Any, domains: list[str], device: Any, seed: int) -> dict[str, float]:
-        """Mean validation token loss per domain on ``eval_batches`` batches of each domain."""
-        import torch
-
-        from mixlab.data.sampler import MixtureSampler
-
-        model.eval()
-        out: dict[str, float] = {}
-        with torch.no_grad():
-            for d in domains:
-                try:
-                    sampler = MixtureSampler(
-                        corpus, Mixture({d: 1.0}), seq_len=self.seq_len, batch_size=self.batch_size,
-                        seed=seed, split="val", on_exceed="warn",
-                    )
-                except MixlabError:
-                    continue
-                total, n = 0.0, 0
-                for _ in range(self.eval_batches):
-                    b = sampler.next_batch().to(device)
-                    total += float(model.token_losses(b.input_ids, b.labels).sum())
-                    n += int((b.labels >= 0).sum())
-                out[d] = total / max(n, 1)
-        model.train()
-        return out
+        """Mean validation token loss per domain, the trainer's evaluation on ``eval_batches`` batches."""
+        losses = evaluate_domains(model, corpus, seq_len=self.seq_len, batches=self.eval_batches,
+                                  batch_size=self.batch_size, seed=seed, device=device)
+        return {d: losses[d] for d in domains}
 
     # ------------------------------------------------------------------ the method
     def propose(self, ctx: MixingContext) -> Proposal:
         self._check()
         if ctx.corpus is None:
             raise MixlabError("doremi needs the prepared corpus in the mixing context (ctx.corpus); none was given")
-        import torch
-
-        from mixlab.data.sampler import MixtureSampler
-        from mixlab.model import flops_per_token
-
         corpus = ctx.corpus
         domains = list(ctx.domains)
         known = list(corpus.domains)
@@ -214,31 +173,24 @@ class DoReMiMixer(Mixer):
         # The sampler's domain ids index corpus.domains; map them onto ctx.domains.
         to_ctx = torch.tensor([domains.index(d) if d in domains else -1 for d in known], dtype=torch.long)
         sample_mix = Mixture({d: ref_mix[d] for d in known if ref_mix[d] > 0})
-        device = _resolve_device(self.device)
+        device = resolve_device(self.device or ctx.device, where="doremi")
         ref_steps = self.reference_steps or self.steps
         seed = int(ctx.seed)
 
         with ctx.compute.timed():
-            cfg, ref = self._build(corpus.vocab_size, seed, device)
-            fpt = flops_per_token(cfg, self.seq_len)
+            ref = self._model(corpus.vocab_size, seed, device)
+            fpt = flops_per_token(ref.config, self.seq_len)
             tokens_per_step = self.batch_size * self.seq_len
             # 1. reference model, ordinary mean token loss on the reference mixture
             t0 = time.perf_counter()
             sampler = MixtureSampler(
                 corpus, sample_mix, seq_len=self.seq_len, batch_size=self.batch_size, seed=seed, on_exceed="warn"
             )
-            opt = self._optimizer(ref)
+            opt = build_optimizer(ref, lr=self.lr, weight_decay=self.weight_decay, device=device)
             for step in range(ref_steps):
-                for g in opt.param_groups:
-                    g["lr"] = _lr_at(step, ref_steps, self.lr, self.warmup)
                 b = sampler.next_batch().to(device)
                 _, loss = ref(b.input_ids, b.labels)
-                if not torch.isfinite(loss):
-                    raise TrainingError(f"doremi reference model diverged (loss {float(loss)}) at step {step}; lower lr")
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(ref.parameters(), 1.0)
-                opt.step()
+                self._step(ref, opt, loss, step, ref_steps, "reference")
             ctx.compute.add(flops=fpt * ref_steps * tokens_per_step, tokens=ref_steps * tokens_per_step)
             log.info("doremi: reference model trained (%d steps, %.1fs)", ref_steps, time.perf_counter() - t0)
             ref.eval()
@@ -247,8 +199,8 @@ class DoReMiMixer(Mixer):
 
             # 2. proxy model with Group DRO over the domain weights
             t0 = time.perf_counter()
-            _, proxy = self._build(corpus.vocab_size, seed + 1, device)
-            opt = self._optimizer(proxy)
+            proxy = self._model(corpus.vocab_size, seed + 1, device)
+            opt = build_optimizer(proxy, lr=self.lr, weight_decay=self.weight_decay, device=device)
             sampler = MixtureSampler(
                 corpus, sample_mix, seq_len=self.seq_len, batch_size=self.batch_size, seed=seed + 1, on_exceed="warn"
             )
@@ -257,8 +209,6 @@ class DoReMiMixer(Mixer):
             excess_hist = np.zeros((self.steps, k))
             to_ctx_dev = to_ctx.to(device)
             for step in range(self.steps):
-                for g in opt.param_groups:
-                    g["lr"] = _lr_at(step, self.steps, self.lr, self.warmup)
                 b = sampler.next_batch().to(device)
                 onehot = torch.nn.functional.one_hot(to_ctx_dev[b.domain_ids], k).float()
                 mask = (b.labels >= 0).float()
@@ -275,12 +225,7 @@ class DoReMiMixer(Mixer):
                 loss_sum, _ = self._per_domain(tl, mask, onehot)
                 dom_loss = torch.where(present, loss_sum / counts.clamp(min=1.0), torch.zeros_like(loss_sum))
                 loss = (torch.as_tensor(alpha, dtype=dom_loss.dtype, device=device) * dom_loss).sum()
-                if not torch.isfinite(loss):
-                    raise TrainingError(f"doremi proxy model diverged (loss {float(loss)}) at step {step}; lower lr")
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(proxy.parameters(), 1.0)
-                opt.step()
+                self._step(proxy, opt, loss, step, self.steps, "proxy")
             # proxy training plus one reference forward (about a third of a training step) per token
             ctx.compute.add(
                 flops=fpt * self.steps * tokens_per_step * (1.0 + 1.0 / 3.0),

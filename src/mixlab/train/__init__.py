@@ -2,9 +2,11 @@
 ``LocalProxyRunner`` that mixing methods use."""
 
 from mixlab.train.config import TrainConfig
+from mixlab.train.distributed import resolve_device
 from mixlab.train.evaluate import evaluate_domains, validation_windows
 from mixlab.train.lr import lr_at
 from mixlab.train.models import build_model, load_trained_model
+from mixlab.train.optim import build_optimizer
 from mixlab.train.proxy import LocalProxyRunner
 from mixlab.train.trainer import Trainer, TrainResult, train
 
@@ -14,9 +16,11 @@ __all__ = [
     "TrainResult",
     "Trainer",
     "build_model",
+    "build_optimizer",
     "evaluate_domains",
     "load_trained_model",
     "lr_at",
+    "resolve_device",
     "train",
     "validation_windows",
 ]

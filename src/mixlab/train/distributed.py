@@ -68,18 +68,20 @@ def setup_distributed(device_pref: str) -> DistInfo:
     return DistInfo(rank, world, local_rank, True)
 
 
-def resolve_device(pref: str, info: DistInfo) -> torch.device:
-    """The torch device a config's ``device`` names (``auto``: this rank's GPU when there is one)."""
+def resolve_device(pref: str, info: DistInfo | None = None, *, where: str = "train config") -> torch.device:
+    """The torch device a config's ``device`` names (``auto``: this rank's GPU when there is one; a
+    single process's when ``info`` is None). ``where`` names the setting in the error."""
+    rank = info.local_rank if info is not None else 0
     if pref == "auto":
-        return torch.device(f"cuda:{info.local_rank}" if torch.cuda.is_available() else "cpu")
+        return torch.device(f"cuda:{rank}" if torch.cuda.is_available() else "cpu")
     if pref.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"train config: device={pref!r} but no CUDA GPU is available; use device: cpu")
+        raise ConfigError(f"{where}: device={pref!r} but no CUDA GPU is available; use device: cpu")
     if pref == "cuda":
-        return torch.device(f"cuda:{info.local_rank}")
+        return torch.device(f"cuda:{rank}")
     try:
         return torch.device(pref)
     except RuntimeError:
-        raise ConfigError(f"train config: device {pref!r} is not a torch device (auto, cpu, cuda, cuda:N)") from None
+        raise ConfigError(f"{where}: device {pref!r} is not a torch device (auto, cpu, cuda, cuda:N)") from None
 
 
 def resolve_dtype(pref: str, device: torch.device) -> torch.dtype:

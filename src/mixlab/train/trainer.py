@@ -38,6 +38,7 @@ from mixlab.train.distributed import resolve_device, resolve_dtype, setup_distri
 from mixlab.train.evaluate import loss_on_windows, validation_windows
 from mixlab.train.lr import lr_at, warmup_steps
 from mixlab.train.models import build_model, corpus_identity, model_flops_per_token
+from mixlab.train.optim import build_optimizer
 from mixlab.train.progress import progress_bar
 from mixlab.train.recorder import RunRecorder, run_dir_of
 
@@ -159,18 +160,10 @@ class Trainer:
         return Corpus.open(path)
 
     def _build_optimizer(self) -> torch.optim.Optimizer:
-        decay, no_decay = [], []
-        for _, p in self.model.named_parameters():
-            if p.requires_grad:
-                (decay if p.dim() >= 2 else no_decay).append(p)
-        groups = [
-            {"params": decay, "weight_decay": self.config.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ]
-        kwargs: dict[str, Any] = {"lr": self.config.lr, "betas": (self.config.beta1, self.config.beta2)}
-        if self.device.type == "cuda":
-            kwargs["fused"] = True
-        return torch.optim.AdamW(groups, **kwargs)
+        cfg = self.config
+        return build_optimizer(
+            self.model, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(cfg.beta1, cfg.beta2), device=self.device
+        )
 
     def _wrap_model(self) -> torch.nn.Module:
         model: torch.nn.Module = self.model

@@ -33,7 +33,7 @@ RESULT_KEYS: tuple[str, ...] = (
     "delta_vs_uniform",
     "delta_vs_uniform_ci95",
 )
-"""The keys every result object carries (the issue's list); rows also hold details after these."""
+"""The keys every result object carries, in this order; rows also hold details after these."""
 
 
 def _ci(row: Mapping[str, Any]) -> str:

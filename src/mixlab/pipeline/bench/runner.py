@@ -131,6 +131,7 @@ def _context(env: BenchEnv, compute: ComputeLedger, proxy: Any) -> MixingContext
         corpus=env.corpus,
         proxy=proxy,
         compute=compute,
+        device=env.config.device,
         **fields,
     )
 
@@ -138,10 +139,7 @@ def _context(env: BenchEnv, compute: ComputeLedger, proxy: Any) -> MixingContext
 def _method_params(env: BenchEnv, method: str) -> dict[str, Any]:
     """The scale's parameters of the method, under those its spec names (``tikmix-d[pareto=false]``)."""
     name, overrides = parse_method_spec(method)
-    params = dict(env.scale.methods.get(name, {})) | overrides
-    if name == "doremi":
-        params.setdefault("device", env.config.device)
-    return params
+    return dict(env.scale.methods.get(name, {})) | overrides
 
 
 def _proxy_runner(env: BenchEnv, method: str, key: str) -> Any:
