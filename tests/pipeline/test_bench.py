@@ -69,21 +69,21 @@ def test_bench_end_to_end_tiny_and_resumes(tiny_corpus, tmp_path, monkeypatch):
         device="cpu",
     )
     rows = run_bench(cfg, corpus=tiny_corpus)
-    assert [r["method"] for r in rows] == ["uniform", "natural", "doremi"]
+    assert [r.method for r in rows] == ["uniform", "natural", "doremi"]
     for r in rows:
-        assert set(RESULT_KEYS) <= set(r)
-        assert r["seeds"] == 2
-        assert all(math.isfinite(r[k]) and r[k] > 0 for k in ("avg_loss", "worst_loss", "target_loss"))
-        assert r["worst_loss"] >= r["avg_loss"]
-        assert r["target_loss"] == pytest.approx(
-            (r["per_domain"]["english"] + r["per_domain"]["code"]) / 2, rel=1e-9
+        assert set(RESULT_KEYS) <= set(r.to_dict())
+        assert r.seeds == 2
+        assert all(math.isfinite(getattr(r, k)) and getattr(r, k) > 0 for k in ("avg_loss", "worst_loss", "target_loss"))
+        assert r.worst_loss >= r.avg_loss
+        assert r.target_loss == pytest.approx(
+            (r.per_domain["english"] + r.per_domain["code"]) / 2, rel=1e-9
         )
-    by = {r["method"]: r for r in rows}
-    assert by["uniform"]["choose_flops"] == 0 and by["natural"]["choose_tokens"] == 0
-    assert by["doremi"]["choose_flops"] > 0 and by["doremi"]["choose_tokens"] == 2 * 16 * 8 * 64
-    assert by["uniform"]["mixture"] == pytest.approx({d: 0.25 for d in tiny_corpus.domains})
+    by = {r.method: r for r in rows}
+    assert by["uniform"].choose_flops == 0 and by["natural"].choose_tokens == 0
+    assert by["doremi"].choose_flops > 0 and by["doremi"].choose_tokens == 2 * 16 * 8 * 64
+    assert by["uniform"].mixture == pytest.approx({d: 0.25 for d in tiny_corpus.domains})
     # different mixtures give different target models
-    assert by["uniform"]["avg_loss"] != by["natural"]["avg_loss"]
+    assert by["uniform"].avg_loss != by["natural"].avg_loss
 
     paths = write_outputs(rows, tmp_path / "bench.json")
     data = json.loads(paths["json"].read_text())
@@ -107,7 +107,7 @@ def test_bench_end_to_end_tiny_and_resumes(tiny_corpus, tmp_path, monkeypatch):
     monkeypatch.setattr(Trainer, "train_until", spy)
     again = run_bench(cfg, corpus=tiny_corpus)
     assert all(n == 0 for n in steps_run)
-    assert [r["avg_loss"] for r in again] == [r["avg_loss"] for r in rows]
+    assert [r.avg_loss for r in again] == [r.avg_loss for r in rows]
 
 
 def test_bench_cli_tiny(tiny_corpus, tmp_path):
@@ -149,12 +149,12 @@ def test_dynamic_methods_run_through_the_pipeline(tiny_corpus, tmp_path, monkeyp
     monkeypatch.setattr(UniformMixer, "dynamic", True)
     cfg = BenchConfig(scale="tiny", methods=["uniform"], seeds=1, workspace=str(tmp_path / "ws"), device="cpu")
     (row,) = run_bench(cfg, corpus=tiny_corpus)
-    assert row["dynamic"] is True and row["seeds"] == 1
-    assert len(row["schedule"]) == 2 and row["schedule"][1]["mixture"] == pytest.approx(
+    assert row.dynamic is True and row.seeds == 1
+    assert len(row.schedule) == 2 and row.schedule[1]["mixture"] == pytest.approx(
         {d: 0.25 for d in tiny_corpus.domains}
     )
-    assert row["run_ids"][0].startswith("bench-uniform-s0-")
-    assert math.isfinite(row["avg_loss"]) and row["choose_flops"] == 0
+    assert row.run_ids[0].startswith("bench-uniform-s0-")
+    assert math.isfinite(row.avg_loss) and row.choose_flops == 0
 
 
 def test_a_variant_names_the_stage_plan(tiny_corpus, tmp_path, monkeypatch):
@@ -164,9 +164,9 @@ def test_a_variant_names_the_stage_plan(tiny_corpus, tmp_path, monkeypatch):
     monkeypatch.setattr(UniformMixer, "dynamic", True)
     cfg = BenchConfig(scale="tiny", methods=["uniform[stages=3,first_boundary=0.25]"], seeds=1,
                       workspace=str(tmp_path / "ws"), device="cpu")  # fmt: skip
-    rows = {r["method"]: r for r in run_bench(cfg, corpus=tiny_corpus)}
-    assert rows["uniform"]["schedule"][1]["start_step"] == 8  # the scale's plan: half of 16 steps
-    assert rows["uniform[stages=3,first_boundary=0.25]"]["schedule"][1]["start_step"] == 4
+    rows = {r.method: r for r in run_bench(cfg, corpus=tiny_corpus)}
+    assert rows["uniform"].schedule[1]["start_step"] == 8  # the scale's plan: half of 16 steps
+    assert rows["uniform[stages=3,first_boundary=0.25]"].schedule[1]["start_step"] == 4
 
 
 def test_method_specs_and_lists():
@@ -191,11 +191,11 @@ def test_a_method_variant_is_its_own_row(tiny_corpus, tmp_path):
         scale="tiny", methods=["doremi", "doremi[steps=8]"], seeds=1, workspace=str(tmp_path / "ws"), device="cpu"
     )
     rows = run_bench(cfg, corpus=tiny_corpus)
-    assert [r["method"] for r in rows] == ["uniform", "doremi", "doremi[steps=8]"]  # uniform: the pairing baseline
+    assert [r.method for r in rows] == ["uniform", "doremi", "doremi[steps=8]"]  # uniform: the pairing baseline
     rows = rows[1:]
     # the variant overrides the scale's 16 steps (reference + proxy, 8 sequences of 64 tokens a step)
-    assert rows[0]["choose_tokens"] == 2 * 16 * 8 * 64 and rows[1]["choose_tokens"] == 2 * 8 * 8 * 64
-    assert rows[0]["run_ids"] != rows[1]["run_ids"]
+    assert rows[0].choose_tokens == 2 * 16 * 8 * 64 and rows[1].choose_tokens == 2 * 8 * 8 * 64
+    assert rows[0].run_ids != rows[1].run_ids
     from rich.console import Console
 
     console = Console(record=True, width=140)
@@ -260,28 +260,28 @@ def test_target_track_oracle_controls_and_paired_deltas(tiny_corpus, tmp_path, m
                       targets=[f"{target}=2", "domain:english"], oracle_candidates=3, controls=True)
     summary: dict = {}
     rows = run_bench(cfg, corpus=tiny_corpus, summary=summary)
-    by = {r["method"]: r for r in rows}
+    by = {r.method: r for r in rows}
     assert list(by) == ["uniform", "unimax", "unimax:avg-static", "unimax:natural-then-uniform", "oracle"]
     u = by["uniform"]
     for r in rows:  # target_loss is the weighted target loss, 2/3 eval.txt + 1/3 english, per seed
-        for final_seed, t in zip(r["run_ids"], r["target_per_seed"], strict=True):
+        for final_seed, t in zip(r.run_ids, r.target_per_seed, strict=True):
             assert math.isfinite(t) and final_seed
-        assert r["target_loss"] == pytest.approx(
-            2 / 3 * r["per_domain"]["target:eval"] + 1 / 3 * r["per_domain"]["english"], rel=1e-9)
-        d = [a - b for a, b in zip(r["target_per_seed"], u["target_per_seed"], strict=True)]
-        assert r["delta_vs_uniform"] == pytest.approx(sum(d) / 2)
-        assert len(r["delta_vs_uniform_ci95"]) == 2
-    assert u["delta_vs_uniform"] == 0.0
+        assert r.target_loss == pytest.approx(
+            2 / 3 * r.per_domain["target:eval"] + 1 / 3 * r.per_domain["english"], rel=1e-9)
+        d = [a - b for a, b in zip(r.target_per_seed, u.target_per_seed, strict=True)]
+        assert r.delta_vs_uniform == pytest.approx(sum(d) / 2)
+        assert len(r.delta_vs_uniform_ci95) == 2
+    assert u.delta_vs_uniform == 0.0
     # controls: the same boundaries, natural first then uniform; the dynamic schedule's average
-    b = by["unimax"]["schedule"][1]["start_step"]
-    nu = by["unimax:natural-then-uniform"]["schedule"]
-    assert [st["start_step"] for st in nu] == [0, b] and nu[1]["mixture"] == pytest.approx(u["mixture"])
-    assert by["unimax:avg-static"]["mixture"] is not None and by["unimax:avg-static"]["control_of"] == "unimax"
+    b = by["unimax"].schedule[1]["start_step"]
+    nu = by["unimax:natural-then-uniform"].schedule
+    assert [st["start_step"] for st in nu] == [0, b] and nu[1]["mixture"] == pytest.approx(u.mixture)
+    assert by["unimax:avg-static"].mixture is not None and by["unimax:avg-static"].control_of == "unimax"
     # oracle: best of 3 candidates on a selection seed, then the paired seeds; compute = the selection runs
     o = by["oracle"]
-    assert len(o["oracle_scores"]) == 3 and o["choose_flops"] > 0 and o["seeds"] == 2
-    assert o["mixture"] == pytest.approx(o["oracle_candidates"][o["oracle_scores"].index(min(o["oracle_scores"]))])
-    assert summary["headroom"] == pytest.approx(u["target_loss"] - o["target_loss"])
+    assert len(o.oracle_scores) == 3 and o.choose_flops > 0 and o.seeds == 2
+    assert o.mixture == pytest.approx(o.oracle_candidates[o.oracle_scores.index(min(o.oracle_scores))])
+    assert summary["headroom"] == pytest.approx(u.target_loss - o.target_loss)
     assert math.isfinite(summary["headroom_sd"]) or summary["seed_sd"] == 0
     assert summary["objective_keys"] == ["target:eval", "english"]
 

@@ -189,7 +189,7 @@ def test_bench_json_only(tmp_path) -> None:
     bench = tmp_path / "bench.json"
     bench.write_text(json.dumps({"results": BENCH}))
     data = load_report_input(bench)
-    assert data.kind == "bench" and [r["method"] for r in data.bench] == [r["method"] for r in BENCH]
+    assert data.kind == "bench" and [r.method for r in data.bench] == [r["method"] for r in BENCH]
     text = render_html(data)
     assert [a for a, *_ in IMG_RE.findall(text)] == [
         "benchmark: loss vs compute spent choosing",

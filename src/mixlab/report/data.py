@@ -33,7 +33,8 @@ the one reader of a run directory, which also reads the older layouts::
 
 Bench JSON (``mixlab bench`` output): a list of objects (or {"results": [...]}) with ``method``,
 ``avg_loss``, ``worst_loss``, ``target_loss``, ``choose_flops``, ``choose_tokens``,
-``choose_seconds``, ``seeds`` and optional ``<key>_std`` for each numeric key.
+``choose_seconds``, ``seeds`` and optional ``<key>_std`` for each numeric key; each object is read
+as a :class:`~mixlab.report.bench_rows.BenchRow`, the type the bench writes.
 
 Several inputs (:func:`load_report_inputs`: run directories and/or bench JSON files) are compared on
 one page: every run's mixture and loss curves are overlaid (labelled by the run directory's name),
@@ -59,6 +60,7 @@ import numpy as np
 from mixlab.errors import ConfigError, DataError
 from mixlab.influence.matrix import GroupInfluence
 from mixlab.mixture import Schedule
+from mixlab.report.bench_rows import BenchRow
 from mixlab.store import RunArtifacts
 
 BENCH_KEYS = ("avg_loss", "worst_loss", "target_loss", "choose_flops", "choose_tokens", "choose_seconds")
@@ -117,7 +119,7 @@ class ReportData:
     influence: list[InfluenceStage] = field(default_factory=list)
     laws: list[LawSeries] = field(default_factory=list)
     predictions: dict[str, np.ndarray] | None = None
-    bench: list[dict[str, Any]] | None = None
+    bench: list[BenchRow] | None = None
     notes: dict[str, str] = field(default_factory=dict)
     """Per-section explanations (why a section is missing or partly unreadable)."""
     runs: dict[str, Schedule | None] = field(default_factory=dict)
@@ -286,17 +288,13 @@ def read_predictions(path: Path) -> dict[str, np.ndarray]:
     return out
 
 
-def parse_bench(obj: Any, where: str) -> list[dict[str, Any]]:
+def parse_bench(obj: Any, where: str) -> list[BenchRow]:
+    """The rows of a bench file: a list of result objects, or ``{"results": [...]}``."""
     if isinstance(obj, dict):
         obj = obj.get("results", obj.get("methods"))
     if not isinstance(obj, list) or not obj or not all(isinstance(r, dict) for r in obj):
         raise DataError(f"{where}: expected a list of result objects with 'method', 'avg_loss', ...")
-    rows = []
-    for i, r in enumerate(obj):
-        if "method" not in r:
-            raise DataError(f"{where}: result {i} has no 'method'")
-        rows.append(dict(r))
-    return rows
+    return [BenchRow.from_json(r, f"{where}: result {i}") for i, r in enumerate(obj)]
 
 
 def _stage_index(path: Path) -> int | None:
@@ -377,7 +375,7 @@ def load_report_inputs(paths: str | Path | list[str | Path]) -> ReportData:
     loaded = [load_report_input(p) for p in items]
     merged = ReportData(source=items[0], kind="compare")
     metrics: list[dict[str, Any]] = []
-    bench: list[dict[str, Any]] = []
+    bench: list[BenchRow] = []
     for label, data in zip(_labels(items), loaded, strict=True):
         if data.kind == "run" or data.schedule is not None:
             merged.runs[label] = data.schedule
@@ -385,7 +383,7 @@ def load_report_inputs(paths: str | Path | list[str | Path]) -> ReportData:
         for r in data.metrics or []:
             metrics.append({**r, "run_id": label if len(ids) == 1 else f"{label}/{r['run_id']}"})
         for r in data.bench or []:
-            bench.append({**r, "method": r["method"] if len(items) == 1 else f"{r['method']} ({label})"})
+            bench.append(r.model_copy(update={"method": f"{r.method} ({label})"}))
         if merged.schedule is None:
             merged.schedule = data.schedule
         if not merged.influence:

@@ -187,7 +187,7 @@ def _section_predictions(data: ReportData) -> str:
 
 
 def _section_bench(data: ReportData) -> str:
-    rows = data.bench or []
+    rows = [r.to_dict() for r in data.bench or []]
     keys = [k for k in BENCH_KEYS if any(k in r for r in rows)]
     extra = sorted(
         {

@@ -52,7 +52,6 @@ from mixlab.pipeline.bench.config import (
     split_methods,
 )
 from mixlab.pipeline.bench.outputs import (
-    RESULT_KEYS,
     bench_table,
     headroom_message,
     rows_to_csv,
@@ -75,6 +74,7 @@ from mixlab.pipeline.bench.runner import (
 )
 from mixlab.pipeline.bench.scales import ModelSettings, ScaleSpec, list_scales, load_scale
 from mixlab.pipeline.bench.stats import HEADROOM_MIN_SD, add_deltas, headroom, paired_delta, summarise
+from mixlab.report.bench_rows import RESULT_KEYS, BenchRow
 
 __all__ = [
     "DEFAULT_METHODS",
@@ -84,6 +84,7 @@ __all__ = [
     "TRACKS",
     "BenchConfig",
     "BenchEnv",
+    "BenchRow",
     "MeteredProxy",
     "ModelSettings",
     "ScaleSpec",

@@ -15,29 +15,13 @@ from rich.text import Text
 
 from mixlab.errors import ConfigError
 from mixlab.pipeline.bench.stats import HEADROOM_MIN_SD
+from mixlab.report.bench_rows import RESULT_KEYS, BenchRow
 from mixlab.report.plots import figure_to_png, plot_bench
 from mixlab.utils.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 
-RESULT_KEYS: tuple[str, ...] = (
-    "method",
-    "avg_loss",
-    "avg_loss_std",
-    "worst_loss",
-    "worst_loss_std",
-    "target_loss",
-    "target_loss_std",
-    "choose_flops",
-    "choose_tokens",
-    "choose_seconds",
-    "seeds",
-    "delta_vs_uniform",
-    "delta_vs_uniform_ci95",
-)
-"""The keys every result object carries, in this order; rows also hold details after these."""
 
-
-def _ci(row: Mapping[str, Any]) -> str:
-    d, ci = row.get("delta_vs_uniform"), row.get("delta_vs_uniform_ci95")
+def _ci(row: BenchRow) -> str:
+    d, ci = row.delta_vs_uniform, row.delta_vs_uniform_ci95
     if d is None:
         return ""
     if not ci or not all(math.isfinite(x) for x in ci):
@@ -45,7 +29,7 @@ def _ci(row: Mapping[str, Any]) -> str:
     return f"{d:+.4f} [{ci[0]:+.4f}, {ci[1]:+.4f}]"
 
 
-def bench_table(rows: Sequence[Mapping[str, Any]], title: str = "mixlab bench") -> Any:
+def bench_table(rows: Sequence[BenchRow], title: str = "mixlab bench") -> Table:
     """A rich table of the result rows (losses as mean ± std over seeds, the paired difference to
     uniform with its 95% interval)."""
     table = Table(
@@ -54,21 +38,22 @@ def bench_table(rows: Sequence[Mapping[str, Any]], title: str = "mixlab bench") 
         "[95% t-interval]; FLOPs, tokens, s: compute spent choosing the mixture",
     )
     # in a narrow terminal the loss cells wrap (mean over ±std), the method names never shorten
-    table.add_column("method", no_wrap=True, min_width=max([len(str(r["method"])) for r in rows] + [6]))
+    table.add_column("method", no_wrap=True, min_width=max([len(r.method) for r in rows] + [6]))
     for col in ("target", "Δ vs uniform [95% CI]", "avg loss", "worst"):
         table.add_column(col, justify="right")
     for col in ("FLOPs", "tokens", "s", "seeds"):
         table.add_column(col, justify="right", no_wrap=True)
     for r in rows:
         table.add_row(
-            Text(str(r["method"])),  # plain text: a variant's "[key=value]" is not rich markup
-            f"{r['target_loss']:.4f} ±{r.get('target_loss_std', 0.0):.4f}",
+            Text(r.method),  # plain text: a variant's "[key=value]" is not rich markup
+            f"{r.target_loss:.4f} ±{r.target_loss_std or 0.0:.4f}",
             _ci(r),
-            *(f"{r[k]:.3f} ±{r.get(k + '_std', 0.0):.3f}" for k in ("avg_loss", "worst_loss")),
-            f"{r['choose_flops']:.1e}",
-            f"{int(r['choose_tokens']):,}",
-            f"{r['choose_seconds']:.1f}",
-            str(r["seeds"]),
+            f"{r.avg_loss:.3f} ±{r.avg_loss_std or 0.0:.3f}",
+            f"{r.worst_loss:.3f} ±{r.worst_loss_std or 0.0:.3f}",
+            f"{r.choose_flops:.1e}",
+            f"{r.choose_tokens:,}",
+            f"{r.choose_seconds:.1f}",
+            str(r.seeds),
         )
     return table
 
@@ -86,28 +71,28 @@ def headroom_message(summary: Mapping[str, Any]) -> tuple[str, bool]:
     return text, small
 
 
-def rows_to_csv(rows: Sequence[Mapping[str, Any]]) -> str:
+def rows_to_csv(rows: Sequence[BenchRow]) -> str:
     """CSV of the :data:`RESULT_KEYS` columns plus one ``loss_<domain>`` column per domain."""
     domains: list[str] = []
     for r in rows:
-        for d in r.get("per_domain", {}):
+        for d in r.per_domain or {}:
             if d not in domains:
                 domains.append(d)
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow([*RESULT_KEYS, *(f"loss_{d}" for d in domains)])
     for r in rows:
-        writer.writerow([r.get(k) for k in RESULT_KEYS] + [r.get("per_domain", {}).get(d) for d in domains])
+        writer.writerow([getattr(r, k) for k in RESULT_KEYS] + [(r.per_domain or {}).get(d) for d in domains])
     return buf.getvalue()
 
 
-def write_outputs(rows: Sequence[Mapping[str, Any]], out: str | Path) -> dict[str, Path]:
+def write_outputs(rows: Sequence[BenchRow], out: str | Path) -> dict[str, Path]:
     """Write ``out`` (JSON list, one object per method), ``<out>.csv`` and ``<out>.png`` (loss
     against choosing FLOPs). Returns the paths written."""
     out = Path(out)
     if out.suffix.lower() != ".json":
         raise ConfigError(f"bench --out {out}: give a .json path (the CSV and plot are written next to it)")
-    ordered = [{**{k: r[k] for k in RESULT_KEYS}, **{k: v for k, v in r.items() if k not in RESULT_KEYS}} for r in rows]
+    ordered = [{**{k: getattr(r, k) for k in RESULT_KEYS}, **r.to_dict()} for r in rows]
     atomic_write_json(out, ordered)
     csv_path = out.with_suffix(".csv")
     atomic_write_text(csv_path, rows_to_csv(rows))

@@ -25,6 +25,7 @@ from mixlab.pipeline.bench.scales import ModelSettings, ScaleSpec
 from mixlab.pipeline.bench.stats import add_deltas, summarise
 from mixlab.pipeline.dynamic import PLAN_KEYS, PipelineConfig, run_pipeline
 from mixlab.proxy import ComputeLedger, ProxyResult
+from mixlab.report.bench_rows import BenchRow
 from mixlab.store import default_workspace
 from mixlab.train import LocalProxyRunner, TrainConfig, Trainer
 from mixlab.utils.io import atomic_write_json, read_json
@@ -326,38 +327,33 @@ def _seeds(env: BenchEnv) -> list[int]:
 
 
 def _row(env: BenchEnv, method: str, runs: list[dict[str, Any]], compute: Mapping[str, Any],
-         schedule: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
-    """One result row from a method's per-seed runs (RESULT_KEYS first; deltas filled in later)."""
+         schedule: list[dict[str, Any]], **extra: Any) -> BenchRow:
+    """One result row from a method's per-seed runs (the deltas are filled in by :func:`add_deltas`)."""
     finals = [r["final"] for r in runs]
-    row: dict[str, Any] = {"method": method}
     stats = summarise(finals, env.targets, domains=env.domains, weights=env.weights)
-    per_seed = stats.pop("target_per_seed")
-    row.update(stats)
-    row.update(
+    keys = [*env.domains, *(k for k in env.target_set.keys if k not in env.domains)]
+    per_domain = {d: float(np.mean([f[d] for f in finals])) for d in keys if all(d in f for f in finals)}
+    return BenchRow(
+        method=method,
+        **stats,
         choose_flops=float(compute["flops"]),
         choose_tokens=int(compute["tokens"]),
         choose_seconds=float(compute["seconds"]),
         seeds=len(runs),
         delta_vs_uniform=None,
         delta_vs_uniform_ci95=None,
-    )
-    keys = [*env.domains, *(k for k in env.target_set.keys if k not in env.domains)]
-    per_domain = {d: float(np.mean([f[d] for f in finals])) for d in keys if all(d in f for f in finals)}
-    row.update(
         track=env.config.track,
-        target_per_seed=per_seed,
         seed_list=_seeds(env)[: len(runs)],
-        dynamic=False,
+        dynamic=extra.pop("dynamic", False),
         mixture=schedule[0]["mixture"] if len(schedule) == 1 else None,
         schedule=schedule,
         per_domain=per_domain,
         run_ids=[r["run_id"] for r in runs],
+        **extra,
     )
-    row.update(extra)
-    return row
 
 
-def run_method(env: BenchEnv, method: str, on_event: Callable[[str], None] | None = None) -> dict[str, Any]:
+def run_method(env: BenchEnv, method: str, on_event: Callable[[str], None] | None = None) -> BenchRow:
     """Choose (static) or run the pipeline (dynamic), train the seeds, summarise: one result row."""
     seeds = _seeds(env)
     note = on_event or (lambda msg: None)
@@ -393,20 +389,20 @@ def time_averaged(schedule: Schedule, total_steps: int) -> Mixture:
     return Mixture.from_weights(weights, schedule.domains)
 
 
-def run_controls(env: BenchEnv, row: Mapping[str, Any], on_event: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+def run_controls(env: BenchEnv, row: BenchRow, on_event: Callable[[str], None] | None = None) -> list[BenchRow]:
     """The two controls of a dynamic method's row: per seed, (1) its schedule's time-averaged mixture
     trained statically and (2) natural for the first stage, then uniform, with the same boundaries."""
     note = on_event or (lambda msg: None)
     t = env.scale.target
     total = max(1, t.tokens // (t.seq_len * t.batch_size))
-    method = str(row["method"])
+    method = row.method
     natural = Mixture.from_weights({d: float(env.corpus.token_counts()[d]) for d in env.domains})
     uniform = Mixture.uniform(env.domains)
     avg_runs, nu_runs, avg_sched, nu_sched = [], [], None, None
     # the pipeline's boundaries (a schedule whose stage kept the previous mixture lists fewer stages)
     plan = PipelineConfig.parse({"train": {}, **_stage_plan(env, method)}, where=f"bench stage plan of {method}")
     bounds = plan.boundary_steps(total)
-    for s, sched_list in zip(_seeds(env), row["schedules"], strict=True):
+    for s, sched_list in zip(_seeds(env), row.schedules or [], strict=True):
         sched = Schedule.from_json(sched_list)
         avg_sched = Schedule.constant(time_averaged(sched, total))
         nu_sched = Schedule.from_pairs([(0, natural), *((b, uniform) for b in bounds)])
@@ -414,7 +410,7 @@ def run_controls(env: BenchEnv, row: Mapping[str, Any], on_event: Callable[[str]
         avg_runs.append(train_target(env, f"{method}:avg-static", avg_sched, s))
         nu_runs.append(train_target(env, f"{method}:natural-then-uniform", nu_sched, s))
     assert avg_sched is not None and nu_sched is not None
-    cost = {"flops": row["choose_flops"], "tokens": row["choose_tokens"], "seconds": row["choose_seconds"]}
+    cost = {"flops": row.choose_flops, "tokens": row.choose_tokens, "seconds": row.choose_seconds}
     zero = {"flops": 0.0, "tokens": 0, "seconds": 0.0}
     return [
         _row(env, f"{method}:avg-static", avg_runs, cost, avg_sched.to_json(), control_of=method),
@@ -439,7 +435,7 @@ def oracle_candidates(domains: Sequence[str], natural: Mixture, n: int, *, seed:
 
 def run_oracle(
     env: BenchEnv, on_event: Callable[[str], None] | None = None, extra: Sequence[Mixture] = ()
-) -> dict[str, Any]:
+) -> BenchRow:
     """The best of ``oracle_candidates`` static mixtures at target scale, plus the ``extra`` mixtures
     (the benchmarked static methods' choices), so the oracle is the best *known* static mixture.
 
@@ -518,10 +514,10 @@ def run_bench(
     *,
     corpus: Any = None,
     on_event: Callable[[str], None] | None = None,
-    on_method: Callable[[str, dict[str, Any] | None, str | None], None] | None = None,
+    on_method: Callable[[str, BenchRow | None, str | None], None] | None = None,
     summary: dict[str, Any] | None = None,
-) -> list[dict[str, Any]]:
-    """Run the benchmark; one result row per method that ran (keys :data:`RESULT_KEYS` first), then
+) -> list[BenchRow]:
+    """Run the benchmark; one :class:`~mixlab.report.bench_rows.BenchRow` per method that ran, then
     the controls of dynamic methods and the ``oracle`` row (when the scale asks for them).
 
     ``corpus`` may be an opened corpus (else ``config.corpus`` or the built-in corpus is opened).
@@ -531,7 +527,7 @@ def run_bench(
     given, receives the track's headroom (see :func:`add_deltas`).
     """
     env, methods = _prepare_env(config, corpus)
-    rows: list[dict[str, Any]] = []
+    rows: list[BenchRow] = []
     errors: dict[str, str] = {}
 
     def attempt(name: str, fn: Callable[[], Any]) -> Any:
@@ -555,16 +551,16 @@ def run_bench(
         rows.append(row)
         if on_method:
             on_method(method, row, None)
-        if row["dynamic"] and env.scale.controls:
+        if row.dynamic and env.scale.controls:
             for ctl in attempt(f"{method} controls", lambda row=row: run_controls(env, row, on_event)) or []:
                 rows.append(ctl)
                 if on_method:
-                    on_method(ctl["method"], ctl, None)
+                    on_method(ctl.method, ctl, None)
     if not rows:
         detail = "; ".join(f"{m}: {e}" for m, e in errors.items())
         raise MixlabError(f"bench: no method finished ({detail})")
     if env.scale.oracle_candidates > 0:
-        picks = [Mixture(r["mixture"]) for r in rows if r.get("mixture") and not r["dynamic"] and "control_of" not in r]
+        picks = [Mixture(r.mixture) for r in rows if r.mixture and not r.dynamic and r.control_of is None]
         row = attempt("oracle", lambda: run_oracle(env, on_event, picks))
         if row is not None:
             rows.append(row)

@@ -11,6 +11,7 @@ import numpy as np
 from scipy import stats
 
 from mixlab.errors import MixlabError
+from mixlab.report.bench_rows import BenchRow
 
 HEADROOM_MIN_SD = 5.0
 """Below this many seed SDs of headroom a track's table cannot rank methods; the CLI says so loudly."""
@@ -85,20 +86,20 @@ def headroom(uniform: Sequence[float], oracle: Sequence[float]) -> dict[str, flo
 
 
 
-def add_deltas(rows: list[dict[str, Any]]) -> dict[str, Any]:
+def add_deltas(rows: list[BenchRow]) -> dict[str, Any]:
     """Fill ``delta_vs_uniform`` / ``delta_vs_uniform_ci95`` of every row and return the track's
     summary (headroom of the oracle row, in loss and in seed SDs, when there is one)."""
-    by = {r["method"]: r for r in rows}
+    by = {r.method: r for r in rows}
     if "uniform" not in by:
         return {}
-    base = by["uniform"]["target_per_seed"]
+    base = by["uniform"].target_per_seed or []
     for r in rows:
-        mean, ci = paired_delta(r["target_per_seed"], base)
-        r["delta_vs_uniform"], r["delta_vs_uniform_ci95"] = mean, ci
-    summary: dict[str, Any] = {"track": rows[0].get("track")}
+        r.delta_vs_uniform, r.delta_vs_uniform_ci95 = paired_delta(r.target_per_seed or [], base)
+    summary: dict[str, Any] = {"track": rows[0].track}
     if "oracle" in by:
-        h = headroom(base, by["oracle"]["target_per_seed"])
-        by["oracle"].update(h)
+        h = headroom(base, by["oracle"].target_per_seed or [])
+        for key, value in h.items():
+            setattr(by["oracle"], key, value)
         summary.update(h)
     return summary
 
