@@ -215,6 +215,7 @@ class DynamicPipeline:
             seed=int(cfg.train.get("seed", 0)),
             corpus=corpus,
             compute=self.compute,
+            device=str(cfg.train.get("device", "auto")),
             **kw,
         )
 
