@@ -1,6 +1,7 @@
 """DoReMi: domain reweighting with minimax optimisation (Xie et al. 2023, arXiv 2305.10429).
 
-Algorithm 1 of the paper, on mixlab's GPT and :class:`~mixlab.data.MixtureSampler`:
+Algorithm 1 of the paper, on mixlab's GPT and :class:`~mixlab.data.MixtureSampler`, with the models
+built, optimised and scheduled by the trainer's pieces (:mod:`mixlab.train`):
 
 1. Train a *reference* model on the reference mixture (uniform by default).
 2. Train a *proxy* model of the same size with Group DRO. At every step t, on a minibatch drawn from
