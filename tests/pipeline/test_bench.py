@@ -217,9 +217,9 @@ def test_the_scales_target_warmup_reaches_static_and_dynamic_target_runs(tiny_co
     monkeypatch.setattr(UniformMixer, "dynamic", True)
     (dynamic,) = run_bench(BenchConfig(scale="tiny", methods=["uniform"], seeds=1, workspace=str(ws), device="cpu"),
                            corpus=tiny_corpus)  # fmt: skip
-    assert dynamic["dynamic"] is True and static["dynamic"] is False
+    assert dynamic.dynamic is True and static.dynamic is False
     for row in (static, dynamic):
-        config = yaml.safe_load((ws / "runs" / row["run_ids"][0] / "config.yaml").read_text())
+        config = yaml.safe_load((ws / "runs" / row.run_ids[0] / "config.yaml").read_text())
         assert config["warmup"] == 5
 
 
