@@ -292,16 +292,17 @@ class MixtureScheduleCallback(_CallbackBase):
     "tikmix-d", boundaries=[500, 1000])`` (or a :class:`~mixlab.mixers.base.Mixer` instance) starts
     from the stream's mixture and at each boundary builds a
     :class:`~mixlab.mixers.base.MixingContext` with ``live`` (the model wrapped in mixlab's
-    interface, the optimizer, seq_len, batch_size), ``corpus``, ``previous`` and ``history``, calls
-    ``mixer.propose`` (TiKMiX-D measures Group Influence on the live model there) and switches the
-    stream. ``mixer_params`` go to :func:`~mixlab.mixers.get_mixer` when ``mixer`` is a name;
+    interface, the optimizer, seq_len, batch_size), ``corpus``, ``previous`` and ``history``, hands
+    it to the stage engine (:class:`~mixlab.pipeline.stages.StageEngine`, the same as ``mixlab run``'s:
+    it calls ``mixer.propose``, where TiKMiX-D measures Group Influence on the live model, and keeps
+    the :class:`~mixlab.pipeline.stages.StageRecord` in :attr:`stages`) and switches the stream. ``mixer_params`` go to :func:`~mixlab.mixers.get_mixer` when ``mixer`` is a name;
     ``context`` holds extra :class:`MixingContext` fields (``max_epochs``, ``lower``, ``upper``,
     ``target_domains``, ...). With ``influence`` (keyword arguments of
     :func:`mixlab.influence.measure_group_influence`, at least ``tokens_per_domain``) the callback
     measures Group Influence itself on the live model (Adam-preconditioned with the Trainer's
     optimizer unless told otherwise) and hands it to the mixer as ``ctx.live.influence``; without
     it, a dynamic mixer measures what it needs. ``out_dir`` receives ``schedule.json``,
-    ``stages/stage_<k>/influence.json`` and, when the Trainer evaluates on
+    ``stages/stage_<k>/{record,mixture,influence}.json`` and, when the Trainer evaluates on
     :meth:`MixtureStream.eval_datasets` (``eval_<domain>_loss``), ``curve.json``: a run directory
     (:class:`~mixlab.store.RunArtifacts`), which ``mixlab report`` reads.
     """
