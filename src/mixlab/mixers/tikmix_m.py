@@ -46,6 +46,7 @@ from mixlab.influence.continuation import continuation_labels, mixture_batch_fn
 from mixlab.mixers.base import MixingContext, Proposal
 from mixlab.mixers.tikmix_d import InfluenceMixer, TiKMiXDMixer, normalised_influence, solve_tikmix_d
 from mixlab.mixture import Mixture, MixtureConstraints
+from mixlab.predictors.lgbm import TiKMiXMPredictor
 
 log = logging.getLogger(__name__)
 
@@ -121,28 +122,15 @@ def dirichlet_feasible(
 
 
 class _Surrogate:
-    """LightGBM regressor mixture -> score: the predictors package's TiKMiX-M model when present."""
+    """LightGBM regressor mixture -> score (the predictors package's TiKMiX-M model)."""
 
     def __init__(self, seed: int, n_estimators: int) -> None:
         self.seed = seed
         self.n_estimators = n_estimators
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> _Surrogate:
-        try:
-            from mixlab.predictors.lgbm import TiKMiXMPredictor
-        except ImportError:
-            import lightgbm as lgb
-
-            params = {
-                "objective": "regression", "learning_rate": 0.03, "num_leaves": 15, "min_data_in_leaf": 5,
-                "feature_fraction": 0.8, "bagging_fraction": 0.8, "bagging_freq": 1, "seed": self.seed,
-                "num_threads": 1, "verbose": -1, "deterministic": True,
-            }  # fmt: skip
-            self.model_ = lgb.train(params, lgb.Dataset(X, y), num_boost_round=self.n_estimators)
-            self.kind_ = "lightgbm"
-        else:
-            self.model_ = TiKMiXMPredictor(n_estimators=self.n_estimators, seed=self.seed).fit(X, y)
-            self.kind_ = "predictors.tikmix-m"
+        self.model_ = TiKMiXMPredictor(n_estimators=self.n_estimators, seed=self.seed).fit(X, y)
+        self.kind_ = "predictors.tikmix-m"
         return self
 
     def predict(self, X: np.ndarray) -> np.ndarray:

@@ -30,6 +30,9 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from mixlab import __version__
 from mixlab.errors import ConfigError, DataError, MixlabError
 from mixlab.mixture import Mixture, Schedule
@@ -483,9 +486,6 @@ class RunStore:
                 writer.writeheader()
                 writer.writerows(rows)
         else:
-            import pyarrow as pa
-            import pyarrow.parquet as pq
-
             tbl = pa.Table.from_pylist(rows) if rows else pa.table({c: pa.array([], pa.string()) for c in columns})
             with atomic_open(out, "wb") as fh:
                 pq.write_table(tbl, fh)

@@ -35,6 +35,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any, Literal
 
@@ -390,7 +391,6 @@ def _local_loop(
     ctx: Any, queue: list[tuple[ProxyTask, int]], live: dict[Any, tuple[Any, Any, ProxyTask, int]], task_fn: TaskFn,
     cfg: SweepConfig, record: Callable[..., None], bar: _Progress,
 ) -> None:
-    from multiprocessing.connection import wait
 
     while queue or live:
         while queue and len(live) < cfg.workers:

@@ -10,6 +10,7 @@ import torch
 
 from mixlab.errors import ConfigError, DataError, TrainingError
 from mixlab.model import GPT, GPTConfig, count_params, flops_per_token, preset
+from mixlab.model.hf import build_hf_model  # transformers itself is imported only when an HF model is built
 from mixlab.store.rundir import CONFIG, MODEL, RunArtifacts
 from mixlab.train import checkpoint as ckpt_io
 from mixlab.train.config import TrainConfig
@@ -21,8 +22,6 @@ def build_model(spec: str | dict[str, Any], *, vocab_size: int, seq_len: int, se
     """Model and its JSON description from a preset name, GPTConfig mapping or HF config mapping."""
     torch.manual_seed(seed)
     if isinstance(spec, dict) and "model_type" in spec:
-        from mixlab.model.hf import build_hf_model  # transformers is optional and slow to import
-
         model = build_hf_model(spec, vocab_size=vocab_size)
         return model, {"hf": model.config.to_dict() | {"model_type": model.config.model_type}}
     if isinstance(spec, str):
@@ -73,8 +72,6 @@ def load_trained_model(run_dir: str | Path, *, device: str | torch.device = "cpu
     if "gpt" in desc:
         model: torch.nn.Module = GPT(GPTConfig.from_dict(desc["gpt"], where=str(root / MODEL)))
     elif "hf" in desc:
-        from mixlab.model.hf import build_hf_model  # transformers is optional and slow to import
-
         model = build_hf_model(desc["hf"])
     else:
         raise TrainingError(f"{root / MODEL}: unknown model description {sorted(desc)}")
