@@ -122,6 +122,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from scipy.optimize import linprog, minimize
 
 from mixlab.errors import ConfigError, MixlabError
 from mixlab.influence.budget import measure_until_stable
@@ -212,8 +213,6 @@ def _paper_grad(
 
 
 def _pareto_feasible(S: np.ndarray, w_prev: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> bool:
-    from scipy.optimize import linprog
-
     k = len(lo)
     res = linprog(
         np.zeros(k), A_ub=-S, b_ub=-(S @ w_prev) + 1e-12, A_eq=np.ones((1, k)), b_eq=[1.0],
@@ -343,8 +342,6 @@ def solve_tikmix_d(
         return TiKMiXDSolution(w, val, False, f"linear objective, {regularizer} strength {strength}")
     if objective != "paper":
         raise ConfigError(f"unknown TiKMiX-D objective {objective!r}; choose one of {list(OBJECTIVES)}")
-    from scipy.optimize import minimize
-
     I_hat = normalised_influence(infl)
     S = infl.T  # the paper's S (targets x training domains), for the Pareto rows S w >= S w_prev
     use_pareto = bool(pareto and w_prev is not None)
