@@ -98,7 +98,7 @@ run on the natural mixture and moves once; the mirror variant's plan trains the 
 prior) for the first quarter, then decides at 1/4, 1/2 and 3/4 of the run, re-measuring each time:
 as a domain is over-served its gradient shrinks, its measured influence falls and the next step
 moves weight back (equal influence, the first-order optimality condition on the simplex, is the
-fixed point). Deciding at 10% of the run was measured and is worse on the bench: right after the
+fixed point). Deciding at 10% of the run was measured and was no better on the bench: right after the
 learning-rate warm-up the influence ranks the domains differently for every training seed (dialogue,
 legal or code first) although each measurement is reliable (split-half 0.7-0.95): it describes a
 transient state of the model, not the data's lasting value, and the split-half reliability cannot
