@@ -303,3 +303,23 @@ def test_bench_cli_bad_target_is_a_clear_error(tiny_corpus, tmp_path, capsys, ki
     text = " ".join((err.err + err.out).split())
     assert str(path) in text.replace("\n", "") or path.name in text
     assert "Traceback" not in err.err
+
+
+def test_a_long_variant_name_leaves_the_numbers_room_in_80_columns():
+    # a variant spec can be longer than the terminal; it folds inside its cell instead of taking the
+    # whole width (which printed empty loss columns when the bench's output went to a file)
+    from rich.console import Console
+
+    from mixlab.report.bench_rows import BenchRow
+
+    long_name = "tikmix-d[objective=mirror,budget=fixed,initial=uniform,stages=4]:avg-static"
+    row = BenchRow(
+        method=long_name, avg_loss=2.7021, avg_loss_std=0.044, worst_loss=3.247, worst_loss_std=0.1,
+        target_loss=2.9230, target_loss_std=0.05, choose_flops=1e11, choose_tokens=4096, choose_seconds=1.0,
+        seeds=5, delta_vs_uniform=-0.1, delta_vs_uniform_ci95=[-0.2, -0.05],
+    )
+    console = Console(record=True, width=80)
+    console.print(bench_table([row]))
+    text = console.export_text()
+    assert "2.9230" in text and "2.702" in text
+    assert "".join(line.split("│")[1].strip() for line in text.splitlines() if line.count("│") > 2) == long_name

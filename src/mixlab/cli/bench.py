@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -98,7 +99,8 @@ def bench(
     if track not in TRACKS:
         raise ConfigError(f"bench --track {track!r}: choose one of {list(TRACKS)}")
 
-    console = Console()
+    # output sent to a file or a pipe has no terminal width: give the table room instead of rich's 80
+    console = Console() if sys.stdout.isatty() else Console(width=180)
     cfg = BenchConfig(
         corpus=str(corpus) if corpus else None,
         methods=_split(methods),

@@ -37,8 +37,10 @@ def bench_table(rows: Sequence[BenchRow], title: str = "mixlab bench") -> Table:
         caption="losses: mean±std over seeds; Δ: paired per-seed difference of the target loss to uniform "
         "[95% t-interval]; FLOPs, tokens, s: compute spent choosing the mixture",
     )
-    # in a narrow terminal the loss cells wrap (mean over ±std), the method names never shorten
-    table.add_column("method", no_wrap=True, min_width=max([len(r.method) for r in rows] + [6]))
+    # in a narrow terminal the loss cells wrap (mean over ±std) and a long variant name folds over
+    # lines inside its cell (it never takes the whole width, which would leave the numbers no room)
+    longest = max([len(r.method) for r in rows] + [6])
+    table.add_column("method", overflow="fold", min_width=min(longest, 28))
     for col in ("target", "Δ vs uniform [95% CI]", "avg loss", "worst"):
         table.add_column(col, justify="right")
     for col in ("FLOPs", "tokens", "s", "seeds"):
