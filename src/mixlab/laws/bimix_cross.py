@@ -40,21 +40,19 @@ convex and SLSQP's optimum on the simplex is the global one; with ``t = 0`` it i
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-from mixlab.errors import ConfigError, DataError
-from mixlab.laws._inputs import as_matrix, check_fitted, long_table_inputs, objective_weights
-from mixlab.laws._nls import robust_least_squares
-from mixlab.laws._shared_beta import refit_with_shared_beta
+from mixlab.errors import ConfigError
+from mixlab.laws._bimix_extension import BiMixExtension
+from mixlab.laws._inputs import as_matrix, check_fitted, objective_weights
 from mixlab.laws._simplex import minimize_on_simplex, resolve_constraints
-from mixlab.laws.bimix_law import LAW_PARAMS, LOG_BOUNDS, BiMixLaw
+from mixlab.laws.bimix_law import LOG_BOUNDS, BiMixLaw
 from mixlab.mixture import Mixture, MixtureConstraints
 
 T_MAX = 3.0
-_STATE_ARRAYS = ("A_", "alpha_", "B_", "beta_", "C_", "t_")
 
 
 def _log_predict(theta: np.ndarray, lr_own: np.ndarray, R_other: np.ndarray, ls: np.ndarray) -> np.ndarray:
@@ -72,7 +70,7 @@ def _log_jacobian(theta: np.ndarray, lr_own: np.ndarray, R_other: np.ndarray, ls
     return np.concatenate([head, R_other], axis=1)
 
 
-class BiMixCrossModel:
+class BiMixCrossModel(BiMixExtension):
     """BiMix with a cross-domain term (module docstring), one law per modelled loss domain.
 
     ``fit(mixtures, steps, losses)`` takes the same long table as
@@ -89,6 +87,10 @@ class BiMixCrossModel:
     ``mre_``, ``n_points_`` (by loss domain), ``base_laws_`` (the plain BiMix fits that started each
     domain) and, with ``share_beta``, ``shared_beta_``.
     """
+
+    coef = "t"
+    law_name = "cross"
+    coef_words = "cross terms"
 
     def __init__(
         self,
@@ -112,70 +114,12 @@ class BiMixCrossModel:
         self.share_beta = share_beta
         self.t_max = t_max
 
-    def _law_params(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in LAW_PARAMS}
+    @staticmethod
+    def _own_feature(r_own: np.ndarray) -> np.ndarray:
+        return np.log(r_own)
 
-    def get_params(self) -> dict[str, Any]:
-        return {**self._law_params(), "share_beta": self.share_beta, "t_max": self.t_max}
-
-    def fit(
-        self,
-        mixtures: Any,
-        steps: Any,
-        losses: Any,
-        *,
-        domains: Sequence[str] | None = None,
-        loss_domains: Sequence[str] | None = None,
-        sample_weight: Any = None,
-        runs: Any = None,
-    ) -> BiMixCrossModel:
-        """Fit one law per loss domain (class docstring); ``runs`` is accepted for the common law
-        interface (:mod:`mixlab.laws.registry`) and not used: the law pools the runs' points."""
-        if not float(self.t_max) > 0:
-            raise ConfigError(f"t_max must be positive, got {self.t_max}")
-        if self.space not in ("log", "linear"):
-            raise ConfigError(f"space must be 'log' or 'linear', got {self.space!r}")
-        R, doms, s, Y, ldoms = long_table_inputs(
-            mixtures, steps, losses, domains, loss_domains, why="the cross law extends BiMix's own-proportion term"
-        )
-        if len(doms) < 2:
-            raise DataError("the cross law needs at least two mixture domains")
-        if np.any(~np.isfinite(R)) or np.any(R < 0):
-            raise DataError("mixture proportions must be finite and >= 0")
-        w_all = np.ones(s.size) if sample_weight is None else np.asarray(sample_weight, dtype=float).ravel()
-        if w_all.shape != s.shape:
-            raise DataError("sample_weight must have one value per row")
-        self.base_laws_: dict[str, BiMixLaw] = {}
-        fits = []
-        for j, d in enumerate(ldoms):
-            i = doms.index(d)
-            ok = np.isfinite(Y[:, j])
-            # the plain BiMix fit validates the domain's data and gives the t = 0 start
-            base = BiMixLaw(**self._law_params()).fit(
-                R[ok, i], s[ok], Y[ok, j], None if sample_weight is None else w_all[ok], name=f"loss domain {d!r}"
-            )
-            self.base_laws_[d] = base
-            rows = np.nonzero(ok)[0][base._rows]  # the points the BiMix fit kept (r > 0, past min_step)
-            others = [q for q in range(len(doms)) if q != i]
-            n_mix = np.unique(R[rows], axis=0).shape[0]
-            if n_mix < len(doms) + 2:
-                raise DataError(
-                    f"loss domain {d!r}: the cross law fits {len(doms) + 1} mixture coefficients (A, alpha and "
-                    f"{len(others)} cross terms) from {n_mix} distinct mixtures; it needs at least {len(doms) + 2}: "
-                    "add proxy runs with other mixtures"
-                )
-            r_own, s_kept, y, w = base._data
-            data = (np.log(r_own), R[np.ix_(rows, others)], np.log(s_kept), y, w)
-            resid, jac = self._residual_fns(data)
-            res = robust_least_squares(resid, self._starts(base, data), bounds=self._bounds(len(others)),
-                                       loss=self.loss, f_scale=self.f_scale, jac_fn=jac)
-            fits.append({"data": data, "others": others, "theta": res.theta, "cov": res.cov})
-        if self.share_beta:
-            self.shared_beta_ = self._fit_shared_beta(fits)
-        self.domains_ = doms
-        self.loss_domains_ = ldoms
-        self._set_fitted(fits)
-        return self
+    _log_predict = staticmethod(_log_predict)
+    _log_jacobian = staticmethod(_log_jacobian)
 
     def _bounds(self, n_t: int) -> tuple[np.ndarray, np.ndarray]:
         t = float(self.t_max)
@@ -195,70 +139,6 @@ class BiMixCrossModel:
         shift = float(np.average(res - R_other @ t, weights=w))
         reg = np.r_[base.theta_[0] + shift, base.theta_[1:], t]
         return [zero, reg]
-
-    def _residual_fns(self, data):
-        lr_own, R_other, ls, y, w = data
-        ly, sw = np.log(y), np.sqrt(w)
-        if self.space == "log":
-            def resid(theta):
-                return sw * (_log_predict(theta, lr_own, R_other, ls) - ly)
-
-            def jac(theta):
-                return sw[:, None] * _log_jacobian(theta, lr_own, R_other, ls)
-        else:
-            def resid(theta):
-                return sw * (np.exp(_log_predict(theta, lr_own, R_other, ls)) - y)
-
-            def jac(theta):
-                pred = np.exp(_log_predict(theta, lr_own, R_other, ls))
-                return (sw * pred)[:, None] * _log_jacobian(theta, lr_own, R_other, ls)
-        return resid, jac
-
-    def _fit_shared_beta(self, fits: list[dict[str, Any]]) -> float:
-        """Refit every domain jointly with one step exponent (:func:`~mixlab.laws._shared_beta.refit_with_shared_beta`;
-        each domain's cross terms stay its own)."""
-        thetas, covs, _ = refit_with_shared_beta(
-            [self._residual_fns(f["data"]) for f in fits],
-            [f["theta"] for f in fits],
-            [f["data"][0].size for f in fits],
-            [self._bounds(len(f["others"])) for f in fits],
-            loss=self.loss, f_scale=self.f_scale, n_init=self.n_init,
-        )
-        for f, theta, cov in zip(fits, thetas, covs, strict=True):
-            f["theta"], f["cov"] = theta, cov
-        return float(np.exp(thetas[0][3]))
-
-    def _set_fitted(self, fits: list[dict[str, Any]]) -> None:
-        m, k = len(self.loss_domains_), len(self.domains_)
-        self.t_ = np.zeros((m, k))
-        self.theta_: dict[str, np.ndarray] = {}
-        self.cov_: dict[str, np.ndarray] = {}
-        self.mre_: dict[str, float] = {}
-        self.n_points_: dict[str, int] = {}
-        nat = np.array([np.exp(f["theta"][:4]) for f in fits])
-        self.A_, self.alpha_, self.B_, self.beta_ = (nat[:, c].copy() for c in range(4))
-        self.C_ = np.ones(m)
-        for j, (d, f) in enumerate(zip(self.loss_domains_, fits, strict=True)):
-            self.t_[j, f["others"]] = f["theta"][4:]
-            self.theta_[d] = f["theta"]
-            self.cov_[d] = f["cov"]
-            lr_own, R_other, ls, y, _ = f["data"]
-            pred = np.exp(_log_predict(f["theta"], lr_own, R_other, ls))
-            self.mre_[d] = float(np.mean(np.abs(pred - y) / y))
-            self.n_points_[d] = int(y.size)
-        self._set_params()
-
-    def _set_params(self) -> None:
-        self.params_ = {
-            d: {"A": float(self.A_[j]), "alpha": float(self.alpha_[j]), "B": float(self.B_[j]),
-                "beta": float(self.beta_[j]), "C": float(self.C_[j]),
-                "t": {q: float(self.t_[j, i]) for i, q in enumerate(self.domains_) if q != d}}
-            for j, d in enumerate(self.loss_domains_)
-        }
-
-    def _own_columns(self) -> np.ndarray:
-        """Each loss domain's column among ``domains_``, ``[m]``."""
-        return np.array([self.domains_.index(d) for d in self.loss_domains_])
 
     def predict(self, mixtures: Any, steps: Any) -> np.ndarray:
         """Predicted losses ``[n, m]`` (columns = ``loss_domains_``) for ``n`` mixtures at ``steps`` (one
@@ -317,28 +197,3 @@ class BiMixCrossModel:
         r = minimize_on_simplex(fun, jac, uniform, lower, cons.upper, extra_starts=[weighted / weighted.sum()])
         self.optimize_method_ = "numerical"
         return Mixture.from_weights(np.clip(r, 0, None), self.domains_)
-
-    def to_state(self) -> dict[str, Any]:
-        """The fitted law as plain JSON-able data (:meth:`from_state` rebuilds it; no pickle)."""
-        check_fitted(self, "t_")
-        return {
-            "params": self.get_params(), "domains": list(self.domains_), "loss_domains": list(self.loss_domains_),
-            "coef": {k: getattr(self, k).tolist() for k in _STATE_ARRAYS},
-            "mre": dict(self.mre_), "n_points": dict(self.n_points_),
-        }
-
-    @classmethod
-    def from_state(cls, state: Mapping[str, Any]) -> BiMixCrossModel:
-        """A fitted law from :meth:`to_state` output; it predicts and optimises exactly as the saved one."""
-        model = cls(**state["params"])
-        model.domains_ = list(state["domains"])
-        model.loss_domains_ = list(state["loss_domains"])
-        for k in _STATE_ARRAYS:
-            setattr(model, k, np.asarray(state["coef"][k], dtype=float))
-        model.mre_ = dict(state.get("mre", {}))
-        model.n_points_ = dict(state.get("n_points", {}))
-        model._set_params()
-        return model
-
-    def __repr__(self) -> str:
-        return f"BiMixCrossModel({', '.join(f'{k}={v!r}' for k, v in self.get_params().items())})"
