@@ -21,7 +21,7 @@ from mixlab.mixers import get_mixer, mixer_class
 from mixlab.mixers.base import MixingContext, Proposal
 from mixlab.mixture import Mixture, Schedule
 from mixlab.pipeline.bench.config import BenchConfig, parse_method_spec, registry_name
-from mixlab.pipeline.bench.scales import ModelSettings, ScaleSpec
+from mixlab.pipeline.bench.scales import ScaleSpec
 from mixlab.pipeline.bench.stats import add_deltas, summarise
 from mixlab.pipeline.dynamic import PLAN_KEYS, PipelineConfig, run_pipeline
 from mixlab.proxy import ComputeLedger, ProxyResult
@@ -212,37 +212,42 @@ def choose_static(env: BenchEnv, method: str) -> dict[str, Any]:
     return choice
 
 
-def _target_intervals(t: ModelSettings) -> dict[str, Any]:
-    """Evaluate a target run only at its end (only the final losses are compared; evaluations would
-    cost as much as training at these sizes), checkpoint it every quarter so a killed run resumes;
-    the scale's warmup when it sets one (static and dynamic target runs train alike)."""
+def _target_run_settings(env: BenchEnv, seed: int) -> dict[str, Any]:
+    """The training settings every target run shares, static or dynamic, so that both kinds train
+    alike: the scale's model, tokens, batch shape, lr and warmup (when it sets one). A target run is
+    evaluated only at its end (only the final losses are compared; evaluations would cost as much as
+    training at these sizes) and checkpointed every quarter so a killed run resumes."""
+    t = env.scale.target
     steps = max(1, t.tokens // (t.seq_len * t.batch_size))
     warmup = {} if t.warmup is None else {"warmup": t.warmup}
-    return {"eval_interval": steps, "checkpoint_interval": max(1, steps // 4), **warmup}
+    return {
+        "corpus": env.corpus_path,
+        "model": t.model,
+        "tokens": t.tokens,
+        "seq_len": t.seq_len,
+        "batch_size": t.batch_size,
+        "lr": t.lr,
+        "eval_batches": t.eval_batches,
+        "eval_interval": steps,
+        "checkpoint_interval": max(1, steps // 4),
+        **warmup,
+        "seed": seed,
+        "max_epochs": env.config.max_epochs,
+        "on_exceed": "warn",
+        "workspace": str(env.workspace),
+        "device": env.config.device,
+        "progress": env.config.progress,
+    }
 
 
 def train_target(env: BenchEnv, method: str, schedule: Schedule, seed: int) -> dict[str, Any]:
     """Train (or reuse) the target model on ``schedule`` with ``seed``; its final per-domain losses."""
-    t = env.scale.target
     cfg = TrainConfig.parse(
         {
-            "corpus": env.corpus_path,
-            "model": t.model,
+            **_target_run_settings(env, seed),
             "mixture": schedule,
-            "tokens": t.tokens,
-            "seq_len": t.seq_len,
-            "batch_size": t.batch_size,
-            "lr": t.lr,
-            "eval_batches": t.eval_batches,
-            **_target_intervals(t),
-            "seed": seed,
-            "max_epochs": env.config.max_epochs,
-            "on_exceed": "warn",
-            "workspace": str(env.workspace),
             "kind": "bench-target",
             "method": method,
-            "device": env.config.device,
-            "progress": env.config.progress,
             "targets": env.eval_specs,
         },
         where=f"bench target run of {method}",
@@ -276,27 +281,13 @@ def run_dynamic(env: BenchEnv, method: str, seed: int) -> dict[str, Any]:
     schedule, the final per-domain losses and the choosing ledger. The pipeline resumes a killed run
     and replays recorded stage decisions, so a re-run reuses finished work.
     """
-    t = env.scale.target
     params = _method_params(env, method)
     dyn = _stage_plan(env, method)
     cfg = PipelineConfig.parse(
         {
             "train": {
-                "corpus": env.corpus_path,
-                "model": t.model,
-                "tokens": t.tokens,
-                "seq_len": t.seq_len,
-                "batch_size": t.batch_size,
-                "lr": t.lr,
-                "eval_batches": t.eval_batches,
-                **_target_intervals(t),
-                "seed": seed,
-                "max_epochs": env.config.max_epochs,
-                "on_exceed": "warn",
-                "workspace": str(env.workspace),
+                **_target_run_settings(env, seed),
                 "run_name": _dynamic_run_name(env, method, params, seed),
-                "device": env.config.device,
-                "progress": env.config.progress,
                 **({} if env.target_track else {"targets": env.eval_specs}),
             },
             "mixer": registry_name(method),
