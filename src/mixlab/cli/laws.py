@@ -64,15 +64,22 @@ def _bimix_table(model) -> Table:
     return t
 
 
-def _transfer_table(model) -> Table:
-    t = Table(title="BiMix + transfer: L_i = A_i / (r_i + sum_j tau_ij r_j)^alpha_i * (B_i / s^beta_i + 1)",
-              title_justify="left")
-    for col in ("domain", "A", "alpha", "B", "beta", "tau (" + ", ".join(model.domains_) + ")", "MRE %"):
+def _extension_table(model, title: str, number: str) -> Table:
+    """A BiMix law with cross-domain coefficients (``model.coef``: ``tau`` or ``t``), one row per loss domain."""
+    t = Table(title=title, title_justify="left")
+    coef = getattr(model, f"{model.coef}_")
+    for col in ("domain", "A", "alpha", "B", "beta", f"{model.coef} (" + ", ".join(model.domains_) + ")", "MRE %"):
         t.add_column(col, justify="left" if col == "domain" else "right")
     for j, d in enumerate(model.loss_domains_):
         t.add_row(d, *(f"{v[j]:.4g}" for v in (model.A_, model.alpha_, model.B_, model.beta_)),
-                  ", ".join(f"{v:.3g}" for v in model.tau_[j]), f"{100 * model.mre_.get(d, np.nan):.3f}")
+                  ", ".join(format(v, number) for v in coef[j]), f"{100 * model.mre_.get(d, np.nan):.3f}")
     return t
+
+
+def _transfer_table(model) -> Table:
+    return _extension_table(
+        model, "BiMix + transfer: L_i = A_i / (r_i + sum_j tau_ij r_j)^alpha_i * (B_i / s^beta_i + 1)", ".3g"
+    )
 
 
 def _dml_table(model) -> Table:
@@ -86,14 +93,9 @@ def _dml_table(model) -> Table:
 
 
 def _cross_table(model) -> Table:
-    t = Table(title="BiMix + cross term: L_i = A_i / r_i^alpha_i * exp(sum_j t_ij r_j) * (B_i / s^beta_i + 1)",
-              title_justify="left")
-    for col in ("domain", "A", "alpha", "B", "beta", "t (" + ", ".join(model.domains_) + ")", "MRE %"):
-        t.add_column(col, justify="left" if col == "domain" else "right")
-    for j, d in enumerate(model.loss_domains_):
-        t.add_row(d, *(f"{v[j]:.4g}" for v in (model.A_, model.alpha_, model.B_, model.beta_)),
-                  ", ".join(f"{v:+.3g}" for v in model.t_[j]), f"{100 * model.mre_.get(d, np.nan):.3f}")
-    return t
+    return _extension_table(
+        model, "BiMix + cross term: L_i = A_i / r_i^alpha_i * exp(sum_j t_ij r_j) * (B_i / s^beta_i + 1)", "+.3g"
+    )
 
 
 def _params_table(model) -> Table:
