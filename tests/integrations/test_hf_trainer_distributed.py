@@ -61,6 +61,12 @@ trainer = transformers.Trainer(model=model, args=args, train_dataset=stream.to_h
 trainer.train(resume_from_checkpoint=(out + "/hf/checkpoint-3") if mode.startswith("resume") else None)
 with open(f"{out}/seen.rank{stream.rank}.json", "w") as fh:
     json.dump(seen, fh)
+# Leave the gloo group before the interpreter exits: a group torn down by interpreter shutdown can
+# abort a rank ("terminate called without an active exception") after the run has finished.
+del trainer
+if torch.distributed.is_initialized():
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
 """.replace("SEQ", str(SEQ)).replace("BATCH", str(BATCH))
 
 
