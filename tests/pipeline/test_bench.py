@@ -8,10 +8,13 @@ from mixlab.errors import ConfigError, MixlabError
 from mixlab.pipeline.bench import (
     RESULT_KEYS,
     BenchConfig,
+    BenchRow,
+    add_deltas,
     bench_table,
     headroom,
     headroom_message,
     paired_delta,
+    pooled_seed_sd,
     reconcile_compute,
     run_bench,
     summarise,
@@ -238,6 +241,42 @@ def test_paired_delta_and_headroom_on_a_toy_case():
     assert not headroom_message(h)[1] or h["headroom_sd"] < 5  # exactly 5 SD is enough
     with pytest.raises(MixlabError):
         paired_delta([], [])
+
+
+def test_seed_sd_pools_every_fixed_mixture_row_once():
+    # three mixtures with per-seed deviations (-0.1, 0, +0.1), (-0.2, 0, +0.2), (-0.3, 0, +0.3):
+    # SS = 0.02 + 0.08 + 0.18 = 0.28 over 3 * 2 = 6 df -> pooled SD sqrt(0.28 / 6)
+    sd, df = pooled_seed_sd([[1.9, 2.0, 2.1], [1.3, 1.5, 1.7], [0.7, 1.0, 1.3]])
+    assert df == 6 and sd == pytest.approx(math.sqrt(0.28 / 6))
+    # a row shown twice (unimax = uniform, oracle = RegMix's pick) and a one-seed row count nothing more
+    assert pooled_seed_sd([[1.9, 2.0, 2.1], [1.9, 2.0, 2.1], [5.0], [1.3, 1.5, 1.7]]) == pytest.approx(
+        (math.sqrt(0.10 / 4), 4))
+    assert math.isnan(pooled_seed_sd([[1.0]])[0])
+    # uniform sd 0.1, oracle sd 0.1, headroom 0.5; a third fixed row with sd 0.2 raises the pooled SD
+    h = headroom([1.9, 2.0, 2.1], [1.4, 1.5, 1.6], noise_rows=[[1.3, 1.5, 1.7]])
+    assert h["seed_sd"] == pytest.approx(math.sqrt((0.02 + 0.02 + 0.08) / 6)) and h["seed_sd_df"] == 6
+    assert h["headroom_sd"] == pytest.approx(0.5 / h["seed_sd"])
+    assert h["seed_sd_two_rows"] == pytest.approx(0.1) and h["headroom_sd_two_rows"] == pytest.approx(5.0)
+    text, _ = headroom_message(h)
+    assert "6 df" in text and "uniform and oracle alone 5.0 SDs" in text
+
+
+def test_add_deltas_pools_the_fixed_rows_not_the_dynamic_ones():
+    def row(method, per_seed, dynamic=False):
+        return BenchRow(method=method, target_per_seed=per_seed, dynamic=dynamic, track="target")
+
+    rows = [
+        row("uniform", [2.0, 2.1, 2.2]),
+        row("regmix", [1.5, 1.6, 1.7]),
+        row("tikmix-d", [1.0, 2.0, 3.0], dynamic=True),  # re-chooses per seed: not seed noise
+        row("tikmix-d:avg-static", [1.0, 2.0, 3.0]),  # each seed's own mixture: not seed noise
+        row("tikmix-d:natural-then-uniform", [1.8, 2.0, 2.2]),  # one schedule on every seed
+        row("oracle", [1.5, 1.6, 1.7]),  # RegMix's pick: the same runs, counted once
+    ]
+    summary = add_deltas(rows)
+    assert summary["seed_sd_df"] == 6
+    assert summary["seed_sd"] == pytest.approx(math.sqrt((0.02 + 0.02 + 0.08) / 6))
+    assert rows[-1].headroom == pytest.approx(0.5) and rows[-1].seed_sd == summary["seed_sd"]
 
 
 def test_time_averaged_mixture_weights_stages_by_steps():

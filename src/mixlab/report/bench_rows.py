@@ -35,6 +35,12 @@ RESULT_KEYS: tuple[str, ...] = (
 losses); the details follow them in the JSON."""
 
 
+AVG_STATIC_SUFFIX = ":avg-static"
+"""The suffix of the control row that trains a dynamic method's time-averaged mixture statically."""
+NATURAL_THEN_UNIFORM_SUFFIX = ":natural-then-uniform"
+"""The suffix of the control row that trains natural, then uniform, with the method's boundaries."""
+
+
 class BenchRow(BaseModel):
     """One method's result in a benchmark: losses over the paired seeds, the compute spent choosing,
     the paired difference to uniform, and the details behind them.
@@ -95,9 +101,24 @@ class BenchRow(BaseModel):
     headroom: float | None = None
     """The oracle row: uniform's ``target_loss`` minus the oracle's."""
     seed_sd: float | None = None
-    """The oracle row: the pooled seed SD of uniform's and the oracle's per-seed losses."""
+    """The oracle row: the seed SD, pooled over every row that trained one fixed schedule on every
+    seed (uniform, the oracle, the static methods, the natural-then-uniform controls)."""
+    seed_sd_df: int | None = None
+    """The oracle row: the degrees of freedom behind ``seed_sd``."""
     headroom_sd: float | None = None
     """The oracle row: ``headroom`` in seed SDs."""
+    seed_sd_two_rows: float | None = None
+    """The oracle row: the seed SD from uniform's and the oracle's per-seed losses alone."""
+    headroom_sd_two_rows: float | None = None
+    """The oracle row: ``headroom`` in ``seed_sd_two_rows``."""
+
+    @property
+    def same_schedule_every_seed(self) -> bool:
+        """Whether every seed of this row trained the same schedule: a static method's choice, the
+        oracle's pick and the natural-then-uniform control do; a dynamic method re-chooses per seed
+        and an ``:avg-static`` control trains each seed's own time-averaged mixture. The scatter of
+        such a row over seeds is seed noise only (the headroom's seed SD pools it)."""
+        return not self.dynamic and not self.method.endswith(AVG_STATIC_SUFFIX)
 
     @classmethod
     def from_json(cls, obj: Any, where: str) -> BenchRow:

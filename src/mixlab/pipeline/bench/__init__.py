@@ -24,7 +24,8 @@ per-seed difference of ``target_loss`` to uniform's, ``delta_vs_uniform_ci95`` i
 The ``oracle`` row is the best of ``oracle_candidates`` generic static mixtures and the static methods'
 choices, each trained at target scale on a separate selection seed (its choosing compute is all those
 runs), then trained on the paired seeds;
-``headroom`` (uniform minus oracle) is also given in seed standard deviations: a track whose headroom
+``headroom`` (uniform minus oracle) is also given in seed standard deviations (pooled over every row that
+trains one fixed schedule on every seed): a track whose headroom
 is under 5 SD cannot rank methods. Controls for each dynamic method: its schedule's time-averaged
 mixture trained statically (``<method>:avg-static``) and the schedule natural-then-uniform with the
 same boundaries (``<method>:natural-then-uniform``), which separate the dynamic part from the mixture.
@@ -73,7 +74,14 @@ from mixlab.pipeline.bench.runner import (
     train_target,
 )
 from mixlab.pipeline.bench.scales import ModelSettings, ScaleSpec, list_scales, load_scale
-from mixlab.pipeline.bench.stats import HEADROOM_MIN_SD, add_deltas, headroom, paired_delta, summarise
+from mixlab.pipeline.bench.stats import (
+    HEADROOM_MIN_SD,
+    add_deltas,
+    headroom,
+    paired_delta,
+    pooled_seed_sd,
+    summarise,
+)
 from mixlab.report.bench_rows import RESULT_KEYS, BenchRow
 
 __all__ = [
@@ -99,6 +107,7 @@ __all__ = [
     "open_corpus",
     "oracle_candidates",
     "paired_delta",
+    "pooled_seed_sd",
     "parse_method_spec",
     "reconcile_compute",
     "registry_name",

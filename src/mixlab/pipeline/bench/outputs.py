@@ -65,7 +65,12 @@ def headroom_message(summary: Mapping[str, Any]) -> tuple[str, bool]:
     if "headroom" not in summary:
         return "no oracle row: headroom unknown (the scale has oracle_candidates: 0)", False
     h, sd, ratio = summary["headroom"], summary["seed_sd"], summary["headroom_sd"]
-    text = f"headroom (uniform - oracle) = {h:.4f} = {ratio:.1f} seed SDs (seed SD {sd:.4f})"
+    text = f"headroom (uniform - oracle) = {h:.4f} = {ratio:.1f} seed SDs (seed SD {sd:.4f}"
+    if summary.get("seed_sd_df"):
+        text += f", pooled over the fixed-mixture rows, {summary['seed_sd_df']} df"
+    if summary.get("headroom_sd_two_rows") is not None:
+        text += f"; from uniform and oracle alone {summary['headroom_sd_two_rows']:.1f} SDs"
+    text += ")"
     small = not (ratio >= HEADROOM_MIN_SD)
     if small:
         text += (f"; UNDER {HEADROOM_MIN_SD:.0f} SD: this track cannot rank methods, differences between rows "

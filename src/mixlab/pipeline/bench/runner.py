@@ -25,7 +25,7 @@ from mixlab.pipeline.bench.scales import ScaleSpec
 from mixlab.pipeline.bench.stats import add_deltas, summarise
 from mixlab.pipeline.dynamic import PLAN_KEYS, PipelineConfig, run_pipeline
 from mixlab.proxy import ComputeLedger, ProxyResult
-from mixlab.report.bench_rows import BenchRow
+from mixlab.report.bench_rows import AVG_STATIC_SUFFIX, NATURAL_THEN_UNIFORM_SUFFIX, BenchRow
 from mixlab.store import default_workspace
 from mixlab.train import LocalProxyRunner, TrainConfig, Trainer
 from mixlab.utils.io import atomic_write_json, read_json
@@ -398,14 +398,14 @@ def run_controls(env: BenchEnv, row: BenchRow, on_event: Callable[[str], None] |
         avg_sched = Schedule.constant(time_averaged(sched, total))
         nu_sched = Schedule.from_pairs([(0, natural), *((b, uniform) for b in bounds)])
         note(f"{method}: controls, seed {s}")
-        avg_runs.append(train_target(env, f"{method}:avg-static", avg_sched, s))
-        nu_runs.append(train_target(env, f"{method}:natural-then-uniform", nu_sched, s))
+        avg_runs.append(train_target(env, f"{method}{AVG_STATIC_SUFFIX}", avg_sched, s))
+        nu_runs.append(train_target(env, f"{method}{NATURAL_THEN_UNIFORM_SUFFIX}", nu_sched, s))
     assert avg_sched is not None and nu_sched is not None
     cost = {"flops": row.choose_flops, "tokens": row.choose_tokens, "seconds": row.choose_seconds}
     zero = {"flops": 0.0, "tokens": 0, "seconds": 0.0}
     return [
-        _row(env, f"{method}:avg-static", avg_runs, cost, avg_sched.to_json(), control_of=method),
-        _row(env, f"{method}:natural-then-uniform", nu_runs, zero, nu_sched.to_json(), control_of=method),
+        _row(env, f"{method}{AVG_STATIC_SUFFIX}", avg_runs, cost, avg_sched.to_json(), control_of=method),
+        _row(env, f"{method}{NATURAL_THEN_UNIFORM_SUFFIX}", nu_runs, zero, nu_sched.to_json(), control_of=method),
     ]
 
 

@@ -68,22 +68,57 @@ def paired_delta(values: Sequence[float], baseline: Sequence[float]) -> tuple[fl
     return mean, [mean - half, mean + half]
 
 
-def headroom(uniform: Sequence[float], oracle: Sequence[float]) -> dict[str, float]:
+def pooled_seed_sd(groups: Sequence[Sequence[float]]) -> tuple[float, int]:
+    """The pooled within-mixture SD of several rows' per-seed losses and its degrees of freedom.
+
+    Each group is one mixture (or fixed schedule) trained on every seed, so its scatter around its
+    own mean is seed noise only; pooling the groups' sums of squares, ``sqrt(sum_g SS_g / sum_g
+    (n_g - 1))``, is the one-way ANOVA's within-group estimate of that noise. Groups of one seed add
+    nothing; groups with identical per-seed losses (the same runs shown under two names, e.g. unimax
+    when it equals uniform, or the oracle when it picked a method's mixture) are counted once.
+    Returns ``(nan, 0)`` when no group has two seeds.
+    """
+    kept: list[np.ndarray] = []
+    for g in groups:
+        v = np.asarray(g, float)
+        if v.ndim != 1 or v.size < 2 or not np.isfinite(v).all():
+            continue
+        if any(k.shape == v.shape and np.allclose(k, v, rtol=0, atol=1e-12) for k in kept):
+            continue
+        kept.append(v)
+    df = int(sum(v.size - 1 for v in kept))
+    if df == 0:
+        return math.nan, 0
+    ss = float(sum(((v - v.mean()) ** 2).sum() for v in kept))
+    return math.sqrt(ss / df), df
+
+
+def headroom(
+    uniform: Sequence[float], oracle: Sequence[float], *, noise_rows: Sequence[Sequence[float]] = ()
+) -> dict[str, float]:
     """Uniform minus oracle (mean over seeds) and the same in seed standard deviations.
 
-    The seed SD is the pooled sample SD of the two rows' per-seed losses,
-    ``sqrt((sd_u^2 + sd_o^2) / 2)`` (ddof 1): how much one seed's loss scatters around its mixture's
-    mean. ``headroom_sd`` is infinite when both rows have no scatter and the gap is positive.
+    The seed SD is :func:`pooled_seed_sd` over uniform, the oracle and ``noise_rows`` (further rows
+    that trained one fixed schedule on every seed): how much one seed's loss scatters around its
+    mixture's mean. With five seeds, uniform and the oracle alone give 8 degrees of freedom, an
+    estimate that is itself uncertain by about a quarter (its relative standard error is
+    1/sqrt(2 df)); every fixed-mixture row of the table measures the same noise, so pooling them is
+    the better estimate. ``seed_sd_two_rows``/``headroom_sd_two_rows`` keep the two-row estimate
+    ``sqrt((sd_u^2 + sd_o^2) / 2)`` (ddof 1) beside it. A ratio is infinite when there is no scatter
+    and the gap is positive.
     """
     u, o = np.asarray(uniform, float), np.asarray(oracle, float)
     gap = float(u.mean() - o.mean())
-    sd = float(math.sqrt((u.std(ddof=1) ** 2 + o.std(ddof=1) ** 2) / 2)) if min(u.size, o.size) > 1 else math.nan
-    if sd == 0:
-        ratio = math.inf if gap > 0 else 0.0
-    else:
-        ratio = gap / sd if math.isfinite(sd) else math.nan
-    return {"headroom": gap, "seed_sd": sd, "headroom_sd": ratio}
+    two = float(math.sqrt((u.std(ddof=1) ** 2 + o.std(ddof=1) ** 2) / 2)) if min(u.size, o.size) > 1 else math.nan
+    sd, df = pooled_seed_sd([u, o, *noise_rows])
 
+    def ratio(noise: float) -> float:
+        if noise == 0:
+            return math.inf if gap > 0 else 0.0
+        return gap / noise if math.isfinite(noise) else math.nan
+
+    return {"headroom": gap, "seed_sd": sd, "headroom_sd": ratio(sd), "seed_sd_df": df,
+            "seed_sd_two_rows": two, "headroom_sd_two_rows": ratio(two)}
 
 
 def add_deltas(rows: list[BenchRow]) -> dict[str, Any]:
@@ -97,7 +132,8 @@ def add_deltas(rows: list[BenchRow]) -> dict[str, Any]:
         r.delta_vs_uniform, r.delta_vs_uniform_ci95 = paired_delta(r.target_per_seed or [], base)
     summary: dict[str, Any] = {"track": rows[0].track}
     if "oracle" in by:
-        h = headroom(base, by["oracle"].target_per_seed or [])
+        fixed = [r.target_per_seed or [] for r in rows if r.same_schedule_every_seed]
+        h = headroom(base, by["oracle"].target_per_seed or [], noise_rows=fixed)
         for key, value in h.items():
             setattr(by["oracle"], key, value)
         summary.update(h)
