@@ -434,3 +434,47 @@ def test_fixed_budget_measures_once_whatever_the_stability():
     assert len(mixer.propose(ctx).measurements) == 1 and ctx.compute.tokens == 6 * per
     with pytest.raises(ConfigError, match="unknown budget"):
         get_mixer("tikmix-d", tokens_per_domain=per, budget="lots").propose(ctx)
+
+
+def test_measured_step_takes_the_scale_whose_continuation_lowered_the_target_most(noise_target_corpus):
+    # the live model of a two-domain corpus whose "target" domain is learnable and "noise" is not:
+    # every candidate is the mirror step at one scale; its continuation gain is measured on copies of
+    # the model, and the proposal is the candidate with the largest measured gain
+    corpus = noise_target_corpus
+    model, opt = _train_briefly(corpus)
+    ctx = MixingContext(
+        domains=corpus.domains, available_tokens=corpus.token_counts(), total_tokens=100_000, corpus=corpus,
+        target_domains=["target"], previous=Mixture.uniform(corpus.domains), stage=1,
+        live=SimpleNamespace(model=model, optimizer=opt, seq_len=32, batch_size=8),
+    )  # fmt: skip
+    before = [p.detach().clone() for p in model.parameters()]
+    mixer = get_mixer("tikmix-d", objective="mirror", tokens_per_domain=4 * 8 * 32, rounds=2, budget="fixed",
+                      search_steps=3, search_scales=(0.0, 1.0, 4.0))  # fmt: skip
+    proposal = mixer.propose(ctx)
+    search = proposal.solver["search"]
+    assert search["scales"] == [0.0, 1.0, 4.0] and len(search["gains"]) == 3 and search["steps"] == 3
+    best = int(np.argmax(search["gains"]))
+    assert search["chosen_scale"] == search["scales"][best] == proposal.solver["step_scale"]
+    # the candidates are the mirror steps at those scales, recomputed from the recorded influence
+    c = np.array([1.0])
+    steps = [solve_tikmix_d(proposal.influence.matrix, previous=np.full(2, 0.5), target_weights=c,
+                            objective="mirror", rounds=2, step_scale=x,
+                            reliability=target_reliability(proposal.influence, c)).weights
+             for x in search["scales"]]  # fmt: skip
+    assert np.allclose(steps[0], 0.5)  # scale 0 keeps the previous mixture
+    t = corpus.domains.index("target")
+    assert steps[2][t] > steps[1][t] > 0.5  # a longer step moves further towards the learnable domain
+    assert proposal.mixture.to_array(corpus.domains) == pytest.approx(steps[best], abs=1e-9)
+    # the gains are real continuations: learning the target domain for 3 steps lowers its loss more
+    # than mixing in noise; the live model is untouched and the continuations are choosing compute
+    assert search["gains"][2] > search["gains"][0]
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    assert ctx.compute.flops == pytest.approx(proposal.influence.flops + search["flops"])
+
+
+def test_measured_step_is_only_for_the_mirror_objective():
+    _, _, ctx = _live_ctx()
+    with pytest.raises(ConfigError, match="objective=mirror"):
+        get_mixer("tikmix-d", tokens_per_domain=2 * 4 * 16, search_steps=4).propose(ctx)
+    with pytest.raises(ConfigError, match="step scale"):
+        solve_tikmix_d(I3, objective="mirror", step_scale=-1.0)

@@ -41,8 +41,6 @@ import numpy as np
 from scipy.stats import qmc
 
 from mixlab.errors import ConfigError, MixlabError
-from mixlab.influence.batches import corpus_batches, token_batches
-from mixlab.influence.continuation import continuation_labels, mixture_batch_fn
 from mixlab.mixers.base import MixingContext, Proposal
 from mixlab.mixers.tikmix_d import InfluenceMixer, TiKMiXDMixer, normalised_influence, solve_tikmix_d
 from mixlab.mixture import Mixture, MixtureConstraints
@@ -302,33 +300,8 @@ class TiKMiXMMixer(InfluenceMixer):
 
     def _continuations(self, ctx: MixingContext, X: np.ndarray, seed: int) -> np.ndarray:
         """Measured labels: the weighted target-loss decrease of a short continuation per candidate."""
-        live = ctx.live
-        model, optimizer = getattr(live, "model", None), getattr(live, "optimizer", None)
-        if model is None or optimizer is None or ctx.corpus is None:
-            raise MixlabError(
-                "tikmix-m: label='continuation' trains short continuations of the live model: it needs ctx.live "
-                "with model and optimizer, and ctx.corpus; use label='sum' to label from the influence matrix alone"
-            )
-        seq = int(self.seq_len or getattr(live, "seq_len", 0) or 0)
-        bs = int(self.batch_size or getattr(live, "batch_size", 0) or 0)
-        tokens = int(self.eval_tokens or self.target_tokens_per_domain or self.tokens_per_domain)
-        sources = dict(ctx.target_sources or {})
-        eval_batches = {
-            t: list(
-                token_batches(sources[t], t, tokens=tokens, seq_len=seq, batch_size=bs, seed=seed)
-                if t in sources and t not in ctx.domains
-                else corpus_batches(ctx.corpus, t, split="val", tokens=tokens, seq_len=seq, batch_size=bs, seed=seed)
-            )
-            for t in ctx.targets
-        }
-        batch = mixture_batch_fn(
-            [ctx.corpus.train_tokens(d) for d in ctx.domains], seq_len=seq, batch_size=bs, seed=seed + 17
-        )
-        y, cost = continuation_labels(
-            model, optimizer, X, train_batch=batch, eval_batches=eval_batches,
-            target_weights=ctx.target_weight_vector(), steps=self.continuation_steps,
-        )  # fmt: skip
-        ctx.compute.add(flops=cost["flops"], tokens=int(cost["tokens"]), seconds=cost["seconds"])
+        y, cost = self.continuation_gains(ctx, X, steps=self.continuation_steps, seed=seed,
+                                          eval_tokens=self.eval_tokens)  # fmt: skip
         log.info("tikmix-m: %d continuation labels of %d steps in %.1fs", len(X), self.continuation_steps,
                  cost["seconds"])
         return y
