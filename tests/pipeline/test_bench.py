@@ -11,6 +11,7 @@ from mixlab.pipeline.bench import (
     BenchRow,
     add_deltas,
     bench_table,
+    compare_rankings,
     headroom,
     headroom_message,
     paired_delta,
@@ -362,3 +363,58 @@ def test_a_long_variant_name_leaves_the_numbers_room_in_80_columns():
     text = console.export_text()
     assert "2.9230" in text and "2.702" in text
     assert "".join(line.split("│")[1].strip() for line in text.splitlines() if line.count("│") > 2) == long_name
+
+
+def test_compare_rankings_tells_swaps_within_noise_from_real_ones():
+    def rows(losses):
+        return [BenchRow(method=m, target_per_seed=v, target_loss=sum(v) / len(v), track="target")
+                for m, v in losses.items()]  # fmt: skip
+
+    first = rows({
+        "uniform": [2.00, 2.10, 2.20],
+        "a": [1.50, 1.60, 1.70],  # 0.5 below uniform on every seed: separated
+        "b": [1.52, 1.58, 1.73],  # within the noise of a
+        "c": [1.90, 2.00, 2.10],  # 0.1 below uniform on every seed: separated from uniform and a
+    })
+    first.append(BenchRow(method="oracle", target_per_seed=[0.1, 0.1, 0.1], target_loss=0.1))  # not a method
+    second = rows({
+        "uniform": [2.00, 2.10, 2.20],
+        "a": [1.56, 1.61, 1.72],  # a and b swap, within the noise of both runs
+        "b": [1.50, 1.60, 1.70],
+        "c": [1.90, 2.00, 2.10],
+    })
+    cmp = compare_rankings(first, second)
+    assert cmp["methods"] == ["uniform", "a", "b", "c"]
+    assert cmp["ranks"] == [[4.0, 1.0, 2.0, 3.0], [4.0, 2.0, 1.0, 3.0]]
+    assert cmp["swaps_within_noise"] == [["a", "b"]] and cmp["discordant"] == [] and cmp["stable"]
+    assert cmp["spearman"] == pytest.approx(0.8)
+    # c jumps below a in the second run on every seed: a separated pair swaps, the ranking is unstable
+    third = rows({"uniform": [2.00, 2.10, 2.20], "a": [1.50, 1.60, 1.70], "b": [1.52, 1.58, 1.73],
+                  "c": [1.20, 1.30, 1.40]})  # fmt: skip
+    cmp = compare_rankings(first, third)
+    assert cmp["discordant"] == [["a", "c"], ["b", "c"]] and not cmp["stable"]
+    with pytest.raises(MixlabError, match="share 1 method"):
+        compare_rankings(first, rows({"uniform": [2.0, 2.1, 2.2], "z": [1.0, 1.1, 1.2]}))
+
+
+def test_bench_compare_command_prints_the_verdict_and_exits_by_it(tmp_path):
+    from typer.testing import CliRunner
+
+    from mixlab.cli.main import build_app
+
+    def write(name, losses):
+        rows = [BenchRow(method=m, target_per_seed=v, target_loss=sum(v) / len(v), track="target").to_dict()
+                for m, v in losses.items()]  # fmt: skip
+        (tmp_path / name).write_text(json.dumps(rows))
+        return str(tmp_path / name)
+
+    base = {"uniform": [2.0, 2.1, 2.2], "a": [1.5, 1.6, 1.7], "c": [1.9, 2.0, 2.1]}
+    a = write("a.json", base)
+    b = write("b.json", base | {"c": [1.2, 1.3, 1.4]})
+    res = CliRunner().invoke(build_app(), ["bench-compare", a, a, "--out", str(tmp_path / "cmp.json")])
+    assert res.exit_code == 0, res.output
+    assert "ranking stable" in res.output and json.loads((tmp_path / "cmp.json").read_text())["stable"]
+    res = CliRunner().invoke(build_app(), ["bench-compare", a, b])
+    assert res.exit_code == 1 and "SWAPPED although both runs separate them: a / c" in res.output
+    res = CliRunner().invoke(build_app(), ["bench-compare", a, str(tmp_path / "missing.json")])
+    assert isinstance(res.exception, MixlabError) and "missing.json: JSON file not found" in str(res.exception)

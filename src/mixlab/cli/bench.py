@@ -149,3 +149,55 @@ def bench(
     console.print(f"[bold red]WARNING: {escape(text)}[/]" if small else escape(text))
     paths = write_outputs(rows, out)
     console.print(f"wrote {paths['json']}, {paths['csv']}, {paths['png']}")
+
+
+def bench_compare(
+    first: Annotated[Path, typer.Argument(help="A bench.json (e.g. `mixlab bench --seed 0`).")],
+    second: Annotated[Path, typer.Argument(help="Another bench.json of the same methods (e.g. `--seed 100`).")],
+    out: Annotated[Path | None, typer.Option(help="Also write the comparison as JSON here.")] = None,
+) -> None:
+    """Check whether two bench runs rank the methods the same way.
+
+    Each run ranks the methods both hold (not the oracle or the controls) by target loss. Printed:
+    both rankings, Spearman's rho and Kendall's tau between them, and the verdict. A pair of methods
+    that both runs separate (the paired 95% interval of their difference excludes 0) must keep its
+    order; a pair within the seed noise of either run may swap without making the ranking unstable,
+    and is listed as such. Exit code 0 when stable, 1 when a separated pair swaps.
+
+    Example: mixlab bench-compare bench-seed0.json bench-seed100.json
+    """
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    from mixlab.pipeline.bench import compare_rankings
+    from mixlab.report.data import parse_bench
+    from mixlab.utils.io import atomic_write_json, check_output_path, read_json
+
+    if out is not None:
+        out = check_output_path(out)
+    runs = [parse_bench(read_json(p), str(p)) for p in (first, second)]
+    cmp = compare_rankings(*runs)
+    losses = [{r.method: r.target_loss for r in rows} for rows in runs]
+    console = Console() if sys.stdout.isatty() else Console(width=180)
+    table = Table(title=f"ranking by target loss: {first.name} vs {second.name}")
+    table.add_column("method", overflow="fold")
+    for name in (first.name, second.name):
+        table.add_column(f"rank ({name})", justify="right")
+        table.add_column(f"loss ({name})", justify="right")
+    for i, m in enumerate(cmp["methods"]):
+        table.add_row(Text(m), f"{cmp['ranks'][0][i]:g}", f"{losses[0][m]:.4f}", f"{cmp['ranks'][1][i]:g}",
+                      f"{losses[1][m]:.4f}")  # fmt: skip
+    console.print(table)
+    console.print(f"Spearman {cmp['spearman']:.3f}, Kendall {cmp['kendall']:.3f}; "
+                  f"{cmp['separated_in_both']} of {len(cmp['pairs'])} pairs separated in both runs")  # fmt: skip
+    for x, y in cmp["swaps_within_noise"]:
+        console.print(Text(f"swapped within the seed noise of a run: {x} / {y}"))
+    for x, y in cmp["discordant"]:
+        console.print(Text(f"SWAPPED although both runs separate them: {x} / {y}", style="bold red"))
+    console.print("ranking stable" if cmp["stable"] else "[bold red]ranking NOT stable[/]")
+    if out is not None:
+        atomic_write_json(out, cmp)
+        console.print(f"wrote {out}")
+    if not cmp["stable"]:
+        raise typer.Exit(1)

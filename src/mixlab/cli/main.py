@@ -53,6 +53,7 @@ COMMANDS: dict[str, str] = {
     "fit-law": "mixlab.cli.laws:fit_law",
     "entropy": "mixlab.cli.laws:entropy",
     "bench": "mixlab.cli.bench:bench",
+    "bench-compare": "mixlab.cli.bench:bench_compare",
     "export": "mixlab.cli.export:export",
     "report": "mixlab.cli.report:report",
 }

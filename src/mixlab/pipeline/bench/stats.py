@@ -139,3 +139,52 @@ def add_deltas(rows: list[BenchRow]) -> dict[str, Any]:
         summary.update(h)
     return summary
 
+
+
+def compare_rankings(first: Sequence[BenchRow], second: Sequence[BenchRow]) -> dict[str, Any]:
+    """How far two bench runs (e.g. two base seeds) agree on the ranking of their common methods.
+
+    The methods are the rows both runs hold, other than the oracle and the controls; each run ranks
+    them by ``target_loss`` (1 = lowest). Returned: ``methods``, both runs' ``ranks``, Spearman's rho
+    and Kendall's tau between them, and every pair of methods with its paired per-seed difference
+    and 95% interval in each run. A pair is *separated* in a run when its interval excludes 0 (the
+    run can tell the two apart beyond seed noise). The ranking is ``stable`` when no pair that both
+    runs separate is ordered differently by them (``discordant``): two rows whose difference is
+    within the noise may swap between runs without either run being wrong, so swaps among them are
+    listed (``swaps_within_noise``) but do not count against stability.
+    """
+    def methods(rows: Sequence[BenchRow]) -> dict[str, BenchRow]:
+        return {r.method: r for r in rows if r.method != "oracle" and r.control_of is None
+                and r.target_per_seed and r.target_loss is not None}  # fmt: skip
+
+    a, b = methods(first), methods(second)
+    common = [m for m in a if m in b]
+    if len(common) < 2:
+        raise MixlabError(f"bench: the two runs share {len(common)} method(s) ({common}); a ranking needs two")
+    la = np.array([a[m].target_loss for m in common], float)
+    lb = np.array([b[m].target_loss for m in common], float)
+    ranks_a, ranks_b = stats.rankdata(la), stats.rankdata(lb)
+    pairs, discordant, swaps = [], [], []
+    for i, x in enumerate(common):
+        for y in common[i + 1 :]:
+            da, ca = paired_delta(a[x].target_per_seed or [], a[y].target_per_seed or [])
+            db, cb = paired_delta(b[x].target_per_seed or [], b[y].target_per_seed or [])
+            sep_a = bool(ca[0] > 0 or ca[1] < 0)
+            sep_b = bool(cb[0] > 0 or cb[1] < 0)
+            agree = bool(np.sign(da) == np.sign(db))
+            pair = {"methods": [x, y], "delta": [da, db], "ci95": [ca, cb], "separated": [sep_a, sep_b],
+                    "same_order": agree}  # fmt: skip
+            pairs.append(pair)
+            if not agree:
+                (discordant if sep_a and sep_b else swaps).append([x, y])
+    return {
+        "methods": common,
+        "ranks": [ranks_a.tolist(), ranks_b.tolist()],
+        "spearman": float(stats.spearmanr(la, lb).statistic),
+        "kendall": float(stats.kendalltau(la, lb).statistic),
+        "pairs": pairs,
+        "separated_in_both": sum(p["separated"][0] and p["separated"][1] for p in pairs),
+        "discordant": discordant,
+        "swaps_within_noise": swaps,
+        "stable": not discordant,
+    }
