@@ -463,7 +463,10 @@ def run_oracle(
                 oracle_candidates=[c.to_dict() for c in cands])
 
 
-def _prepare_env(config: BenchConfig, corpus: Any) -> tuple[BenchEnv, list[str]]:
+def prepare_env(config: BenchConfig, corpus: Any = None) -> tuple[BenchEnv, list[str]]:
+    """The benchmark's environment (scale, corpus, workspace, target set) and its method list, as
+    :func:`run_bench` sets them up; with it, :func:`train_target` trains any schedule at target scale
+    into the same workspace (e.g. a control of one's own, ``experiments/plan_ceiling.py``)."""
     scale, methods = config.resolved()
     if corpus is None:
         corpus = open_corpus(config.corpus)
@@ -517,7 +520,7 @@ def run_bench(
     broken method does not cost the others' results. All methods failing raises. ``summary``, when
     given, receives the track's headroom (see :func:`add_deltas`).
     """
-    env, methods = _prepare_env(config, corpus)
+    env, methods = prepare_env(config, corpus)
     rows: list[BenchRow] = []
     errors: dict[str, str] = {}
 
