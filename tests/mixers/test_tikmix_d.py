@@ -231,17 +231,23 @@ def _train_briefly(corpus, steps=80, seq=32, bs=16, seed=0):
     return model, opt
 
 
-@pytest.mark.parametrize("objective", ["paper", "linear", "firstorder", "mirror"])
-def test_tikmix_d_moves_weight_away_from_noise(noise_target_corpus, objective):
-    # noise has nothing to teach about the learnable target domain: its gradients are unaligned with
-    # the target's, so Group Influence ranks it last and the mixture moves away from it
-    corpus = noise_target_corpus
+def _noise_target_ctx(corpus):
+    """A briefly trained live model of the noise/target corpus, at stage 1 after a uniform stage."""
     model, opt = _train_briefly(corpus)
     ctx = MixingContext(
         domains=corpus.domains, available_tokens=corpus.token_counts(), total_tokens=100_000, corpus=corpus,
         target_domains=["target"], previous=Mixture.uniform(corpus.domains), stage=1,
         live=SimpleNamespace(model=model, optimizer=opt, seq_len=32, batch_size=8),
     )  # fmt: skip
+    return model, opt, ctx
+
+
+@pytest.mark.parametrize("objective", ["paper", "linear", "firstorder", "mirror"])
+def test_tikmix_d_moves_weight_away_from_noise(noise_target_corpus, objective):
+    # noise has nothing to teach about the learnable target domain: its gradients are unaligned with
+    # the target's, so Group Influence ranks it last and the mixture moves away from it
+    corpus = noise_target_corpus
+    model, opt, ctx = _noise_target_ctx(corpus)
     mixer = get_mixer("tikmix-d", objective=objective, tokens_per_domain=4 * 8 * 32, rounds=2)
     proposal = mixer.propose(ctx)
     mix, gi = proposal.mixture, proposal.influence
@@ -441,12 +447,7 @@ def test_measured_step_takes_the_scale_whose_continuation_lowered_the_target_mos
     # every candidate is the mirror step at one scale; its continuation gain is measured on copies of
     # the model, and the proposal is the candidate with the largest measured gain
     corpus = noise_target_corpus
-    model, opt = _train_briefly(corpus)
-    ctx = MixingContext(
-        domains=corpus.domains, available_tokens=corpus.token_counts(), total_tokens=100_000, corpus=corpus,
-        target_domains=["target"], previous=Mixture.uniform(corpus.domains), stage=1,
-        live=SimpleNamespace(model=model, optimizer=opt, seq_len=32, batch_size=8),
-    )  # fmt: skip
+    model, opt, ctx = _noise_target_ctx(corpus)
     before = [p.detach().clone() for p in model.parameters()]
     mixer = get_mixer("tikmix-d", objective="mirror", tokens_per_domain=4 * 8 * 32, rounds=2, budget="fixed",
                       search_steps=3, search_scales=(0.0, 1.0, 4.0))  # fmt: skip
