@@ -54,13 +54,17 @@ def test_config_errors():
     assert methods[:3] == ["uniform", "natural", "unimax"] and "tikmix-d" in methods
     # the paper's TiKMiX-D and the mirror variant are both default rows; the variant's plan goes to the
     # pipeline, the rest to the mixer
-    from mixlab.pipeline.bench import TIKMIX_MIRROR, parse_method_spec
+    from mixlab.pipeline.bench import TIKMIX_MIRROR, TIKMIX_MIRROR_EARLY, parse_method_spec
     from mixlab.pipeline.dynamic import PLAN_KEYS
 
-    assert TIKMIX_MIRROR in methods
+    assert TIKMIX_MIRROR in methods and TIKMIX_MIRROR_EARLY in methods
     name, params = parse_method_spec(TIKMIX_MIRROR)
     assert name == "tikmix-d" and params["objective"] == "mirror" and params["budget"] == "fixed"
     assert {k: params[k] for k in PLAN_KEYS if k in params} == {"stages": 4, "initial": "uniform"}
+    name, params = parse_method_spec(TIKMIX_MIRROR_EARLY)
+    assert name == "tikmix-d" and params["search_steps"] == 8
+    assert {k: params[k] for k in PLAN_KEYS if k in params} == {
+        "stages": 4, "initial": "uniform", "first_boundary": 0.03}
 
 
 @pytest.mark.slow

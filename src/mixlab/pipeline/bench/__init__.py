@@ -46,6 +46,7 @@ and file), :mod:`~mixlab.pipeline.bench.config` (methods, variants, :class:`Benc
 from mixlab.pipeline.bench.config import (
     DEFAULT_METHODS,
     TIKMIX_MIRROR,
+    TIKMIX_MIRROR_EARLY,
     TRACKS,
     BenchConfig,
     parse_method_spec,
@@ -91,6 +92,7 @@ __all__ = [
     "HEADROOM_MIN_SD",
     "RESULT_KEYS",
     "TIKMIX_MIRROR",
+    "TIKMIX_MIRROR_EARLY",
     "TRACKS",
     "BenchConfig",
     "BenchEnv",

@@ -20,6 +20,14 @@ the uniform mixture for the first quarter of the run, then decisions at 1/4, 1/2
 one Group Influence measurement of a fixed size, moving the mixture by a Hedge step scaled by the
 measurement's split-half reliability."""
 
+TIKMIX_MIRROR_EARLY = (
+    "tikmix-d[objective=mirror,budget=fixed,initial=uniform,stages=4,first_boundary=0.03,search_steps=8]"
+)
+"""The mirror variant with its first decision at 3% of the run (the rest in three equal stages) and a
+measured step: each Hedge step's size is the one of a few candidates whose 8-step continuation of the
+live model lowered the weighted target loss most. Less of the run is spent on the uniform start (the
+plan ceiling, ``experiments/plan_ceiling.py``, prices that start), at 15% of RegMix's choosing FLOPs."""
+
 DEFAULT_METHODS: tuple[str, ...] = (
     "uniform",
     "natural",
@@ -30,10 +38,11 @@ DEFAULT_METHODS: tuple[str, ...] = (
     "bimix-entropy-ce",
     "tikmix-d",
     TIKMIX_MIRROR,
+    TIKMIX_MIRROR_EARLY,
     "tikmix-m",
 )
-"""What ``mixlab bench`` runs when no ``--methods`` are given (the paper's TiKMiX-D and its mirror
-variant are separate rows)."""
+"""What ``mixlab bench`` runs when no ``--methods`` are given (the paper's TiKMiX-D and its two mirror
+variants are separate rows)."""
 
 TRACKS = ("target", "balanced")
 """``target``: the weighted loss of the target set; ``balanced``: the mean over training domains."""
