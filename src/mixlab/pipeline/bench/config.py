@@ -26,7 +26,11 @@ TIKMIX_MIRROR_EARLY = (
 """The mirror variant with its first decision at 3% of the run (the rest in three equal stages) and a
 measured step: each Hedge step's size is the one of a few candidates whose 8-step continuation of the
 live model lowered the weighted target loss most. Less of the run is spent on the uniform start (the
-plan ceiling, ``experiments/plan_ceiling.py``, prices that start), at 15% of RegMix's choosing FLOPs."""
+plan ceiling, ``experiments/plan_ceiling.py``, prices that start), at 15% of RegMix's choosing FLOPs.
+Its risk is measured too: a decision inside the target's warm-up reads a transient state of the young
+model, and the 8-step continuation rewards a large step on it (vim's ``pattern.txt``: scripture 0.5-0.8
+from step 6 where the target wants code; worse than the plain mirror row there), so it is a row to
+compare, not the recommended setting."""
 
 DEFAULT_METHODS: tuple[str, ...] = (
     "uniform",
