@@ -27,7 +27,7 @@ def bench(
     corpus: Annotated[
         Path | None, typer.Option(help="Prepared corpus directory (default: the built-in corpus).")
     ] = None,
-    scale: Annotated[str, typer.Option(help="Size: tiny (tests, ~minutes), default (<30 min on a 2-core CPU), gpu.")] = "default",
+    scale: Annotated[str, typer.Option(help="Size: tiny (tests, ~minutes), default (~45 min on a 2-core CPU), gpu.")] = "default",
     seeds: Annotated[int | None, typer.Option(min=1, help="Target runs per method (default from the scale: 3).")] = None,
     seed: Annotated[int, typer.Option(help="Base seed.")] = 0,
     target_model: Annotated[str | None, typer.Option(help="Target model preset (overrides the scale).")] = None,
