@@ -42,7 +42,6 @@ def _trainer(tmp_path, corpus, stream, callback, steps: int, eval_dataset=None, 
         per_device_train_batch_size=BATCH,
         gradient_accumulation_steps=stream.grad_accum,
         learning_rate=3e-3,
-        warmup_steps=0,
         logging_steps=1000,
         save_strategy="no",
         report_to=[],
@@ -50,7 +49,7 @@ def _trainer(tmp_path, corpus, stream, callback, steps: int, eval_dataset=None, 
         disable_tqdm=True,
         dataloader_num_workers=0,
         seed=0,
-        **kw,
+        **({"warmup_steps": 0} | kw),
     )
     return transformers.Trainer(
         model=_model(corpus.vocab_size),
@@ -150,6 +149,16 @@ def test_dynamic_mixer_switches_live_at_the_boundary(tiny_corpus, tmp_path, capl
     assert stream.counts(0, 5) == {**dict.fromkeys(tiny_corpus.domains, 0), "english": 5 * BATCH}
     assert stream.counts(5, 9) == {**dict.fromkeys(tiny_corpus.domains, 0), worst: 4 * BATCH}
     assert "stage 1 from step 5" in caplog.text
+
+
+def test_a_boundary_inside_the_warmup_is_warned_about(tiny_corpus, tmp_path, caplog) -> None:
+    """The callback names a boundary before the Trainer's warm-up ends, as the pipeline does."""
+    stream = MixtureStream(tiny_corpus, {"english": 1.0}, seq_len=SEQ, batch_size=BATCH)
+    callback = MixtureScheduleCallback(stream, mixer=HardestDomainMixer(), boundaries=[2, 5])
+    with caplog.at_level(logging.WARNING, logger="mixlab.pipeline.stages"):
+        _trainer(tmp_path, tiny_corpus, stream, callback, steps=6, warmup_steps=4).train()
+    warned = [r.getMessage() for r in caplog.records if "warm-up" in r.getMessage()]
+    assert len(warned) == 1 and "steps [2]" in warned[0] and "(4 of 6 steps)" in warned[0]
 
 
 def test_grad_accum_keeps_steps_aligned(tiny_corpus, tmp_path) -> None:

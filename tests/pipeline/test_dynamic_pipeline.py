@@ -64,13 +64,13 @@ def test_boundaries_as_fractions_and_steps():
 def test_a_decision_inside_the_warmup_is_warned_about(tiny_corpus, tmp_path, caplog):
     """Boundaries before the learning-rate warm-up ends are named in a warning; later ones are not."""
     cfg = PipelineConfig(train=_train(tiny_corpus, tmp_path, warmup=20), mixer="uniform", boundaries=[10, 30])
-    with caplog.at_level("WARNING", logger="mixlab.pipeline.dynamic"):
+    with caplog.at_level("WARNING", logger="mixlab.pipeline.stages"):
         run_pipeline(cfg, corpus=tiny_corpus)
     warned = [r.getMessage() for r in caplog.records if "warm-up" in r.getMessage()]
     assert len(warned) == 1 and "steps [10]" in warned[0] and "(20 of 48 steps)" in warned[0]
     caplog.clear()
     late = PipelineConfig(train=_train(tiny_corpus, tmp_path / "late", warmup=5), mixer="uniform", boundaries=[10, 30])
-    with caplog.at_level("WARNING", logger="mixlab.pipeline.dynamic"):
+    with caplog.at_level("WARNING", logger="mixlab.pipeline.stages"):
         run_pipeline(late, corpus=tiny_corpus)
     assert not [r for r in caplog.records if "warm-up" in r.getMessage()]
 

@@ -65,7 +65,7 @@ from mixlab.mixers import get_mixer
 from mixlab.mixers.base import Mixer, MixingContext
 from mixlab.mixture import Mixture, Schedule
 from mixlab.model.hf import HFCausalLM
-from mixlab.pipeline.stages import LiveState, StageEngine, StageRecord
+from mixlab.pipeline.stages import LiveState, StageEngine, StageRecord, warn_decisions_in_warmup
 from mixlab.store import RunArtifacts, RunCurve
 from mixlab.utils.io import atomic_write_json, read_json
 
@@ -406,8 +406,12 @@ class MixtureScheduleCallback(_CallbackBase):
                 + "; ".join(problems)
             )
 
+    def _total(self, args: Any) -> int | None:
+        """The run's optimizer steps: the callback's ``total_steps``, else the Trainer's ``max_steps``."""
+        return self.total_steps or (args.max_steps if getattr(args, "max_steps", 0) > 0 else None)
+
     def _remaining_tokens(self, step: int, args: Any) -> int | None:
-        total = self.total_steps or (args.max_steps if getattr(args, "max_steps", 0) > 0 else None)
+        total = self._total(args)
         if total is None:
             return None
         per_step = self.stream.batch_size * self.stream.grad_accum * self.stream.seq_len
@@ -424,7 +428,7 @@ class MixtureScheduleCallback(_CallbackBase):
             sampler=self.stream.sampler,
             hf_model=model,
             device=next(model.parameters()).device,
-            total_steps=self.total_steps or (args.max_steps if getattr(args, "max_steps", 0) > 0 else None),
+            total_steps=self._total(args),
             boundaries=tuple(self.boundaries),
         )
         corpus = self.stream.corpus
@@ -529,6 +533,8 @@ class MixtureScheduleCallback(_CallbackBase):
         for i, st in enumerate(sched.stages):
             self.engine.given(i, st.start_step, st.mixture)
         self._pending = [b for b in self.boundaries if b > sched.stages[-1].start_step]
+        if self._pending and (total := self._total(args)):
+            warn_decisions_in_warmup(self._pending, args.get_warmup_steps(total), total)
         self._announced = 0
         log.info("stage 0 from step 0: %s", self.stages[0].mixture)
         self._save()

@@ -32,7 +32,7 @@ from mixlab.errors import ConfigError, MixlabError
 from mixlab.mixers import ComputeLedger, MixingContext, get_mixer
 from mixlab.mixers.base import Proposal
 from mixlab.mixture import Mixture, MixtureSpec, Schedule
-from mixlab.pipeline.stages import LiveState, StageEngine, StageRecord
+from mixlab.pipeline.stages import LiveState, StageEngine, StageRecord, warn_decisions_in_warmup
 from mixlab.train import LocalProxyRunner, TrainConfig, Trainer
 from mixlab.train.lr import warmup_steps
 from mixlab.utils.config import parse_config
@@ -251,14 +251,7 @@ class DynamicPipeline:
         run_dir = Path(trainer.run_dir)
         stages_dir = run_dir / "stages"
         boundaries = cfg.boundary_steps(trainer.total_steps)
-        warm = warmup_steps(trainer.config.warmup, trainer.total_steps)
-        if early := [b for b in boundaries if b < warm]:
-            log.warning(
-                "stage boundaries at steps %s fall inside the learning-rate warm-up (%d of %d steps): a "
-                "decision there measures a transient state of the young model (on vim's pattern.txt a "
-                "decision at step 6 of 192 moved weight to the wrong domain in every seed); a first "
-                "boundary at or after %.2f of the run avoids it", early, warm, trainer.total_steps,
-                warm / trainer.total_steps)
+        warn_decisions_in_warmup(boundaries, warmup_steps(trainer.config.warmup, trainer.total_steps), trainer.total_steps)
         atomic_write_json(run_dir / "pipeline.json", cfg.model_dump(mode="json"))
         ledger_path = run_dir / "choose_compute.json"
         if ledger_path.is_file():
